@@ -1,0 +1,78 @@
+# Train and serve a dog-breed classifier on Amazon SageMaker.
+# `make` (or `make help`) lists the targets. Every variable below can be
+# overridden on the command line, e.g. `make train EPOCHS=5 MODEL=mobilenet_v2`.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV ?= .venv
+BUILD_DIR ?= build
+
+# Native training on the bundled sample data (random init: no download needed).
+DATA_DIR ?= local_data/sample
+MODEL ?= resnet18
+EPOCHS ?= 5
+BATCH_SIZE ?= 16
+IMAGE_SIZE ?= 64
+LEARNING_RATE ?= 0.001
+PRETRAINED ?= false
+FREEZE_BACKBONE ?= false
+TRAIN_ARGS ?=
+TRAIN_OUT ?= $(BUILD_DIR)/train
+
+# The real dataset (make data).
+DATA_URL ?= https://s3-us-west-1.amazonaws.com/udacity-aind/dog-project/dogImages.zip
+DATA_SHA256 ?=
+DATA_DEST ?= local_data
+
+PYTEST_ARGS ?=
+
+VENV_PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.installed
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "; printf "Targets (override variables with make TARGET VAR=value):\n"} \
+		/^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV_STAMP): requirements/train.txt requirements/serve.txt requirements/dev.txt requirements/constraints.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or set PYTHON=" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(VENV_PY) -m pip install --quiet --upgrade pip
+	$(VENV_PY) -m pip install --quiet -c requirements/constraints.txt -r requirements/dev.txt
+	$(VENV_PY) -m pip install --quiet --no-deps -e .
+	@touch $@
+
+.PHONY: venv
+venv: $(VENV_STAMP) ## Create the Python venv with every pinned package (first use only)
+
+.PHONY: train
+train: $(VENV_STAMP) ## Train natively on DATA_DIR into TRAIN_OUT (fresh run: old checkpoints are removed)
+	rm -rf $(TRAIN_OUT)
+	SAGEMAKER_BASE_DIR=$(abspath $(TRAIN_OUT)) $(VENV_PY) src/train/train_model.py \
+		--data-dir $(DATA_DIR) --model $(MODEL) --epochs $(EPOCHS) --batch-size $(BATCH_SIZE) \
+		--image-size $(IMAGE_SIZE) --learning-rate $(LEARNING_RATE) --pretrained $(PRETRAINED) \
+		--freeze-backbone $(FREEZE_BACKBONE) $(TRAIN_ARGS)
+	@echo "model: $(TRAIN_OUT)/model  metrics and plots: $(TRAIN_OUT)/output/data"
+
+.PHONY: sample-data
+sample-data: $(VENV_STAMP) ## Regenerate the bundled sample dataset in local_data/sample
+	$(VENV_PY) local_data/make_sample.py --out local_data/sample
+
+.PHONY: data
+data: $(VENV_STAMP) ## Download and unpack the real dogImages set into DATA_DEST (resumable)
+	$(VENV_PY) -m dogbreed.download --url $(DATA_URL) --dest $(DATA_DEST) $(if $(DATA_SHA256),--sha256 $(DATA_SHA256))
+
+.PHONY: test
+test: $(VENV_STAMP) ## Run the whole test suite
+	$(VENV_PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: bench-train
+bench-train: $(VENV_STAMP) ## Training pipeline throughput vs a bare in-memory loop
+	$(VENV_PY) bench/train_throughput.py
+
+.PHONY: clean
+clean: ## Remove build outputs (keeps the venv)
+	rm -rf $(BUILD_DIR) .pytest_cache

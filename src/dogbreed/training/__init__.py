@@ -1,0 +1,1 @@
+"""Training: the code behind train_model.py and hpo.py."""

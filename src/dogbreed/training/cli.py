@@ -1,0 +1,173 @@
+"""Command line of train_model.py and hpo.py.
+
+Hyperparameters are kebab-case flags. They accept values the way SageMaker
+passes hyperparameters (every value a string, booleans as "True"/"False").
+Paths are flags too, each falling back to its SageMaker environment variable,
+so the same command runs on a laptop, in local mode and in a real job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from pathlib import Path
+
+from dogbreed import sagemaker_env
+from dogbreed.errors import DogbreedError
+from dogbreed.models import ARCHITECTURES
+from dogbreed.training.data import BAD_IMAGE_POLICIES
+from dogbreed.training.debugger import DEBUG_COLLECTIONS
+
+log = logging.getLogger("dogbreed")
+
+_TRUE = {"true", "1", "yes", "y", "on"}
+_FALSE = {"false", "0", "no", "n", "off"}
+
+
+def str2bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def _number(kind, *, minimum=None, maximum=None, exclusive_minimum=False):
+    def parse(value: str):
+        try:
+            number = kind(float(value)) if kind is int and str(value).strip().endswith(".0") else kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {value!r}")
+        if minimum is not None and (number <= minimum if exclusive_minimum else number < minimum):
+            raise argparse.ArgumentTypeError(
+                f"must be {'greater than' if exclusive_minimum else 'at least'} {minimum}, got {value}"
+            )
+        if maximum is not None and number > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {value}")
+        return number
+
+    return parse
+
+
+def _collections(value: str) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = sorted(set(names) - set(DEBUG_COLLECTIONS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"choose from {','.join(DEBUG_COLLECTIONS)}, got {value!r}")
+    return names
+
+
+class TrainingArgumentParser(argparse.ArgumentParser):
+    """Reports a bad flag in one line, records it as the job's failure, exits 2."""
+
+    def error(self, message: str):
+        line = f"{self.prog}: error: {message}"
+        print(line, file=sys.stderr)
+        sagemaker_env.write_failure(f"bad hyperparameter: {message}")
+        sys.exit(sagemaker_env.EXIT_USAGE)
+
+
+def get_args_parser(prog: str = "train_model.py", description: str | None = None) -> argparse.ArgumentParser:
+    """The training flags. Call it at run time: path defaults come from the environment."""
+    parser = TrainingArgumentParser(
+        prog=prog,
+        description=description or "Transfer-learn a torchvision classifier on a dogImages-style dataset.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    bool_flag = dict(type=str2bool, nargs="?", const=True, metavar="BOOL")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default="resnet18", choices=sorted(ARCHITECTURES), help="architecture")
+    model.add_argument("--pretrained", default=True, **bool_flag,
+                       help="start from ImageNet weights (false: random init)")
+    model.add_argument("--pretrained-weights", type=Path, default=sagemaker_env.channel_dir("pretrained"),
+                       help="ImageNet weights file, or a folder holding torchvision's file; default: the "
+                            "'pretrained' channel (SM_CHANNEL_PRETRAINED); unset: torchvision's download")
+    model.add_argument("--freeze-backbone", default=True, **bool_flag,
+                       help="train only the new classifier head (feature extraction); false: fine-tune all")
+
+    hp = parser.add_argument_group("optimisation")
+    hp.add_argument("--epochs", type=_number(int, minimum=1), default=10)
+    hp.add_argument("--batch-size", type=_number(int, minimum=1), default=32)
+    hp.add_argument("--learning-rate", "--lr", type=_number(float, minimum=0, exclusive_minimum=True), default=0.001)
+    hp.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"])
+    hp.add_argument("--momentum", type=_number(float, minimum=0, maximum=1), default=0.9, help="SGD only")
+    hp.add_argument("--weight-decay", type=_number(float, minimum=0), default=0.0)
+    hp.add_argument("--image-size", type=_number(int, minimum=16, maximum=1024), default=224,
+                    help="square input side in pixels")
+    hp.add_argument("--patience", type=_number(int, minimum=0), default=3,
+                    help="early stopping: epochs without a validation-accuracy gain (0: off)")
+    hp.add_argument("--seed", type=_number(int, minimum=0), default=42)
+    hp.add_argument("--amp", default=False, **bool_flag,
+                    help="mixed precision: float16 on CUDA, bfloat16 on CPU")
+
+    runtime = parser.add_argument_group("runtime")
+    runtime.add_argument("--workers", type=_number(int, minimum=0), default=min(4, sagemaker_env.num_cpus()),
+                         help="DataLoader worker processes")
+    runtime.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    runtime.add_argument("--bad-images", default="skip", choices=list(BAD_IMAGE_POLICIES),
+                         help="what to do with files that do not decode: skip them (listed in the log "
+                              "and metrics.json) or fail the job")
+    runtime.add_argument("--log-interval", type=_number(int, minimum=1), default=20,
+                         help="steps between progress lines when stdout is not a terminal")
+
+    paths = parser.add_argument_group("paths (each defaults to its SageMaker environment variable)")
+    paths.add_argument("--data-dir", type=Path, default=sagemaker_env.channel_dir("training"),
+                       help="folder holding train/ valid/ test/ (SM_CHANNEL_TRAINING)")
+    for split in ("train", "valid", "test"):
+        paths.add_argument(f"--{split}-dir", type=Path, default=sagemaker_env.channel_dir(split),
+                           help=f"the {split} split, when it is its own channel (SM_CHANNEL_{split.upper()})")
+    paths.add_argument("--model-dir", type=Path, default=sagemaker_env.model_dir(), help="SM_MODEL_DIR")
+    paths.add_argument("--output-data-dir", type=Path, default=sagemaker_env.output_data_dir(),
+                       help="metrics and plots (SM_OUTPUT_DATA_DIR)")
+    paths.add_argument("--checkpoint-dir", type=Path, default=sagemaker_env.checkpoint_dir(),
+                       help="epoch checkpoints; a checkpoint found here is resumed")
+
+    debug = parser.add_argument_group("SageMaker Debugger (ignored when the job has a Debugger config)")
+    debug.add_argument("--debug-out-dir", type=Path, default=None, help="write smdebug tensors here")
+    debug.add_argument("--debug-save-interval", type=_number(int, minimum=1), default=100,
+                       help="save tensors every N steps")
+    debug.add_argument("--debug-collections", type=_collections, default=["losses"],
+                       help=f"comma-separated, from {','.join(DEBUG_COLLECTIONS)}")
+    return parser
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+        stream=sys.stdout,
+        force=True,
+    )
+    # smdebug logs every hook decision at INFO.
+    logging.getLogger("smdebug").setLevel(logging.WARNING)
+
+
+def main(args: argparse.Namespace, prog: str = "train_model.py") -> int:
+    """Run one training job; returns the process exit code."""
+    configure_logging()
+    from dogbreed.training.engine import Interrupted, fit  # torch is imported after argument errors are out
+
+    try:
+        fit(args)
+    except Interrupted as exc:
+        log.warning("stopped by %s; the checkpoint in %s resumes the job", exc, args.checkpoint_dir)
+        return sagemaker_env.EXIT_INTERRUPTED
+    except DogbreedError as exc:
+        message = str(exc)
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        sagemaker_env.write_failure(message)
+        return sagemaker_env.EXIT_FAILURE
+    except Exception as exc:
+        traceback.print_exc()
+        message = f"unexpected error: {type(exc).__name__}: {exc}"
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        sagemaker_env.write_failure(message)
+        return sagemaker_env.EXIT_FAILURE
+    return sagemaker_env.EXIT_OK

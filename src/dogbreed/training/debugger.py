@@ -1,0 +1,98 @@
+"""SageMaker Debugger (smdebug): the one place a hook is created.
+
+The hook comes, in order of precedence, from:
+
+1. SageMaker's Debugger JSON config (``SMDEBUG_CONFIG_FILE_PATH`` or
+   ``<input config dir>/debughookconfig.json``), as real jobs with a
+   ``DebuggerHookConfig`` get it;
+2. an explicit ``--debug-out-dir``;
+3. nowhere: training runs without a hook.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from torch import nn
+
+from dogbreed import sagemaker_env
+from dogbreed.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEBUG_COLLECTIONS = ("losses", "weights", "gradients", "biases")
+
+
+class DebugHook:
+    """An smdebug hook, or a no-op when training runs without one."""
+
+    def __init__(self, hook=None, modes=None, source: str = "none"):
+        self._hook = hook
+        self._modes = modes
+        self.source = source
+
+    @property
+    def enabled(self) -> bool:
+        return self._hook is not None
+
+    @property
+    def out_dir(self) -> str | None:
+        return self._hook.out_dir if self._hook is not None else None
+
+    def register(self, model: nn.Module, loss: nn.Module) -> None:
+        if self._hook is not None:
+            self._hook.register_module(model)
+            self._hook.register_loss(loss)
+
+    def _set(self, mode_name: str) -> None:
+        if self._hook is not None:
+            self._hook.set_mode(getattr(self._modes, mode_name))
+
+    def train(self) -> None:
+        self._set("TRAIN")
+
+    def eval(self) -> None:
+        self._set("EVAL")
+
+    def predict(self) -> None:
+        self._set("PREDICT")
+
+    def close(self) -> None:
+        if self._hook is not None:
+            self._hook.close()
+
+
+def create_hook(out_dir: Path | None, save_interval: int, collections: list[str]) -> DebugHook:
+    config_file = sagemaker_env.debug_hook_config_file()
+    if config_file is None and out_dir is None:
+        log.info("smdebug: no Debugger config and no --debug-out-dir; training without a hook")
+        return DebugHook()
+
+    unknown = sorted(set(collections) - set(DEBUG_COLLECTIONS))
+    if unknown:
+        raise ConfigError(f"unknown debug collection(s) {unknown}; choose from {list(DEBUG_COLLECTIONS)}")
+    if save_interval < 1:
+        raise ConfigError(f"--debug-save-interval must be at least 1, got {save_interval}")
+
+    # smdebug logs every registered tensor at INFO unless told otherwise.
+    os.environ.setdefault("SMDEBUG_LOG_LEVEL", "warning")
+    import smdebug.pytorch as smd  # imported only when a hook is wanted: it is slow to import
+
+    if config_file is not None:
+        log.info("smdebug: hook from Debugger config %s", config_file)
+        return DebugHook(smd.Hook.create_from_json_file(str(config_file)), smd.modes, f"config {config_file}")
+
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise ConfigError(f"--debug-out-dir {out_dir} is not empty; smdebug needs a new or empty folder")
+    if out_dir.exists():
+        out_dir.rmdir()  # smdebug refuses a folder that already exists
+    hook = smd.Hook(
+        out_dir=str(out_dir),
+        export_tensorboard=False,
+        save_config=smd.SaveConfig(save_interval=save_interval),
+        include_collections=list(collections),
+    )
+    log.info("smdebug: hook writing %s every %d steps to %s", ",".join(collections), save_interval, out_dir)
+    return DebugHook(hook, smd.modes, f"--debug-out-dir {out_dir}")
