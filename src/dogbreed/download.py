@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import logging
 import re
 import shutil
@@ -96,7 +97,7 @@ def download(url: str, target: Path, *, retries: int = 5, timeout: float = 60, b
             if 400 <= exc.code < 500 and exc.code not in (408, 429):
                 raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
             problem = f"HTTP {exc.code}"
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
             problem = str(getattr(exc, "reason", exc))
         else:
             size = part.stat().st_size

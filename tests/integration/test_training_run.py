@@ -1,0 +1,117 @@
+"""Real native training runs on the bundled sample data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dogbreed.artifact import load_artifact
+from dogbreed.images import open_rgb
+from dogbreed.training.metrics import parse_metrics
+from dogbreed.transforms import eval_transform
+
+from tests.conftest import FAST_ARGS, HPO_SCRIPT, SAMPLE_DATA, TRAIN_SCRIPT, run_script
+
+pytestmark = pytest.mark.integration
+
+EPOCHS = 3
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    base = tmp_path_factory.mktemp("ml")
+    debug_dir = base / "debug"
+    result = run_script(TRAIN_SCRIPT, [
+        "--data-dir", str(SAMPLE_DATA), *FAST_ARGS, "--epochs", str(EPOCHS), "--patience", "0",
+        "--debug-out-dir", str(debug_dir), "--debug-save-interval", "2",
+        "--debug-collections", "losses,weights,gradients",
+    ], base)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return base, debug_dir, result.stdout
+
+
+def test_artifact_is_written_and_loads_without_code(trained):
+    base, _, _ = trained
+    assert not (base / "output" / "failure").exists()
+    model, metadata = load_artifact(base / "model")
+    assert metadata["architecture"] == "resnet18" and metadata["num_classes"] == 4
+    assert metadata["labels"] == ["Crimson disc", "Emerald square", "Cobalt triangle", "Amber stripes"]
+    assert metadata["input_size"] == 32 and len(metadata["mean"]) == 3
+    assert metadata["hyperparameters"]["epochs"] == EPOCHS
+    assert set(metadata["versions"]) >= {"torch", "torchvision", "python"}
+    assert not model.training
+
+
+def test_trained_model_classifies_held_out_images(trained):
+    base, _, _ = trained
+    model, metadata = load_artifact(base / "model")
+    transform = eval_transform(metadata["input_size"], metadata["mean"], metadata["std"])
+    files = sorted((SAMPLE_DATA / "test").rglob("*.jpg"))
+    batch = torch.stack([transform(open_rgb(p)) for p in files])
+    with torch.no_grad():
+        predicted = model(batch).argmax(1).tolist()
+    truth = [metadata["class_folders"].index(p.parent.name) for p in files]
+    accuracy = sum(p == t for p, t in zip(predicted, truth)) / len(files)
+    assert accuracy >= 0.6, f"accuracy {accuracy:.2f}, chance is 0.25"
+
+
+def test_metrics_json_and_plots(trained):
+    base, _, _ = trained
+    out = base / "output" / "data"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs_completed"] == EPOCHS and [h["epoch"] for h in metrics["history"]] == [1, 2, 3]
+    matrix = metrics["test"]["confusion_matrix"]
+    assert len(matrix) == 4 and sum(map(sum, matrix)) == 40
+    per_class = metrics["test"]["per_class"]
+    assert [r["support"] for r in per_class] == [10, 10, 10, 10]
+    assert metrics["test_accuracy"] == pytest.approx(sum(r["correct"] for r in per_class) / 40)
+    assert metrics["test_accuracy"] >= 0.6
+    for name in ("learning_curves.png", "confusion_matrix.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tuning_regexes_capture_the_real_log(trained):
+    base, _, stdout = trained
+    found = parse_metrics(stdout)
+    metrics = json.loads((base / "output" / "data" / "metrics.json").read_text())
+    assert len(found["train:loss"]) == EPOCHS
+    # One value per epoch, then the kept model's: the objective a tuner reads last.
+    assert len(found["validation:accuracy"]) == EPOCHS + 1
+    assert found["validation:accuracy"][-1] == pytest.approx(metrics["val_accuracy"], abs=1e-4)
+    assert found["validation:accuracy"][:-1] == pytest.approx([h["val_accuracy"] for h in metrics["history"]], abs=1e-4)
+    assert found["test:accuracy"] == [pytest.approx(metrics["test_accuracy"], abs=1e-4)]
+    assert found["test:loss"] == [pytest.approx(metrics["test_loss"], abs=1e-4)]
+
+
+def test_smdebug_tensors_read_back(trained):
+    from smdebug import modes
+    from smdebug.trials import create_trial
+
+    _, debug_dir, _ = trained
+    trial = create_trial(str(debug_dir))
+    losses = trial.tensor_names(collection="losses")
+    assert losses
+    loss = trial.tensor(losses[0])
+    # 10 train batches per epoch, saved every 2nd step; evaluation saved under its own modes.
+    train_steps = loss.steps(mode=modes.TRAIN)
+    assert len(train_steps) == EPOCHS * 10 // 2
+    assert all(float(loss.value(s, mode=modes.TRAIN)) > 0 for s in train_steps)
+    assert loss.steps(mode=modes.EVAL) and loss.steps(mode=modes.PREDICT)
+    weights = trial.tensor_names(collection="weights")
+    gradients = trial.tensor_names(collection="gradients")
+    assert any("fc.weight" in n for n in weights)
+    assert any("fc.weight" in n for n in gradients)
+    fc = trial.tensor(next(n for n in weights if "fc.weight" in n))
+    assert fc.value(fc.steps()[0]).shape == (4, 512)
+
+
+def test_hpo_entry_point_runs_a_short_trial(tmp_path):
+    result = run_script(HPO_SCRIPT, ["--data-dir", str(SAMPLE_DATA), *FAST_ARGS, "--model", "mobilenet_v2",
+                                     "--learning-rate", "0.01"], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = parse_metrics(result.stdout)
+    assert 1 <= len(found["train:loss"]) <= 3  # hpo.py's budget: 3 epochs at most
+    assert found["validation:accuracy"] and found["test:accuracy"]
+    assert json.loads((tmp_path / "model" / "metadata.json").read_text())["architecture"] == "mobilenet_v2"
