@@ -1,0 +1,1 @@
+"""Serving: an MMS handler that routes on SageMaker's TargetModel header."""

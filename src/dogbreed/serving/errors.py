@@ -1,0 +1,26 @@
+"""Request errors with the HTTP status and JSON body the client gets."""
+
+from __future__ import annotations
+
+import json
+
+
+class InferenceError(Exception):
+    """An error meant for the client: ``status`` is the HTTP status, ``code`` a stable name."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+    def body(self) -> bytes:
+        return json.dumps({"code": self.status, "error": self.code, "message": self.message}).encode("utf-8")
+
+
+def bad_request(message: str) -> InferenceError:
+    return InferenceError(400, "BadRequest", message)
+
+
+def not_found(message: str) -> InferenceError:
+    return InferenceError(404, "ModelNotFound", message)

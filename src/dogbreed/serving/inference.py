@@ -1,0 +1,177 @@
+"""Pure request functions: decode the body, predict, encode the answer.
+
+Nothing here knows about MMS or HTTP beyond status codes in errors, so every
+function is tested on its own.
+
+Request bodies:
+
+- ``application/x-image``, ``image/jpeg``, ``image/png``: one image's bytes;
+- ``application/json``: a list of base64-encoded images, or an object
+  ``{"instances": [...], "top_k": 3, "probabilities": true}``.
+
+Answer (``application/json``), one entry per image in ``results``::
+
+    {"model": "dog-breed-classifier/model.tar.gz",
+     "results": [{"predictions": [{"label": "Affenpinscher", "class_index": 0, "probability": 0.93}, ...],
+                  "probabilities": [...]}]}
+
+``probabilities`` (every class, in class-index order) appears when asked for;
+``labels`` at the top level then names those classes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from dogbreed.images import ImageDecodeError, open_rgb
+from dogbreed.serving.errors import InferenceError, bad_request
+from dogbreed.transforms import eval_transform, resize_size
+
+IMAGE_TYPES = frozenset({"application/x-image", "image/jpeg", "image/png"})
+JSON_TYPE = "application/json"
+ACCEPTABLE = frozenset({JSON_TYPE, "application/*", "*/*", ""})
+
+DEFAULT_TOP_K = 5
+MAX_BATCH = 64
+
+
+@dataclass
+class Options:
+    top_k: int = DEFAULT_TOP_K
+    probabilities: bool = False
+
+
+def media_type(header: str | None) -> str:
+    return (header or "").split(";", 1)[0].strip().lower()
+
+
+def check_accept(accept: str | None) -> None:
+    types = [media_type(t) for t in (accept or "").split(",")]
+    if not any(t in ACCEPTABLE for t in types):
+        raise InferenceError(406, "NotAcceptable", f"cannot answer as {accept!r}; this model answers application/json")
+
+
+def _parse_bool(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).strip().lower() in ("true", "1", "yes"):
+        return True
+    if str(value).strip().lower() in ("false", "0", "no"):
+        return False
+    raise bad_request(f"{name} must be true or false, got {value!r}")
+
+
+def _parse_top_k(value: Any) -> int:
+    try:
+        top_k = int(value)
+    except (TypeError, ValueError):
+        raise bad_request(f"top_k must be a positive integer, got {value!r}") from None
+    if top_k < 1:
+        raise bad_request(f"top_k must be a positive integer, got {value!r}")
+    return top_k
+
+
+def parse_custom_attributes(header: str | None, options: Options | None = None) -> Options:
+    """``X-Amzn-SageMaker-Custom-Attributes: top_k=3,probabilities=true``."""
+    options = options or Options()
+    for item in (header or "").replace(";", ",").split(","):
+        if not item.strip():
+            continue
+        key, _, value = item.partition("=")
+        key = key.strip().lower()
+        if key == "top_k":
+            options.top_k = _parse_top_k(value.strip())
+        elif key == "probabilities":
+            options.probabilities = _parse_bool(value.strip(), "probabilities")
+    return options
+
+
+def decode_image(data: bytes, draft_size: int | None = None):
+    if not data:
+        raise bad_request("empty request body: send the image bytes")
+    try:
+        return open_rgb(data, draft_size=draft_size)
+    except ImageDecodeError as exc:
+        status = 413 if "too large" in str(exc) else 400
+        raise InferenceError(status, "InvalidImage", str(exc)) from exc
+
+
+def decode_request(body: bytes | bytearray | None, content_type: str | None, options: Options,
+                   draft_size: int | None = None) -> list:
+    """The images in a request body; JSON bodies may also set options."""
+    kind = media_type(content_type)
+    body = bytes(body or b"")
+    if kind in IMAGE_TYPES:
+        return [decode_image(body, draft_size)]
+    if kind != JSON_TYPE:
+        raise InferenceError(415, "UnsupportedMediaType",
+                             f"content type {content_type!r} is not supported; send "
+                             f"{', '.join(sorted(IMAGE_TYPES))} or {JSON_TYPE}")
+    if not body:
+        raise bad_request("empty request body: send a JSON list of base64-encoded images")
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise bad_request(f"invalid JSON: {exc}") from None
+    if isinstance(payload, dict):
+        if "top_k" in payload:
+            options.top_k = _parse_top_k(payload["top_k"])
+        if "probabilities" in payload:
+            options.probabilities = _parse_bool(payload["probabilities"], "probabilities")
+        payload = payload.get("instances")
+    if not isinstance(payload, list) or not payload:
+        raise bad_request("JSON body must be a non-empty list of base64-encoded images, or {\"instances\": [...]}")
+    if len(payload) > MAX_BATCH:
+        raise InferenceError(413, "TooManyImages", f"at most {MAX_BATCH} images per request, got {len(payload)}")
+    images = []
+    for i, item in enumerate(payload):
+        if not isinstance(item, str):
+            raise bad_request(f"instance {i} is not a base64 string")
+        try:
+            data = base64.b64decode(item, validate=True)
+        except (binascii.Error, ValueError):
+            raise bad_request(f"instance {i} is not valid base64") from None
+        try:
+            images.append(decode_image(data, draft_size))
+        except InferenceError as exc:
+            raise InferenceError(exc.status, exc.code, f"instance {i}: {exc.message}") from None
+    return images
+
+
+class Predictor:
+    """A loaded model with its preprocessing, as the artifact's metadata describes it."""
+
+    def __init__(self, model: torch.nn.Module, metadata: dict[str, Any]):
+        self.model = model.eval()
+        self.metadata = metadata
+        self.labels: list[str] = metadata["labels"]
+        self.transform = eval_transform(metadata["input_size"], metadata["mean"], metadata["std"])
+        self.draft_size = resize_size(metadata["input_size"])
+
+    @torch.inference_mode()
+    def probabilities(self, images: list) -> torch.Tensor:
+        batch = torch.stack([self.transform(image) for image in images])
+        return torch.softmax(self.model(batch).float(), dim=1)
+
+
+def encode_response(probabilities: torch.Tensor, labels: list[str], options: Options, target: str | None) -> bytes:
+    k = min(options.top_k, len(labels))
+    top = torch.topk(probabilities, k, dim=1)
+    results = []
+    for row, (values, indices) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
+        entry: dict[str, Any] = {"predictions": [
+            {"label": labels[i], "class_index": i, "probability": round(p, 6)} for p, i in zip(values, indices)
+        ]}
+        if options.probabilities:
+            entry["probabilities"] = [round(p, 6) for p in probabilities[row].tolist()]
+        results.append(entry)
+    answer: dict[str, Any] = {"model": target, "results": results}
+    if options.probabilities:
+        answer["labels"] = labels
+    return json.dumps(answer).encode("utf-8")

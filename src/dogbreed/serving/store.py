@@ -1,0 +1,113 @@
+"""The model store: TargetModel paths, safe unpacking, and a bounded cache.
+
+A target is a path relative to the store root, such as
+``dog-breed-classifier/model.tar.gz``. It is resolved strictly inside the
+root; the archive is unpacked once, next to itself, with tarfile's ``data``
+filter (no absolute paths, no ``..``, no links leaving the folder, no device
+files), into a temporary folder that is renamed into place, so concurrent
+workers never see half an artifact.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import tarfile
+import tempfile
+import threading
+from collections import OrderedDict
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable
+
+from dogbreed.serving.errors import InferenceError, bad_request, not_found
+
+UNPACKED_SUFFIX = ".d"
+
+
+def resolve_target(root: Path, target: str) -> Path:
+    """The archive or folder ``target`` names under ``root``; never anything outside it.
+
+    Checks the string before touching the file system, so an escaping target
+    reads no file.
+    """
+    if not target or "\x00" in target or "\\" in target:
+        raise bad_request(f"invalid target model {target!r}")
+    relative = PurePosixPath(target)
+    if relative.is_absolute() or any(part in ("..", ".") for part in relative.parts):
+        raise bad_request(f"target model {target!r} must be a relative path inside the model store")
+    root = root.resolve()
+    path = (root / relative).resolve()
+    if path != root and root not in path.parents:  # a symbolic link inside the store points out
+        raise bad_request(f"target model {target!r} leaves the model store")
+    if not path.exists():
+        raise not_found(f"target model {target!r} not found; available: {', '.join(list_targets(root)) or 'none'}")
+    return path
+
+
+def list_targets(root: Path) -> list[str]:
+    """Archives (``*.tar.gz``) and artifact folders (with ``metadata.json``) under ``root``."""
+    if not root.is_dir():
+        return []
+    targets = set()
+    for path in root.rglob("*"):
+        if path.name.startswith(".") or any(p.endswith(UNPACKED_SUFFIX) for p in path.relative_to(root).parts[:-1]):
+            continue
+        if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
+            targets.add(str(path.relative_to(root)))
+        elif path.name == "metadata.json" and path.parent != root and not path.parent.name.endswith(UNPACKED_SUFFIX):
+            targets.add(str(path.parent.relative_to(root)))
+    return sorted(targets)
+
+
+def unpack(archive: Path) -> Path:
+    """Unpack ``archive`` once into ``<archive>.d/`` and return that folder."""
+    dest = archive.with_name(archive.name + UNPACKED_SUFFIX)
+    if dest.is_dir():
+        return dest
+    lock_path = archive.with_name(f".{archive.name}.lock")
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one worker unpacks; the others wait, then reuse it
+        if dest.is_dir():
+            return dest
+        staging = Path(tempfile.mkdtemp(prefix=f".{archive.name}.", dir=archive.parent))
+        try:
+            with tarfile.open(archive, "r:*") as tar:
+                for member in tar.getmembers():
+                    # The data filter would quietly strip a leading "/"; such an archive is refused instead.
+                    if member.name.startswith("/") or ".." in PurePosixPath(member.name).parts:
+                        raise ValueError(f"unsafe member path {member.name!r}")
+                tar.extractall(staging, filter="data")
+            os.rename(staging, dest)
+        except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+            raise InferenceError(400, "ModelArchiveError", f"cannot unpack {archive.name}: {exc}") from exc
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return dest
+
+
+class ModelCache:
+    """Loaded models by key, least recently used evicted past ``capacity``."""
+
+    def __init__(self, capacity: int, loader: Callable[[Path], Any]):
+        self.capacity = max(1, capacity)
+        self.loader = loader
+        self._models: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str, path: Path) -> Any:
+        with self._lock:
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+        model = self.loader(path)
+        with self._lock:
+            self._models[key] = model
+            self._models.move_to_end(key)
+            while len(self._models) > self.capacity:
+                self._models.popitem(last=False)
+        return model
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            return list(self._models)
