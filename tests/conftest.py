@@ -51,3 +51,53 @@ def run_script(script: Path, args: list[str], base: Path, timeout: float = 600, 
         env=sagemaker_env_for(base, **extra_env),
         capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT,
     )
+
+
+def free_port() -> int:
+    """A free 127.0.0.1 port below 32768: MMS parses port numbers as a Java short."""
+    import random
+    import socket
+
+    for _ in range(200):
+        port = random.randint(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found")
+
+
+def package_artifact(model_dir: Path, archive: Path) -> Path:
+    """Pack an artifact folder as SageMaker does: model.tar.gz with the files at its root."""
+    import tarfile
+
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(model_dir.iterdir()):
+            tar.add(path, arcname=path.name)
+    return archive
+
+
+@pytest.fixture(scope="session")
+def trained_models(tmp_path_factory) -> dict[str, Path]:
+    """A ResNet18 and a MobileNetV2 trained on the sample data by the real training code."""
+    models = {}
+    for arch, epochs in (("resnet18", 3), ("mobilenet_v2", 3)):
+        base = tmp_path_factory.mktemp(f"train-{arch}")
+        result = run_script(TRAIN_SCRIPT, ["--data-dir", str(SAMPLE_DATA), *FAST_ARGS, "--model", arch,
+                                           "--epochs", str(epochs), "--patience", "0", "--learning-rate", "0.003"],
+                            base)
+        assert result.returncode == 0, result.stderr[-3000:]
+        models[arch] = base / "model"
+    return models
+
+
+@pytest.fixture(scope="session")
+def model_store(tmp_path_factory, trained_models) -> Path:
+    """The README's store: the two models under their TargetModel paths."""
+    store = tmp_path_factory.mktemp("store")
+    package_artifact(trained_models["resnet18"], store / "dog-breed-classifier" / "model.tar.gz")
+    package_artifact(trained_models["mobilenet_v2"], store / "dog-breed-classifier-mobile" / "model.tar.gz")
+    return store

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import json
 import tarfile
 import threading
@@ -141,25 +142,30 @@ def test_targets_resolve_inside_the_store_only(tmp_path):
 
 def test_unpack_is_safe_and_happens_once(tmp_path):
     good = tmp_path / "good.tar.gz"
+    cache = tmp_path / "unpacked"
     _tar(good, {"metadata.json": b"{}", "model.pth": b"w"})
     results = []
-    threads = [threading.Thread(target=lambda: results.append(unpack(good))) for _ in range(4)]
+    threads = [threading.Thread(target=lambda: results.append(unpack(good, cache))) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert len(set(results)) == 1 and sorted(p.name for p in results[0].iterdir()) == ["metadata.json", "model.pth"]
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".good.tar.gz.") and p.is_dir()]
+    assert [p for p in cache.iterdir() if p.is_dir()] == [results[0]]  # no staging folder left behind
+    # A replaced archive is a new version, unpacked afresh.
+    _tar(good, {"metadata.json": b"{}", "model.pth": b"w2"})
+    os.utime(good, ns=(1, 1))
+    assert unpack(good, cache) != results[0]
 
     for name, members, links in (("slip.tar.gz", {"../evil": b"x"}, None),
                                  ("abs.tar.gz", {"/tmp/evil-abs": b"x"}, None),
                                  ("link.tar.gz", {}, {"link": "/etc/passwd"})):
         _tar(tmp_path / name, members, links)
-        assert _status(unpack, tmp_path / name)[0] == 400
-        assert not (tmp_path / (name + ".d")).exists()
-    assert not (tmp_path.parent / "evil").exists()
+        assert _status(unpack, tmp_path / name, cache)[0] == 400
+    assert len([p for p in cache.iterdir() if p.is_dir()]) == 2
+    assert not (tmp_path / "evil").exists() and not os.path.exists("/tmp/evil-abs")
     (tmp_path / "corrupt.tar.gz").write_bytes(b"\x1f\x8b not really gzip")
-    assert "cannot unpack corrupt.tar.gz" in _status(unpack, tmp_path / "corrupt.tar.gz")[1]
+    assert "cannot unpack corrupt.tar.gz" in _status(unpack, tmp_path / "corrupt.tar.gz", cache)[1]
 
 
 def test_cache_evicts_the_least_recently_used(tmp_path):

@@ -15,7 +15,7 @@ class InferenceError(Exception):
         self.message = message
 
     def body(self) -> bytes:
-        return json.dumps({"code": self.status, "error": self.code, "message": self.message}).encode("utf-8")
+        return json.dumps({"code": self.status, "type": self.code, "message": self.message}).encode("utf-8")
 
 
 def bad_request(message: str) -> InferenceError:

@@ -2,15 +2,19 @@
 
 A target is a path relative to the store root, such as
 ``dog-breed-classifier/model.tar.gz``. It is resolved strictly inside the
-root; the archive is unpacked once, next to itself, with tarfile's ``data``
-filter (no absolute paths, no ``..``, no links leaving the folder, no device
-files), into a temporary folder that is renamed into place, so concurrent
-workers never see half an artifact.
+root. An archive is unpacked once into a cache folder outside the store (the
+store may be read-only), with tarfile's ``data`` filter (no links leaving the
+folder, no device files) after refusing absolute and ``..`` member names. It
+is unpacked into a temporary folder that is renamed into place, under a file
+lock, so concurrent workers never see half an artifact. The unpacked folder
+is keyed by the archive's path, size and modification time: replacing an
+archive serves the new model.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import shutil
 import tarfile
@@ -22,7 +26,6 @@ from typing import Any, Callable
 
 from dogbreed.serving.errors import InferenceError, bad_request, not_found
 
-UNPACKED_SUFFIX = ".d"
 
 
 def resolve_target(root: Path, target: str) -> Path:
@@ -51,26 +54,38 @@ def list_targets(root: Path) -> list[str]:
         return []
     targets = set()
     for path in root.rglob("*"):
-        if path.name.startswith(".") or any(p.endswith(UNPACKED_SUFFIX) for p in path.relative_to(root).parts[:-1]):
+        if any(part.startswith(".") for part in path.relative_to(root).parts):
             continue
         if path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
             targets.add(str(path.relative_to(root)))
-        elif path.name == "metadata.json" and path.parent != root and not path.parent.name.endswith(UNPACKED_SUFFIX):
+        elif path.name == "metadata.json" and path.parent != root:
             targets.add(str(path.parent.relative_to(root)))
     return sorted(targets)
 
 
-def unpack(archive: Path) -> Path:
-    """Unpack ``archive`` once into ``<archive>.d/`` and return that folder."""
-    dest = archive.with_name(archive.name + UNPACKED_SUFFIX)
+def default_unpack_dir() -> Path:
+    return Path(os.environ.get("DOGBREED_UNPACK_DIR") or Path(tempfile.gettempdir()) / "dogbreed-models")
+
+
+def archive_key(archive: Path) -> str:
+    """Names one version of one archive: its real path, size and modification time."""
+    info = archive.stat()
+    return hashlib.sha256(f"{archive.resolve()}:{info.st_size}:{info.st_mtime_ns}".encode()).hexdigest()[:20]
+
+
+def unpack(archive: Path, unpack_dir: Path | None = None) -> Path:
+    """Unpack ``archive`` once into the unpack folder and return the artifact folder."""
+    unpack_dir = unpack_dir or default_unpack_dir()
+    unpack_dir.mkdir(parents=True, exist_ok=True)
+    key = archive_key(archive)
+    dest = unpack_dir / key
     if dest.is_dir():
         return dest
-    lock_path = archive.with_name(f".{archive.name}.lock")
-    with open(lock_path, "w") as lock:
+    with open(unpack_dir / f".{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one worker unpacks; the others wait, then reuse it
         if dest.is_dir():
             return dest
-        staging = Path(tempfile.mkdtemp(prefix=f".{archive.name}.", dir=archive.parent))
+        staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=unpack_dir))
         try:
             with tarfile.open(archive, "r:*") as tar:
                 for member in tar.getmembers():

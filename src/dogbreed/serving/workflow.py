@@ -24,7 +24,7 @@ from dogbreed.errors import ArtifactError
 from dogbreed.serving.errors import InferenceError, bad_request
 from dogbreed.serving.inference import (JSON_TYPE, Predictor, check_accept, decode_request, encode_response,
                                         parse_custom_attributes)
-from dogbreed.serving.store import ModelCache, list_targets, resolve_target, unpack
+from dogbreed.serving.store import ModelCache, archive_key, list_targets, resolve_target, unpack
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,11 @@ class Response:
     status: int
     body: bytes
     content_type: str = JSON_TYPE
+
+
+def max_payload() -> int | None:
+    value = os.environ.get("DOGBREED_MAX_PAYLOAD_BYTES", "")
+    return int(value) if value.isdigit() else None
 
 
 def cache_size() -> int:
@@ -60,6 +65,7 @@ class Workflow:
         self.model_dir = Path(model_dir)
         self.direct = (self.model_dir / METADATA_FILE).is_file()
         self.cache = ModelCache(1 if self.direct else cache_size(), load_predictor)
+        self.max_payload = max_payload()
 
     def _choose(self, target: str | None) -> tuple[str, Path]:
         if self.direct:
@@ -75,10 +81,15 @@ class Workflow:
     def handle(self, headers: Mapping[str, str], body: bytes | None) -> Response:
         lower = {k.lower(): v for k, v in headers.items()}
         try:
+            if self.max_payload is not None and body is not None and len(body) > self.max_payload:
+                raise InferenceError(413, "PayloadTooLarge",
+                                     f"request body is {len(body)} bytes; the maximum is {self.max_payload}")
             check_accept(lower.get("accept"))
             options = parse_custom_attributes(lower.get(ATTRIBUTES_HEADER))
             target, path = self._choose(lower.get(TARGET_HEADER))
-            predictor = self.cache.get(target, path)
+            # A replaced archive is another version: it gets its own cache entry.
+            key = f"{target}@{archive_key(path)}" if path.is_file() else target
+            predictor = self.cache.get(key, path)
             images = decode_request(body, lower.get("content-type"), options, predictor.draft_size)
             probabilities = predictor.probabilities(images)
             return Response(200, encode_response(probabilities, predictor.labels, options, target))

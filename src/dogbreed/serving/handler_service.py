@@ -1,0 +1,55 @@
+"""The MMS handler service: adapts MMS's (data, context) calls to the request workflow.
+
+MMS imports this module in each worker and calls :func:`handle` once with
+``data=None`` when the model loads, then once per batch of requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from http import HTTPStatus
+from pathlib import Path
+
+import torch
+
+from dogbreed.serving.workflow import Workflow
+
+log = logging.getLogger(__name__)
+
+
+class HandlerService:
+    def __init__(self):
+        self.workflow: Workflow | None = None
+
+    def initialize(self, context) -> None:
+        threads = os.environ.get("DOGBREED_TORCH_THREADS", "")
+        if threads.isdigit() and int(threads) > 0:
+            torch.set_num_threads(int(threads))
+        model_dir = Path(context.system_properties["model_dir"])
+        self.workflow = Workflow(model_dir)
+        log.info("serving %s (%s mode), %d torch threads", model_dir,
+                 "artifact" if self.workflow.direct else "routing", torch.get_num_threads())
+
+    def handle(self, data, context):
+        if self.workflow is None:
+            self.initialize(context)
+        if data is None:
+            return None
+        answers = []
+        for idx, request in enumerate(data):
+            headers = context.get_all_request_header(idx) or {}
+            body = request.get("body") if request.get("body") is not None else request.get("data")
+            response = self.workflow.handle(headers, body)
+            if response.status != 200:
+                context.set_response_status(code=response.status, phrase=HTTPStatus(response.status).phrase, idx=idx)
+            context.set_response_content_type(idx, response.content_type)
+            answers.append(response.body)
+        return answers
+
+
+_service = HandlerService()
+
+
+def handle(data, context):
+    return _service.handle(data, context)

@@ -1,0 +1,185 @@
+"""Start multi-model-server (MMS) with this project's handler: ``serve`` in the image, ``make serve`` natively.
+
+Two modes, as SageMaker defines them:
+
+- **routing** (default): one model, the model store itself, is registered at
+  start-up; ``POST /invocations`` goes to it and the handler routes each
+  request on ``X-Amzn-SageMaker-Target-Model``. No second server or HTTP hop
+  sits in front of MMS.
+- **multi-model** (``SAGEMAKER_MULTI_MODEL=true``): nothing is registered;
+  the SageMaker platform loads artifacts with ``POST /models``.
+
+Settings come from the sagemaker-inference environment variables:
+``SAGEMAKER_BIND_TO_PORT`` (8080), ``SAGEMAKER_MODEL_SERVER_WORKERS``,
+``SAGEMAKER_MODEL_SERVER_TIMEOUT``, ``SAGEMAKER_MAX_PAYLOAD_IN_MB`` (default 6) and
+``SAGEMAKER_MODEL_SERVER_VMARGS``. The model store is ``--model-store``, else
+``DOGBREED_MODEL_STORE``, else ``/opt/ml/models``, else ``/opt/ml/model`` (where
+SageMaker local mode mounts it).
+
+SIGTERM and SIGINT stop MMS, its JVM and every worker, then this process exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from importlib import resources
+from pathlib import Path
+
+from sagemaker_inference.environment import Environment
+
+HANDLER = "dogbreed.serving.handler_service:handle"
+ROUTER_MODEL_NAME = "model"
+DEFAULT_WORKERS = 1
+DEFAULT_MAX_REQUEST_MB = 6
+# MMS answers an oversized body with a bare 413 and no body. Its own limit is
+# set above the configured one so the handler can refuse with a JSON 413;
+# only a body past MMS_LIMIT_FACTOR times the limit gets MMS's bare answer.
+MMS_LIMIT_FACTOR = 4
+# The JVM only routes requests; Python workers hold the models. Let it size
+# itself from the container's limits rather than the host's memory.
+DEFAULT_VMARGS = "-XX:+UseContainerSupport -XX:MaxRAMPercentage=20 -XX:+ExitOnOutOfMemoryError"
+STOP_GRACE_SECONDS = 20
+
+
+def default_model_store() -> Path:
+    explicit = os.environ.get("DOGBREED_MODEL_STORE")
+    if explicit:
+        return Path(explicit)
+    models = Path("/opt/ml/models")
+    return models if models.is_dir() else Path("/opt/ml/model")
+
+
+def multi_model_enabled() -> bool:
+    return os.environ.get("SAGEMAKER_MULTI_MODEL", "false").lower() == "true"
+
+
+def worker_count(env: Environment) -> int:
+    value = env.model_server_workers
+    return int(value) if value and str(value).isdigit() and int(value) > 0 else DEFAULT_WORKERS
+
+
+def max_payload_bytes(env: Environment) -> int:
+    return env.max_request_size or DEFAULT_MAX_REQUEST_MB * 1024 * 1024
+
+
+def mms_properties(model_store: Path, host: str, port: int, env: Environment) -> dict[str, str]:
+    max_request = MMS_LIMIT_FACTOR * max_payload_bytes(env)
+    return {
+        "inference_address": f"http://{host}:{port}",
+        "management_address": f"http://{host}:{port}",
+        # As in sagemaker-inference: model URLs are absolute paths, resolved against "/".
+        "model_store": "/",
+        "default_service_handler": HANDLER,
+        "default_workers_per_model": str(worker_count(env)),
+        "default_response_timeout": str(env.model_server_timeout),
+        "max_request_size": str(max_request),
+        "max_response_size": str(max_request),
+        "decode_input_request": "false",
+        "enable_envvars_config": "true",
+        "async_logging": "true",
+        "vmargs": os.environ.get("SAGEMAKER_MODEL_SERVER_VMARGS", DEFAULT_VMARGS),
+    }
+
+
+def mms_command(config_file: Path, model_store: Path, multi_model: bool) -> list[str]:
+    executable = Path(sys.executable).parent / "multi-model-server"
+    command = [str(executable) if executable.exists() else shutil.which("multi-model-server") or "multi-model-server",
+               "--start", "--foreground", "--mms-config", str(config_file), "--model-store", "/",
+               "--log-config", str(resources.files("sagemaker_inference") / "etc" / "log4j2.xml")]
+    if not multi_model:
+        command += ["--models", f"{ROUTER_MODEL_NAME}={model_store.resolve()}"]
+    return command
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.25)
+    return False
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM the whole MMS process group (CLI, JVM, Python workers), SIGKILL what lingers."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout=STOP_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dogbreed-serve", description="Serve models with multi-model-server.")
+    parser.add_argument("--model-store", type=Path, default=default_model_store())
+    parser.add_argument("--host", default=os.environ.get("DOGBREED_BIND_HOST", "0.0.0.0"),
+                        help="address to listen on (0.0.0.0 in a container; 127.0.0.1 for a native run)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080")))
+    args = parser.parse_args(argv)
+
+    multi_model = multi_model_enabled()
+    if not multi_model and not args.model_store.is_dir():
+        print(f"dogbreed-serve: error: model store {args.model_store} is not a directory "
+              "(set --model-store or DOGBREED_MODEL_STORE)", file=sys.stderr)
+        return 2
+    args.model_store.mkdir(parents=True, exist_ok=True)
+    env = Environment()
+    workers = worker_count(env)
+    work_dir = Path(tempfile.mkdtemp(prefix="dogbreed-mms-"))
+    config_file = work_dir / "config.properties"
+    config_file.write_text("".join(f"{k}={v}\n" for k, v in mms_properties(
+        args.model_store, args.host, args.port, env).items()))
+
+    child_env = dict(os.environ)
+    # MMS keeps its pid file in the temp folder: one folder per server lets several run side by side.
+    child_env.update(TMPDIR=str(work_dir), TEMP=str(work_dir))
+    # Workers and torch threads are sized together: each worker gets its share of the cores.
+    child_env.setdefault("DOGBREED_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+    child_env["DOGBREED_MAX_PAYLOAD_BYTES"] = str(max_payload_bytes(env))
+    command = mms_command(config_file, args.model_store, multi_model)
+    print(f"dogbreed-serve: {'multi-model' if multi_model else 'routing'} mode, store {args.model_store}, "
+          f"{workers} worker(s), http://{args.host}:{args.port}", flush=True)
+    process = subprocess.Popen(command, env=child_env, start_new_session=True)
+
+    stopping = {"signal": None}
+
+    def on_signal(signum, _frame):
+        stopping["signal"] = signum
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    try:
+        ping = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '') else args.host}:{args.port}/ping"
+        if wait_until_healthy(ping, process, env.startup_timeout) and stopping["signal"] is None:
+            print(f"dogbreed-serve: ready at {ping}", flush=True)
+        while process.poll() is None and stopping["signal"] is None:
+            time.sleep(0.2)
+    finally:
+        stop_group(process)
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return 0 if stopping["signal"] is not None else (process.returncode or 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
