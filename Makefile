@@ -27,6 +27,14 @@ DATA_URL ?= https://s3-us-west-1.amazonaws.com/udacity-aind/dog-project/dogImage
 DATA_SHA256 ?=
 DATA_DEST ?= local_data
 
+# Native serving (make serve).
+SERVE_PORT ?= 8080
+MODEL_STORE ?= $(BUILD_DIR)/model-store
+MOBILE_TRAIN_OUT ?= $(BUILD_DIR)/train-mobile
+TARGET ?= dog-breed-classifier/model.tar.gz
+MOBILE_TARGET ?= dog-breed-classifier-mobile/model.tar.gz
+SERVE_PID := $(BUILD_DIR)/serve.pid
+
 PYTEST_ARGS ?=
 
 VENV_PY := $(VENV)/bin/python
@@ -57,6 +65,31 @@ train: $(VENV_STAMP) ## Train natively on DATA_DIR into TRAIN_OUT (fresh run: ol
 		--freeze-backbone $(FREEZE_BACKBONE) $(TRAIN_ARGS)
 	@echo "model: $(TRAIN_OUT)/model  metrics and plots: $(TRAIN_OUT)/output/data"
 
+.PHONY: train-mobile
+train-mobile: ## Train a MobileNetV2 the same way into MOBILE_TRAIN_OUT (the second served model)
+	$(MAKE) train MODEL=mobilenet_v2 TRAIN_OUT=$(MOBILE_TRAIN_OUT)
+
+.PHONY: model-store
+model-store: $(VENV_STAMP) ## Pack the trained models as model.tar.gz under their TargetModel paths in MODEL_STORE
+	@test -f $(TRAIN_OUT)/model/metadata.json || { echo "error: no model in $(TRAIN_OUT)/model; run make train first" >&2; exit 1; }
+	$(VENV_PY) -m dogbreed.package --model-dir $(TRAIN_OUT)/model --store $(MODEL_STORE) --target $(TARGET)
+	@if [ -f $(MOBILE_TRAIN_OUT)/model/metadata.json ]; then \
+		$(VENV_PY) -m dogbreed.package --model-dir $(MOBILE_TRAIN_OUT)/model --store $(MODEL_STORE) --target $(MOBILE_TARGET); \
+	else echo "note: no MobileNetV2 in $(MOBILE_TRAIN_OUT) (make train-mobile adds one)"; fi
+
+.PHONY: serve
+serve: model-store ## Serve MODEL_STORE natively with MMS on 127.0.0.1:SERVE_PORT (Ctrl-C or make serve-stop)
+	DOGBREED_BIND_HOST=127.0.0.1 SAGEMAKER_BIND_TO_PORT=$(SERVE_PORT) \
+		$(VENV_PY) -m dogbreed.serving.server --model-store $(MODEL_STORE) --pid-file $(SERVE_PID)
+
+.PHONY: serve-stop
+serve-stop: ## Stop the server that make serve started (MMS and all its workers)
+	@if [ -f $(SERVE_PID) ]; then \
+		pid=$$(cat $(SERVE_PID)); kill -TERM $$pid 2>/dev/null || true; \
+		for _ in $$(seq 60); do kill -0 $$pid 2>/dev/null || break; sleep 0.5; done; \
+		echo "stopped server $$pid"; \
+	else echo "no server started by make serve is running"; fi
+
 .PHONY: sample-data
 sample-data: $(VENV_STAMP) ## Regenerate the bundled sample dataset in local_data/sample
 	$(VENV_PY) local_data/make_sample.py --out local_data/sample
@@ -72,6 +105,10 @@ test: $(VENV_STAMP) ## Run the whole test suite
 .PHONY: bench-train
 bench-train: $(VENV_STAMP) ## Training pipeline throughput vs a bare in-memory loop
 	$(VENV_PY) bench/train_throughput.py
+
+.PHONY: bench-serve
+bench-serve: $(VENV_STAMP) ## Serving latency and throughput through MMS vs in-process, and cold start
+	$(VENV_PY) bench/serve_latency.py
 
 .PHONY: clean
 clean: ## Remove build outputs (keeps the venv)

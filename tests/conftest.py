@@ -69,17 +69,6 @@ def free_port() -> int:
     raise RuntimeError("no free port found")
 
 
-def package_artifact(model_dir: Path, archive: Path) -> Path:
-    """Pack an artifact folder as SageMaker does: model.tar.gz with the files at its root."""
-    import tarfile
-
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive, "w:gz") as tar:
-        for path in sorted(model_dir.iterdir()):
-            tar.add(path, arcname=path.name)
-    return archive
-
-
 @pytest.fixture(scope="session")
 def trained_models(tmp_path_factory) -> dict[str, Path]:
     """A ResNet18 and a MobileNetV2 trained on the sample data by the real training code."""
@@ -97,7 +86,9 @@ def trained_models(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def model_store(tmp_path_factory, trained_models) -> Path:
     """The README's store: the two models under their TargetModel paths."""
+    from dogbreed.package import pack_artifact
+
     store = tmp_path_factory.mktemp("store")
-    package_artifact(trained_models["resnet18"], store / "dog-breed-classifier" / "model.tar.gz")
-    package_artifact(trained_models["mobilenet_v2"], store / "dog-breed-classifier-mobile" / "model.tar.gz")
+    pack_artifact(trained_models["resnet18"], store / "dog-breed-classifier" / "model.tar.gz")
+    pack_artifact(trained_models["mobilenet_v2"], store / "dog-breed-classifier-mobile" / "model.tar.gz")
     return store

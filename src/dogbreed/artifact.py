@@ -137,7 +137,9 @@ def load_artifact(model_dir: Path, device: str | torch.device = "cpu") -> tuple[
     if not weights.is_file():
         raise ArtifactError(f"{weights} is missing")
     try:
-        model = build_model(metadata["architecture"], metadata["num_classes"])
+        # Built on the meta device: no time spent on a random init the stored weights replace.
+        with torch.device("meta"):
+            model = build_model(metadata["architecture"], metadata["num_classes"])
     except ConfigError as exc:
         raise ArtifactError(f"{model_dir / METADATA_FILE}: {exc}") from exc
     try:
@@ -147,7 +149,7 @@ def load_artifact(model_dir: Path, device: str | torch.device = "cpu") -> tuple[
     if not isinstance(state, dict):
         raise ArtifactError(f"{weights} does not hold a state dict")
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(state, assign=True)
     except RuntimeError as exc:
         raise ArtifactError(
             f"{weights} does not match the metadata ({metadata['architecture']}, "

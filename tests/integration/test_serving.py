@@ -12,7 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from PIL import Image
 
-from tests.conftest import SAMPLE_DATA, package_artifact
+from dogbreed.package import pack_artifact
+
+from tests.conftest import SAMPLE_DATA
 from tests.serving import running_server, stop_and_check_nothing_left
 
 pytestmark = pytest.mark.integration
@@ -140,7 +142,8 @@ def test_broken_models_fail_alone(server, model_store, trained_models, tmp_path)
     no_metadata = tmp_path / "no-metadata"
     no_metadata.mkdir()
     shutil.copy(trained_models["resnet18"] / "model.pth", no_metadata)
-    package_artifact(no_metadata, broken / "no-metadata.tar.gz")
+    with tarfile.open(broken / "no-metadata.tar.gz", "w:gz") as tar:
+        tar.add(no_metadata / "model.pth", arcname="model.pth")
     slip = broken / "slip.tar.gz"
     with tarfile.open(slip, "w:gz") as tar:
         info = tarfile.TarInfo("../../escaped.txt")
@@ -172,7 +175,7 @@ def test_concurrent_requests_over_both_targets(server):
 
 def test_single_target_store_needs_no_header(trained_models, tmp_path):
     store = tmp_path / "store"
-    package_artifact(trained_models["mobilenet_v2"], store / "only" / "model.tar.gz")
+    pack_artifact(trained_models["mobilenet_v2"], store / "only" / "model.tar.gz")
     with running_server(store, tmp_path) as server:
         status, answer = server.invoke(IMAGE)
         assert status == 200 and answer["model"] == "only/model.tar.gz"

@@ -94,7 +94,7 @@ def mms_command(config_file: Path, model_store: Path, multi_model: bool) -> list
     executable = Path(sys.executable).parent / "multi-model-server"
     command = [str(executable) if executable.exists() else shutil.which("multi-model-server") or "multi-model-server",
                "--start", "--foreground", "--mms-config", str(config_file), "--model-store", "/",
-               "--log-config", str(resources.files("sagemaker_inference") / "etc" / "log4j2.xml")]
+               "--log-config", str(resources.files("dogbreed.serving") / "log4j2.xml")]
     if not multi_model:
         command += ["--models", f"{ROUTER_MODEL_NAME}={model_store.resolve()}"]
     return command
@@ -136,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default=os.environ.get("DOGBREED_BIND_HOST", "0.0.0.0"),
                         help="address to listen on (0.0.0.0 in a container; 127.0.0.1 for a native run)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080")))
+    parser.add_argument("--pid-file", type=Path, help="write this process's pid here while it runs")
     args = parser.parse_args(argv)
+    if not 0 < args.port < 32768:  # MMS reads the port as a Java short
+        parser.error(f"port {args.port} is out of range 1..32767")
 
     multi_model = multi_model_enabled()
     if not multi_model and not args.model_store.is_dir():
@@ -161,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dogbreed-serve: {'multi-model' if multi_model else 'routing'} mode, store {args.model_store}, "
           f"{workers} worker(s), http://{args.host}:{args.port}", flush=True)
     process = subprocess.Popen(command, env=child_env, start_new_session=True)
+    if args.pid_file:
+        args.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        args.pid_file.write_text(f"{os.getpid()}\n")
 
     stopping = {"signal": None}
 
@@ -178,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         stop_group(process)
         shutil.rmtree(work_dir, ignore_errors=True)
+        if args.pid_file:
+            args.pid_file.unlink(missing_ok=True)
     return 0 if stopping["signal"] is not None else (process.returncode or 1)
 
 

@@ -1,0 +1,54 @@
+"""Pack a model artifact folder as ``model.tar.gz`` under its TargetModel path in a model store.
+
+    python -m dogbreed.package --model-dir build/train/model --store build/model-store \\
+        --target dog-breed-classifier/model.tar.gz
+
+The artifact is checked first (metadata complete and consistent), so a
+broken model never reaches a store. Files sit at the archive's root, as
+SageMaker packs ``SM_MODEL_DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tarfile
+from pathlib import Path, PurePosixPath
+
+from dogbreed.artifact import METADATA_FILE, WEIGHTS_FILE, read_metadata
+from dogbreed.errors import ArtifactError
+
+
+def pack_artifact(model_dir: Path, archive: Path) -> Path:
+    read_metadata(model_dir)
+    if not (model_dir / WEIGHTS_FILE).is_file():
+        raise ArtifactError(f"{model_dir / WEIGHTS_FILE} is missing")
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    tmp = archive.with_name(archive.name + ".tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for name in (WEIGHTS_FILE, METADATA_FILE):
+            tar.add(model_dir / name, arcname=name)
+    tmp.replace(archive)  # a server reading the store never sees half an archive
+    return archive
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dogbreed.package", description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, required=True, help="an artifact folder written by train_model.py")
+    parser.add_argument("--store", type=Path, required=True)
+    parser.add_argument("--target", required=True, help="path inside the store, e.g. dog-breed-classifier/model.tar.gz")
+    args = parser.parse_args(argv)
+    target = PurePosixPath(args.target)
+    if target.is_absolute() or ".." in target.parts or not args.target.endswith(".tar.gz"):
+        parser.error(f"--target must be a relative path ending in .tar.gz, got {args.target!r}")
+    try:
+        archive = pack_artifact(args.model_dir, args.store / target)
+    except ArtifactError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"packed {args.model_dir} as {archive}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
