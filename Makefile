@@ -35,6 +35,34 @@ TARGET ?= dog-breed-classifier/model.tar.gz
 MOBILE_TARGET ?= dog-breed-classifier-mobile/model.tar.gz
 SERVE_PID := $(BUILD_DIR)/serve.pid
 
+# Images (make build push).
+BASE_IMAGE ?= debian:bookworm-slim
+# Empty: torch from the default registry (CUDA build, runs on CPU too).
+# https://download.pytorch.org/whl/cpu gives a much smaller CPU-only image.
+TORCH_INDEX_URL ?=
+TRAIN_IMAGE ?= dogbreed-train
+SERVE_IMAGE ?= dogbreed-serve
+TAG ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
+# true: also tag (and push) :latest
+LATEST ?= false
+REGION ?= $(or $(AWS_REGION),$(AWS_DEFAULT_REGION))
+# Empty: from STS at push time.
+ACCOUNT ?=
+# Empty: ECR of ACCOUNT and REGION. Any other registry: HOST[:PORT][/PATH].
+REGISTRY ?=
+# The legacy builder when the buildx plugin is missing (as with Debian's docker.io).
+DOCKER_BUILDKIT ?= $(shell docker buildx version >/dev/null 2>&1 && echo 1 || echo 0)
+export DOCKER_BUILDKIT
+
+# SageMaker local mode (make local-train, local-hpo) and the local serving container.
+LOCAL_OUT ?= $(BUILD_DIR)/local
+LOCAL_HPARAMS ?= -H epochs=$(EPOCHS) -H batch-size=$(BATCH_SIZE) -H image-size=$(IMAGE_SIZE) \
+	-H learning-rate=$(LEARNING_RATE) -H pretrained=$(PRETRAINED) -H freeze-backbone=$(FREEZE_BACKBONE) -H model=$(MODEL)
+HPO_GRID ?= --grid learning-rate=0.001,0.01 --grid batch-size=16,32
+LOCAL_STORE ?= $(BUILD_DIR)/local-store
+LOCAL_SERVE_NAME ?= dogbreed-local-serve
+LOCAL_SERVE_PORT ?= 8080
+
 PYTEST_ARGS ?=
 
 VENV_PY := $(VENV)/bin/python
@@ -89,6 +117,62 @@ serve-stop: ## Stop the server that make serve started (MMS and all its workers)
 		for _ in $$(seq 60); do kill -0 $$pid 2>/dev/null || break; sleep 0.5; done; \
 		echo "stopped server $$pid"; \
 	else echo "no server started by make serve is running"; fi
+
+.PHONY: base-image
+base-image: ## Make sure BASE_IMAGE exists locally (pulled, or built with debootstrap when no registry is reachable)
+	docker/make-base-image.sh $(BASE_IMAGE)
+
+.PHONY: build
+build: build-train build-serve ## Build both images, tagged TAG
+
+.PHONY: build-train
+build-train: base-image ## Build the training image TRAIN_IMAGE:TAG
+	docker build --network=host -f docker/train.Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+		--build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) -t $(TRAIN_IMAGE):$(TAG) \
+		$(if $(filter true,$(LATEST)),-t $(TRAIN_IMAGE):latest) .
+
+.PHONY: build-serve
+build-serve: base-image ## Build the serving image SERVE_IMAGE:TAG
+	docker build --network=host -f docker/serve.Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+		--build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) -t $(SERVE_IMAGE):$(TAG) \
+		$(if $(filter true,$(LATEST)),-t $(SERVE_IMAGE):latest) .
+
+.PHONY: push
+push: $(VENV_STAMP) ## Push both images to REGISTRY (default: ECR, repositories created with scan-on-push)
+	$(VENV_PY) -m dogbreed.workflows.registry push --image $(TRAIN_IMAGE):$(TAG) --image $(SERVE_IMAGE):$(TAG) \
+		$(if $(REGISTRY),--registry $(REGISTRY)) $(if $(REGION),--region $(REGION)) \
+		$(if $(ACCOUNT),--account $(ACCOUNT)) $(if $(filter true,$(LATEST)),--latest)
+
+.PHONY: local-train
+local-train: $(VENV_STAMP) ## Train with the training image in SageMaker local mode on DATA_DIR (builds the image if missing)
+	@docker image inspect $(TRAIN_IMAGE):$(TAG) >/dev/null 2>&1 || $(MAKE) build-train
+	$(VENV_PY) -m dogbreed.workflows.local train --image $(TRAIN_IMAGE):$(TAG) --data $(DATA_DIR) \
+		--output $(LOCAL_OUT)/$(MODEL) $(LOCAL_HPARAMS)
+
+.PHONY: local-hpo
+local-hpo: $(VENV_STAMP) ## A few local-mode hpo.py trials over HPO_GRID; prints the best
+	@docker image inspect $(TRAIN_IMAGE):$(TAG) >/dev/null 2>&1 || $(MAKE) build-train
+	$(VENV_PY) -m dogbreed.workflows.local hpo --image $(TRAIN_IMAGE):$(TAG) --data $(DATA_DIR) \
+		--output $(LOCAL_OUT)/hpo $(LOCAL_HPARAMS) $(HPO_GRID)
+
+.PHONY: local-serve
+local-serve: ## Run the serving image on 127.0.0.1:LOCAL_SERVE_PORT with the local-train models as targets
+	@docker image inspect $(SERVE_IMAGE):$(TAG) >/dev/null 2>&1 || $(MAKE) build-serve
+	@model=$$(ls -t $(LOCAL_OUT)/resnet18/*/model.tar.gz 2>/dev/null | head -n1); \
+	test -n "$$model" || { echo "error: no local-train model in $(LOCAL_OUT)/resnet18; run make local-train" >&2; exit 1; }; \
+	mkdir -p $(LOCAL_STORE)/dog-breed-classifier && cp "$$model" $(LOCAL_STORE)/dog-breed-classifier/model.tar.gz; \
+	mobile=$$(ls -t $(LOCAL_OUT)/mobilenet_v2/*/model.tar.gz 2>/dev/null | head -n1); \
+	if [ -n "$$mobile" ]; then mkdir -p $(LOCAL_STORE)/dog-breed-classifier-mobile && \
+		cp "$$mobile" $(LOCAL_STORE)/dog-breed-classifier-mobile/model.tar.gz; \
+	else echo "note: no MobileNetV2 yet (make local-train MODEL=mobilenet_v2 adds one)"; fi
+	docker run -d --rm --name $(LOCAL_SERVE_NAME) -p 127.0.0.1:$(LOCAL_SERVE_PORT):8080 \
+		-v $(abspath $(LOCAL_STORE)):/opt/ml/models:ro $(SERVE_IMAGE):$(TAG) serve
+	@for _ in $$(seq 120); do curl -sf http://127.0.0.1:$(LOCAL_SERVE_PORT)/ping >/dev/null && break; sleep 1; done
+	@echo "serving $(LOCAL_STORE) at http://127.0.0.1:$(LOCAL_SERVE_PORT) (make stop to end it)"
+
+.PHONY: stop
+stop: ## Stop the container that make local-serve started, and nothing else
+	@docker stop $(LOCAL_SERVE_NAME) >/dev/null 2>&1 && echo "stopped $(LOCAL_SERVE_NAME)" || echo "$(LOCAL_SERVE_NAME) is not running"
 
 .PHONY: sample-data
 sample-data: $(VENV_STAMP) ## Regenerate the bundled sample dataset in local_data/sample

@@ -1,0 +1,51 @@
+# Training image: train_model.py and hpo.py under the sagemaker-training toolkit.
+#   docker run IMAGE train     (what SageMaker runs; SAGEMAKER_PROGRAM picks the script)
+ARG BASE_IMAGE=debian:bookworm-slim
+
+# ---- build stage: the venv, with compilers ------------------------------------
+FROM ${BASE_IMAGE} AS venv
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# python3-venv: the venv; gcc, libc6-dev, python3-dev: sagemaker-training ships
+# a C extension as a source distribution.
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        python3 python3-venv python3-dev gcc libc6-dev ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+# Empty: torch from the default registry (CUDA build, runs on CPU too).
+# https://download.pytorch.org/whl/cpu: the much smaller CPU-only build.
+ARG TORCH_INDEX_URL=
+COPY requirements/train.txt requirements/constraints.txt /tmp/requirements/
+RUN python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --upgrade pip \
+    && /opt/venv/bin/pip install --no-cache-dir ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
+        -c /tmp/requirements/constraints.txt -r /tmp/requirements/train.txt \
+    && find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
+
+# ---- runtime -------------------------------------------------------------------
+FROM ${BASE_IMAGE}
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+LABEL org.opencontainers.image.title="dogbreed-train" \
+      org.opencontainers.image.description="SageMaker training image: train_model.py and hpo.py with smdebug"
+# python3: the interpreter the venv was made with; ca-certificates: TLS to S3
+# and torchvision's weight download; tini: PID 1 that forwards SIGTERM (spot
+# interruptions) and reaps DataLoader workers.
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        python3 ca-certificates tini \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=venv /opt/venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/opt/dogbreed \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    SAGEMAKER_SUBMIT_DIRECTORY=/opt/ml/code \
+    SAGEMAKER_PROGRAM=train_model.py
+# Code last, so a code change rebuilds only these small layers.
+COPY src/dogbreed /opt/dogbreed/dogbreed
+COPY src/train/train_model.py src/train/hpo.py /opt/ml/code/
+WORKDIR /opt/ml/code
+# Runs as root: SageMaker mounts /opt/ml/{input,model,output,checkpoints}
+# root-owned, and the training job must write to them.
+ENTRYPOINT ["/usr/bin/tini", "--"]
+CMD ["train"]

@@ -1,0 +1,1 @@
+"""Workflows around the images: SageMaker local mode, registries."""

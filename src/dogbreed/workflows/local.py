@@ -1,0 +1,156 @@
+"""SageMaker local mode with this project's images: ``make local-train`` and ``make local-hpo``.
+
+The SageMaker Python SDK (v2) runs the training image through
+``docker compose`` exactly as a training job would (``/opt/ml`` mounts,
+hyperparameters.json, ``train``), with ``file://`` input and output. It makes
+no AWS call: the role is a placeholder, telemetry is off, and region and
+credentials get inert defaults when the environment has none.
+
+    python -m dogbreed.workflows.local train --image dogbreed-train:TAG --data local_data/sample \\
+        --output build/local-train -H epochs=3 -H image-size=64
+    python -m dogbreed.workflows.local hpo --image dogbreed-train:TAG --data local_data/sample \\
+        --output build/local-hpo --grid learning-rate=0.001,0.01 --grid batch-size=16,32
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("dogbreed.local")
+
+PLACEHOLDER_ROLE = "arn:aws:iam::111111111111:role/dogbreed-local-mode"
+NO_TELEMETRY = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
+
+
+class LocalModeError(Exception):
+    pass
+
+
+def parse_pairs(items: list[str], what: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise LocalModeError(f"{what} must look like name=value, got {item!r}")
+        pairs[key.strip()] = value.strip()
+    return pairs
+
+
+def check_docker(image: str) -> None:
+    if shutil.which("docker") is None:
+        raise LocalModeError("docker is not installed; local mode runs the training image with Docker")
+    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        raise LocalModeError("the Docker engine is not running (docker info failed)")
+    if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0:
+        raise LocalModeError(f"image {image} not found; build it first (make build-train)")
+
+
+def local_session(work_dir: Path):
+    # Inert defaults: local mode needs a region and some credentials to exist, and calls nothing with them.
+    os.environ.setdefault("AWS_DEFAULT_REGION", os.environ.get("AWS_REGION", "us-east-1"))
+    if not (os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE")):
+        os.environ["AWS_ACCESS_KEY_ID"] = "local-mode"
+        os.environ["AWS_SECRET_ACCESS_KEY"] = "local-mode"
+    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+    from sagemaker.local import LocalSession
+
+    session = LocalSession(sagemaker_config=NO_TELEMETRY)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    session.config = {"local": {"local_code": True, "container_root": str(work_dir.resolve())}}
+    return session
+
+
+def run_training(image: str, data: Path, output: Path, hyperparameters: dict[str, Any],
+                 program: str = "train_model.py", job_name: str | None = None) -> dict[str, Path]:
+    """One local-mode training job; returns the paths of model.tar.gz and output.tar.gz."""
+    from sagemaker.estimator import Estimator
+
+    if not data.is_dir():
+        raise LocalModeError(f"data folder {data} does not exist")
+    check_docker(image)
+    output.mkdir(parents=True, exist_ok=True)
+    session = local_session(output / ".container-root")
+    estimator = Estimator(
+        image_uri=image,
+        role=PLACEHOLDER_ROLE,
+        instance_count=1,
+        instance_type="local",
+        output_path=f"file://{output.resolve()}",
+        hyperparameters=hyperparameters,
+        environment={"SAGEMAKER_PROGRAM": program},
+        sagemaker_session=session,
+        disable_profiler=True,
+    )
+    try:
+        estimator.fit({"training": f"file://{data.resolve()}"}, job_name=job_name, wait=True, logs=True)
+    except Exception as exc:  # the SDK raises RuntimeError/UnexpectedStatusException for a failed container
+        raise LocalModeError(f"local training job failed: {str(exc).splitlines()[0]}") from exc
+    job_dir = output / estimator.latest_training_job.name
+    artifacts = {"model": job_dir / "model.tar.gz", "output": job_dir / "output.tar.gz"}
+    if not artifacts["model"].is_file():
+        # Older SDKs write straight into output_path.
+        artifacts = {"model": output / "model.tar.gz", "output": output / "output.tar.gz"}
+    return artifacts
+
+
+def read_metrics(output_archive: Path) -> dict[str, Any]:
+    with tarfile.open(output_archive) as tar:
+        member = next((m for m in tar.getmembers() if Path(m.name).name == "metrics.json"), None)
+        if member is None:
+            raise LocalModeError(f"{output_archive} holds no metrics.json")
+        return json.load(tar.extractfile(member))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dogbreed.workflows.local", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("train", "hpo"):
+        p = sub.add_parser(name)
+        p.add_argument("--image", required=True, help="the training image, e.g. dogbreed-train:TAG")
+        p.add_argument("--data", type=Path, required=True, help="folder holding train/ valid/ test/")
+        p.add_argument("--output", type=Path, required=True)
+        p.add_argument("-H", "--hyperparameter", action="append", default=[], metavar="NAME=VALUE")
+    sub.choices["train"].add_argument("--program", default="train_model.py", choices=["train_model.py", "hpo.py"])
+    sub.choices["hpo"].add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
+                                    help="values to try for one hyperparameter; trials are the product")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    try:
+        hyperparameters = parse_pairs(args.hyperparameter, "-H")
+        if args.command == "train":
+            artifacts = run_training(args.image, args.data, args.output, hyperparameters, args.program)
+            print(f"model:  {artifacts['model']}\noutput: {artifacts['output']}")
+            return 0
+        grid = {k: v.split(",") for k, v in parse_pairs(args.grid, "--grid").items()}
+        if not grid:
+            raise LocalModeError("give at least one --grid NAME=V1,V2")
+        trials = []
+        for values in itertools.product(*grid.values()):
+            trial = dict(zip(grid, values))
+            artifacts = run_training(args.image, args.data, args.output / "trials", {**hyperparameters, **trial},
+                                     program="hpo.py")
+            metrics = read_metrics(artifacts["output"])
+            trials.append({"hyperparameters": trial, "val_accuracy": metrics["val_accuracy"],
+                           "model": str(artifacts["model"])})
+            print(f"trial {trial}: val_accuracy={metrics['val_accuracy']:.4f}")
+        best = max(trials, key=lambda t: t["val_accuracy"])
+        (args.output / "trials.json").write_text(json.dumps({"trials": trials, "best": best}, indent=2))
+        print(f"best: {best['hyperparameters']} val_accuracy={best['val_accuracy']:.4f} ({best['model']})")
+        return 0
+    except LocalModeError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""Push the images to a registry (``make push``).
+
+- Amazon ECR (the default): the registry is ``ACCOUNT.dkr.ecr.REGION.amazonaws.com``
+  (the account from STS when not given). Each repository is created when
+  missing, with scan-on-push; Docker logs in with an ECR authorization token.
+- Any other registry (``--registry HOST[:PORT][/PATH]``): tag and push.
+
+A missing Docker engine, missing AWS credentials or a missing region each end
+in a one-line error.
+
+    python -m dogbreed.workflows.registry push --image dogbreed-train:abc123 --image dogbreed-serve:abc123 \\
+        [--registry 127.0.0.1:5000] [--region eu-west-1] [--account 123456789012] [--latest]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+
+ECR_HOST = re.compile(r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
+
+
+class PushError(Exception):
+    pass
+
+
+@dataclass
+class Login:
+    username: str
+    password: str
+    endpoint: str
+
+
+def docker(*args: str, stdin: str | None = None) -> str:
+    try:
+        result = subprocess.run(["docker", *args], input=stdin, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise PushError("docker is not installed") from None
+    if result.returncode != 0:
+        message = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise PushError(f"docker {args[0]} failed: {message}")
+    return result.stdout
+
+
+def check_engine() -> None:
+    try:
+        docker("info", "--format", "{{.ServerVersion}}")
+    except PushError as exc:
+        raise PushError(f"no Docker engine is running ({exc})") from None
+
+
+def split_image(image: str) -> tuple[str, str]:
+    name, _, tag = image.rpartition(":")
+    if not name or "/" in tag:
+        return image, "latest"
+    return name, tag
+
+
+def ensure_repository(ecr, name: str) -> str:
+    """The repository's URI; created with scan-on-push when missing."""
+    try:
+        return ecr.describe_repositories(repositoryNames=[name])["repositories"][0]["repositoryUri"]
+    except ecr.exceptions.RepositoryNotFoundException:
+        created = ecr.create_repository(repositoryName=name, imageScanningConfiguration={"scanOnPush": True})
+        return created["repository"]["repositoryUri"]
+
+
+def ecr_login(ecr) -> Login:
+    data = ecr.get_authorization_token()["authorizationData"][0]
+    username, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
+    return Login(username, password, data["proxyEndpoint"])
+
+
+def aws_clients(region: str | None):
+    import boto3
+    import botocore.exceptions
+
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    session = boto3.Session(region_name=region) if region else boto3.Session()
+    if not session.region_name:
+        raise PushError("no AWS region: set REGION (make) or --region, AWS_REGION or AWS_DEFAULT_REGION")
+    try:
+        credentials = session.get_credentials()
+    except botocore.exceptions.BotoCoreError as exc:
+        raise PushError(f"AWS credentials cannot be read: {exc}") from None
+    if credentials is None:
+        raise PushError("no AWS credentials: configure a profile, or set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
+    return session.client("ecr"), session.client("sts"), session.region_name
+
+
+def push_images(images: list[str], target_for, latest: bool) -> list[str]:
+    pushed = []
+    for image in images:
+        name, tag = split_image(image)
+        repository = target_for(name)
+        for remote_tag in [tag] + (["latest"] if latest and tag != "latest" else []):
+            remote = f"{repository}:{remote_tag}"
+            docker("tag", image, remote)
+            docker("push", remote)
+            pushed.append(remote)
+            print(f"pushed {remote}", flush=True)
+    return pushed
+
+
+def push(images: list[str], registry: str | None, region: str | None, account: str | None, latest: bool,
+         clients=None) -> list[str]:
+    check_engine()
+    for image in images:
+        docker("image", "inspect", image)  # fails with a clear message when the image was never built
+    ecr_match = ECR_HOST.match(registry) if registry else None
+    if registry and not ecr_match:
+        return push_images(images, lambda name: f"{registry}/{name}", latest)
+
+    import botocore.exceptions
+
+    try:
+        ecr, sts, region = clients or aws_clients(region or (ecr_match.group(2) if ecr_match else None))
+        account = account or (ecr_match.group(1) if ecr_match else None) or sts.get_caller_identity()["Account"]
+        login = ecr_login(ecr)
+        docker("login", "--username", login.username, "--password-stdin", login.endpoint, stdin=login.password)
+        return push_images(images, lambda name: ensure_repository(ecr, name), latest)
+    except botocore.exceptions.ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise PushError(f"AWS {exc.operation_name} failed: {error.get('Code')}: {error.get('Message')}") from None
+    except botocore.exceptions.BotoCoreError as exc:
+        raise PushError(f"AWS call failed: {exc}") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dogbreed.workflows.registry", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("push")
+    p.add_argument("--image", action="append", required=True, help="local image NAME:TAG; repeat for several")
+    p.add_argument("--registry", default=os.environ.get("REGISTRY") or None,
+                   help="any registry HOST[:PORT][/PATH]; default: ECR of --account and --region")
+    p.add_argument("--region")
+    p.add_argument("--account")
+    p.add_argument("--latest", action="store_true", help="also push the tag 'latest'")
+    args = parser.parse_args(argv)
+    try:
+        push(args.image, args.registry, args.region, args.account, args.latest)
+    except PushError as exc:
+        print(f"push: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
