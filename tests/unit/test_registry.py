@@ -25,26 +25,27 @@ def ecr():
 def test_missing_repository_is_created_with_scan_on_push(ecr):
     client, stubber = ecr
     stubber.add_client_error("describe_repositories", "RepositoryNotFoundException",
-                             expected_params={"repositoryNames": ["dogbreed-serve"]})
+                             expected_params={"registryId": "123456789012", "repositoryNames": ["dogbreed-serve"]})
     stubber.add_response("create_repository", {"repository": {"repositoryUri": URI}},
-                         expected_params={"repositoryName": "dogbreed-serve",
+                         expected_params={"registryId": "123456789012", "repositoryName": "dogbreed-serve",
                                           "imageScanningConfiguration": {"scanOnPush": True}})
-    assert ensure_repository(client, "dogbreed-serve") == URI
+    assert ensure_repository(client, "dogbreed-serve", "123456789012") == URI
 
 
 def test_existing_repository_is_reused(ecr):
     client, stubber = ecr
     stubber.add_response("describe_repositories", {"repositories": [{"repositoryUri": URI}]},
-                         expected_params={"repositoryNames": ["dogbreed-serve"]})
-    assert ensure_repository(client, "dogbreed-serve") == URI
+                         expected_params={"registryId": "123456789012", "repositoryNames": ["dogbreed-serve"]})
+    assert ensure_repository(client, "dogbreed-serve", "123456789012") == URI
 
 
 def test_authorization_token_becomes_a_docker_login(ecr):
     client, stubber = ecr
     token = base64.b64encode(b"AWS:secret-password").decode()
     stubber.add_response("get_authorization_token", {"authorizationData": [{
-        "authorizationToken": token, "proxyEndpoint": "https://123456789012.dkr.ecr.eu-west-1.amazonaws.com"}]}, {})
-    login = ecr_login(client)
+        "authorizationToken": token, "proxyEndpoint": "https://123456789012.dkr.ecr.eu-west-1.amazonaws.com"}]},
+        {"registryIds": ["123456789012"]})
+    login = ecr_login(client, "123456789012")
     assert (login.username, login.password) == ("AWS", "secret-password")
     assert login.endpoint.endswith("amazonaws.com")
 

@@ -175,3 +175,24 @@ def test_cache_evicts_the_least_recently_used(tmp_path):
         cache.get(key, tmp_path / key)
     assert loads == ["a", "b", "c", "b"]
     assert cache.keys() == ["a", "b"]
+
+
+def test_member_checks_hold_without_tarfiles_data_filter(tmp_path, monkeypatch):
+    # Debian bookworm's Python 3.11.2 has no extraction filters: the hand-made checks must suffice alone.
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    cache = tmp_path / "unpacked"
+    _tar(tmp_path / "inner-link.tar.gz", {"metadata.json": b"{}"}, links={"alias.json": "metadata.json"})
+    assert (unpack(tmp_path / "inner-link.tar.gz", cache) / "alias.json").is_symlink()
+    _tar(tmp_path / "relative-escape.tar.gz", {"a/b.txt": b"x"}, links={"a/up": "../../outside"})
+    assert "links outside" in _status(unpack, tmp_path / "relative-escape.tar.gz", cache)[1]
+    with tarfile.open(tmp_path / "fifo.tar.gz", "w:gz") as tar:
+        info = tarfile.TarInfo("pipe")
+        info.type = tarfile.FIFOTYPE
+        tar.addfile(info)
+    assert "special file" in _status(unpack, tmp_path / "fifo.tar.gz", cache)[1]
+    with tarfile.open(tmp_path / "hardlink.tar.gz", "w:gz") as tar:
+        info = tarfile.TarInfo("hard")
+        info.type = tarfile.LNKTYPE
+        info.linkname = "../../etc/passwd"
+        tar.addfile(info)
+    assert "links outside" in _status(unpack, tmp_path / "hardlink.tar.gz", cache)[1]

@@ -63,6 +63,26 @@ def list_targets(root: Path) -> list[str]:
     return sorted(targets)
 
 
+def check_member(member: tarfile.TarInfo) -> None:
+    """Refuse what could write outside the target folder or create special files.
+
+    Checked by hand as well as by tarfile's ``data`` filter: an absolute or
+    ``..`` name is refused outright (the filter would quietly strip it), and
+    Python releases without the filter are still protected.
+    """
+    path = PurePosixPath(member.name)
+    if path.is_absolute() or ".." in path.parts:
+        raise ValueError(f"unsafe member path {member.name!r}")
+    if member.issym() or member.islnk():
+        # A symbolic link resolves from its own folder, a hard link from the archive root.
+        base = path.parent if member.issym() else PurePosixPath()
+        target = PurePosixPath(os.path.normpath(base / member.linkname))
+        if PurePosixPath(member.linkname).is_absolute() or target.parts[:1] == ("..",):
+            raise ValueError(f"member {member.name!r} links outside the archive ({member.linkname!r})")
+    elif not (member.isfile() or member.isdir()):
+        raise ValueError(f"member {member.name!r} is a device, FIFO or other special file")
+
+
 def default_unpack_dir() -> Path:
     return Path(os.environ.get("DOGBREED_UNPACK_DIR") or Path(tempfile.gettempdir()) / "dogbreed-models")
 
@@ -88,11 +108,13 @@ def unpack(archive: Path, unpack_dir: Path | None = None) -> Path:
         staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=unpack_dir))
         try:
             with tarfile.open(archive, "r:*") as tar:
-                for member in tar.getmembers():
-                    # The data filter would quietly strip a leading "/"; such an archive is refused instead.
-                    if member.name.startswith("/") or ".." in PurePosixPath(member.name).parts:
-                        raise ValueError(f"unsafe member path {member.name!r}")
-                tar.extractall(staging, filter="data")
+                members = tar.getmembers()
+                for member in members:
+                    check_member(member)
+                if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 (Debian bookworm ships 3.11.2)
+                    tar.extractall(staging, members=members, filter="data")
+                else:
+                    tar.extractall(staging, members=members)
             os.rename(staging, dest)
         except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
             raise InferenceError(400, "ModelArchiveError", f"cannot unpack {archive.name}: {exc}") from exc

@@ -61,17 +61,19 @@ def split_image(image: str) -> tuple[str, str]:
     return name, tag
 
 
-def ensure_repository(ecr, name: str) -> str:
-    """The repository's URI; created with scan-on-push when missing."""
+def ensure_repository(ecr, name: str, account: str) -> str:
+    """The repository's URI in ``account``'s registry; created with scan-on-push when missing."""
     try:
-        return ecr.describe_repositories(repositoryNames=[name])["repositories"][0]["repositoryUri"]
+        found = ecr.describe_repositories(registryId=account, repositoryNames=[name])
+        return found["repositories"][0]["repositoryUri"]
     except ecr.exceptions.RepositoryNotFoundException:
-        created = ecr.create_repository(repositoryName=name, imageScanningConfiguration={"scanOnPush": True})
+        created = ecr.create_repository(registryId=account, repositoryName=name,
+                                        imageScanningConfiguration={"scanOnPush": True})
         return created["repository"]["repositoryUri"]
 
 
-def ecr_login(ecr) -> Login:
-    data = ecr.get_authorization_token()["authorizationData"][0]
+def ecr_login(ecr, account: str) -> Login:
+    data = ecr.get_authorization_token(registryIds=[account])["authorizationData"][0]
     username, _, password = base64.b64decode(data["authorizationToken"]).decode().partition(":")
     return Login(username, password, data["proxyEndpoint"])
 
@@ -121,9 +123,9 @@ def push(images: list[str], registry: str | None, region: str | None, account: s
     try:
         ecr, sts, region = clients or aws_clients(region or (ecr_match.group(2) if ecr_match else None))
         account = account or (ecr_match.group(1) if ecr_match else None) or sts.get_caller_identity()["Account"]
-        login = ecr_login(ecr)
+        login = ecr_login(ecr, account)
         docker("login", "--username", login.username, "--password-stdin", login.endpoint, stdin=login.password)
-        return push_images(images, lambda name: ensure_repository(ecr, name), latest)
+        return push_images(images, lambda name: ensure_repository(ecr, name, account), latest)
     except botocore.exceptions.ClientError as exc:
         error = exc.response.get("Error", {})
         raise PushError(f"AWS {exc.operation_name} failed: {error.get('Code')}: {error.get('Message')}") from None
