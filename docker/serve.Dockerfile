@@ -1,16 +1,22 @@
 # Serving image: multi-model-server with the TargetModel-routing handler.
 #   docker run -p 127.0.0.1:8080:8080 -v STORE:/opt/ml/models:ro IMAGE serve
+# One stage: every serving package installs without a compiler.
 ARG BASE_IMAGE=debian:bookworm-slim
-
-# ---- build stage: the venv -------------------------------------------------------
-FROM ${BASE_IMAGE} AS venv
+FROM ${BASE_IMAGE}
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-# python3-venv: the venv; gcc, libc6-dev, python3-dev: for any dependency that
-# ships only as a source distribution.
+LABEL org.opencontainers.image.title="dogbreed-serve" \
+      org.opencontainers.image.description="SageMaker multi-model serving image (MMS, TargetModel routing)" \
+      com.amazonaws.sagemaker.capabilities.multi-models=true \
+      com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true
+# python3, python3-venv: the interpreter and its venv; ca-certificates: TLS for
+# pip during the build; openjdk-17-jre-headless: MMS's front end is Java;
+# tini: PID 1 that forwards SIGTERM and reaps workers.
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        python3 python3-venv python3-dev gcc libc6-dev ca-certificates \
-    && rm -rf /var/lib/apt/lists/*
+        python3 python3-venv ca-certificates openjdk-17-jre-headless tini \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --create-home --uid 1000 --shell /usr/sbin/nologin model-server \
+    && mkdir -p /opt/ml/models /opt/ml/model
 # Empty: torch from the default registry (CUDA build, runs on CPU too).
 # https://download.pytorch.org/whl/cpu: the much smaller CPU-only build.
 ARG TORCH_INDEX_URL=
@@ -19,29 +25,14 @@ RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --upgrade pip \
     && /opt/venv/bin/pip install --no-cache-dir ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
         -c /tmp/requirements/constraints.txt -r /tmp/requirements/serve.txt \
+    && rm -rf /tmp/requirements \
     && find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
-
-# ---- runtime -------------------------------------------------------------------
-FROM ${BASE_IMAGE}
-SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-LABEL org.opencontainers.image.title="dogbreed-serve" \
-      org.opencontainers.image.description="SageMaker multi-model serving image (MMS, TargetModel routing)" \
-      com.amazonaws.sagemaker.capabilities.multi-models=true \
-      com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true
-# python3: the interpreter the venv was made with; openjdk-17-jre-headless:
-# MMS's front end is Java; tini: PID 1 that forwards SIGTERM and reaps workers.
-RUN apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        python3 openjdk-17-jre-headless tini \
-    && rm -rf /var/lib/apt/lists/* \
-    && useradd --create-home --uid 1000 --shell /usr/sbin/nologin model-server \
-    && mkdir -p /opt/ml/models /opt/ml/model
-COPY --from=venv /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/opt/dogbreed \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     SAGEMAKER_BIND_TO_PORT=8080
+# Code last, so a code change rebuilds only these small layers.
 COPY src/dogbreed /opt/dogbreed/dogbreed
 COPY src/serve/serve /usr/local/bin/serve
 USER model-server

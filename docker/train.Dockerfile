@@ -2,38 +2,46 @@
 #   docker run IMAGE train     (what SageMaker runs; SAGEMAKER_PROGRAM picks the script)
 ARG BASE_IMAGE=debian:bookworm-slim
 
-# ---- build stage: the venv, with compilers ------------------------------------
-FROM ${BASE_IMAGE} AS venv
+# ---- wheels stage: compile what ships only as source ----------------------------
+FROM ${BASE_IMAGE} AS wheels
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-# python3-venv: the venv; gcc, libc6-dev, python3-dev: sagemaker-training ships
-# a C extension as a source distribution.
+# gcc, libc6-dev, python3-dev: sagemaker-training and its dependency
+# pyinstrument-cext ship C extensions as source distributions only;
+# python3-venv: pip for building them.
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         python3 python3-venv python3-dev gcc libc6-dev ca-certificates \
     && rm -rf /var/lib/apt/lists/*
-# Empty: torch from the default registry (CUDA build, runs on CPU too).
-# https://download.pytorch.org/whl/cpu: the much smaller CPU-only build.
-ARG TORCH_INDEX_URL=
 COPY requirements/train.txt requirements/constraints.txt /tmp/requirements/
-RUN python3 -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir --upgrade pip \
-    && /opt/venv/bin/pip install --no-cache-dir ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
-        -c /tmp/requirements/constraints.txt -r /tmp/requirements/train.txt \
-    && find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
+RUN python3 -m venv /tmp/build \
+    && /tmp/build/bin/pip install --no-cache-dir --upgrade pip \
+    && /tmp/build/bin/pip wheel --no-cache-dir --no-deps -w /wheels -c /tmp/requirements/constraints.txt \
+        sagemaker-training pyinstrument-cext
 
 # ---- runtime -------------------------------------------------------------------
 FROM ${BASE_IMAGE}
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 LABEL org.opencontainers.image.title="dogbreed-train" \
       org.opencontainers.image.description="SageMaker training image: train_model.py and hpo.py with smdebug"
-# python3: the interpreter the venv was made with; ca-certificates: TLS to S3
-# and torchvision's weight download; tini: PID 1 that forwards SIGTERM (spot
-# interruptions) and reaps DataLoader workers.
+# python3, python3-venv: the interpreter and its venv; ca-certificates: TLS to
+# S3 and torchvision's weight download; tini: PID 1 that forwards SIGTERM
+# (spot interruptions) and reaps DataLoader workers.
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        python3 ca-certificates tini \
+        python3 python3-venv ca-certificates tini \
     && rm -rf /var/lib/apt/lists/*
-COPY --from=venv /opt/venv /opt/venv
+# Empty: torch from the default registry (CUDA build, runs on CPU too).
+# https://download.pytorch.org/whl/cpu: the much smaller CPU-only build.
+ARG TORCH_INDEX_URL=
+COPY --from=wheels /wheels /tmp/wheels
+COPY requirements/train.txt requirements/constraints.txt /tmp/requirements/
+RUN python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --upgrade pip \
+    && /opt/venv/bin/pip install --no-cache-dir --find-links /tmp/wheels \
+        ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
+        -c /tmp/requirements/constraints.txt -r /tmp/requirements/train.txt \
+    && rm -rf /tmp/wheels /tmp/requirements \
+    && find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/opt/dogbreed \
     PYTHONUNBUFFERED=1 \

@@ -19,7 +19,7 @@ from tests.conftest import REPO_ROOT, free_port
 
 
 class Server:
-    def __init__(self, process: subprocess.Popen, port: int, log_path: Path):
+    def __init__(self, process: subprocess.Popen | None, port: int, log_path: Path | None):
         self.process = process
         self.port = port
         self.url = f"http://127.0.0.1:{port}"

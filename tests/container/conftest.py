@@ -1,0 +1,59 @@
+"""Container tests: real images, real containers, reached only on 127.0.0.1 published ports.
+
+Without a Docker engine they skip, except in CI (CI=true), where they must run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+TAG = os.environ.get("CONTAINER_TEST_TAG", "citest")
+TRAIN_IMAGE = f"dogbreed-train:{TAG}"
+SERVE_IMAGE = f"dogbreed-serve:{TAG}"
+
+
+def engine_available() -> bool:
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    container_items = [i for i in items if "tests/container/" in str(i.fspath)]
+    for item in container_items:
+        item.add_marker(pytest.mark.container)
+    if not container_items or engine_available():
+        return
+    if os.environ.get("CI") == "true":
+        raise pytest.UsageError("CI=true but no Docker engine is running: container tests must run in CI")
+    skip = pytest.mark.skip(reason="no Docker engine running (start dockerd to run the container tests)")
+    for item in container_items:
+        item.add_marker(skip)
+
+
+def make(*args: str, timeout: float = 1800, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **env})
+
+
+@pytest.fixture(scope="session")
+def images():
+    """Both images, built by make as a user builds them."""
+    result = make("build", f"TAG={TAG}")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return {"train": TRAIN_IMAGE, "serve": SERVE_IMAGE}
+
+
+@pytest.fixture
+def container_name():
+    """A unique container name; the container is removed afterwards whatever happened."""
+    name = f"dogbreed-test-{uuid.uuid4().hex[:10]}"
+    yield name
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True)

@@ -1,0 +1,129 @@
+"""The serving image: curl and the SDK's local client against a real container on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import SAMPLE_DATA, free_port
+from tests.serving import Server
+
+RESNET = "dog-breed-classifier/model.tar.gz"
+MOBILE = "dog-breed-classifier-mobile/model.tar.gz"
+IMAGE_PATH = SAMPLE_DATA / "test" / "003.Cobalt_triangle" / "Cobalt_triangle_00004.jpg"
+
+
+def _readable(path):
+    """The image runs as a non-root user: the mounted store must be world-readable."""
+    for p in [path, *path.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return path
+
+
+def run_container(image, name, store, *env: str) -> Server:
+    port = free_port()
+    command = ["docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080",
+               "-v", f"{_readable(store)}:/opt/ml/models:ro"]
+    for item in env:
+        command += ["-e", item]
+    subprocess.run([*command, image, "serve"], check=True, capture_output=True)
+    server = Server(None, port, None)
+    deadline = time.monotonic() + 180
+    while not server.healthy():
+        state = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", name], capture_output=True, text=True)
+        logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True)
+        assert state.stdout.strip() == "true", logs.stdout[-3000:] + logs.stderr[-3000:]
+        assert time.monotonic() < deadline, logs.stdout[-3000:]
+        time.sleep(1)
+    return server
+
+
+@pytest.fixture(scope="module")
+def serving(images, model_store):
+    name = f"dogbreed-test-serve-{free_port()}"
+    try:
+        yield run_container(images["serve"], name, model_store), name
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+
+
+def test_image_metadata(images):
+    labels = json.loads(subprocess.run(["docker", "inspect", "-f", "{{json .Config.Labels}}", images["serve"]],
+                                       capture_output=True, text=True, check=True).stdout)
+    assert labels["com.amazonaws.sagemaker.capabilities.multi-models"] == "true"
+    assert labels["com.amazonaws.sagemaker.capabilities.accept-bind-to-port"] == "true"
+    user = subprocess.run(["docker", "inspect", "-f", "{{.Config.User}}", images["serve"]],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    assert user and user not in ("root", "0")
+
+
+def test_curl_with_the_target_header_reaches_each_model(serving):
+    server, _ = serving
+    for target in (RESNET, MOBILE):
+        result = subprocess.run(
+            ["curl", "-s", "-X", "POST", f"{server.url}/invocations",
+             "-H", f"X-Amzn-SageMaker-Target-Model: {target}", "-H", "Content-Type: application/x-image",
+             "--data-binary", f"@{IMAGE_PATH}"], capture_output=True, text=True, timeout=120, check=True)
+        answer = json.loads(result.stdout)
+        assert answer["model"] == target and len(answer["results"][0]["predictions"]) == 4
+    assert answer["results"][0]["predictions"][0]["label"] in {"Cobalt triangle", "Emerald square", "Crimson disc",
+                                                                "Amber stripes"}
+
+
+def test_sdk_local_runtime_client(serving):
+    from sagemaker.local import LocalSagemakerRuntimeClient
+
+    server, _ = serving
+    client = LocalSagemakerRuntimeClient(config={"local": {"serving_port": server.port}})
+    response = client.invoke_endpoint(EndpointName="dog-breed-classifier-multi-endpoint", TargetModel=RESNET,
+                                      ContentType="application/x-image", Body=IMAGE_PATH.read_bytes())
+    answer = json.loads(response["Body"].read())
+    assert answer["results"][0]["predictions"][0]["label"] == "Cobalt triangle"
+
+
+@pytest.mark.parametrize("body, content_type, status", [
+    (b"", "application/x-image", 400),
+    (b"not an image", "image/jpeg", 400),
+    (b"{oops", "application/json", 400),
+    (b"x", "text/plain", 415),
+])
+def test_bad_input_is_4xx_and_ping_stays_healthy(serving, body, content_type, status):
+    server, _ = serving
+    got, answer = server.json("POST", "/invocations", body, {"Content-Type": content_type,
+                                                              "X-Amzn-SageMaker-Target-Model": RESNET})
+    assert got == status and answer["message"]
+    got, _ = server.invoke(IMAGE_PATH.read_bytes(), "../../etc/passwd")
+    assert got == 400
+    assert server.healthy()
+
+
+def test_multi_model_api_in_the_container(images, trained_models, tmp_path, container_name):
+    store = tmp_path / "models"
+    shutil.copytree(trained_models["resnet18"], store / "resnet")
+    server = run_container(images["serve"], container_name, store, "SAGEMAKER_MULTI_MODEL=true")
+    body = json.dumps({"model_name": "resnet", "url": "/opt/ml/models/resnet"}).encode()
+    status, answer = server.json("POST", "/models", body, {"Content-Type": "application/json"})
+    assert status == 200, answer
+    assert server.json("POST", "/models", body, {"Content-Type": "application/json"})[0] == 409
+    status, answer = server.json("POST", "/models/resnet/invoke", IMAGE_PATH.read_bytes(),
+                                 {"Content-Type": "application/x-image"})
+    assert status == 200 and answer["results"][0]["predictions"][0]["label"] == "Cobalt triangle"
+    assert server.json("DELETE", "/models/resnet")[0] == 200
+    assert server.json("GET", "/models/resnet")[0] == 404
+
+
+def test_docker_stop_ends_it_in_seconds(images, model_store, tmp_path, container_name):
+    single = tmp_path / "store"
+    shutil.copytree(model_store / "dog-breed-classifier", single / "dog-breed-classifier")
+    run_container(images["serve"], container_name, single)
+    started = time.monotonic()
+    subprocess.run(["docker", "stop", "-t", "30", container_name], check=True, capture_output=True)
+    took = time.monotonic() - started
+    exit_code = subprocess.run(["docker", "inspect", "-f", "{{.State.ExitCode}}", container_name],
+                               capture_output=True, text=True).stdout.strip()
+    assert took < 15, f"docker stop took {took:.1f}s"
+    assert exit_code in ("0", "143"), exit_code

@@ -1,0 +1,100 @@
+"""The training image: SageMaker local mode through the SDK, the raw training contract, hpo.py."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from dogbreed.artifact import load_artifact
+from dogbreed.training.metrics import parse_metrics
+
+from tests.conftest import REPO_ROOT, SAMPLE_DATA
+from tests.container.conftest import TAG, make
+
+HPARAMS = ("-H epochs=2 -H batch-size=16 -H image-size=32 -H pretrained=false -H freeze-backbone=false "
+           "-H workers=1 -H debug-out-dir=/opt/ml/output/data/tensors -H debug-collections=losses,weights "
+           "-H debug-save-interval=2")
+
+
+@pytest.fixture(scope="module")
+def local_train(images, tmp_path_factory):
+    out = tmp_path_factory.mktemp("local")
+    result = make("local-train", f"TAG={TAG}", f"LOCAL_OUT={out}", f"LOCAL_HPARAMS={HPARAMS}")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-3000:]
+    model_archive = next(out.rglob("model.tar.gz"))
+    output_archive = next(out.rglob("output.tar.gz"))
+    return out, model_archive, output_archive, result.stdout
+
+
+def test_local_train_yields_the_documented_artifact(local_train, tmp_path):
+    _, model_archive, _, _ = local_train
+    with tarfile.open(model_archive) as tar:
+        assert sorted(tar.getnames()) == ["metadata.json", "model.pth"]
+        tar.extractall(tmp_path, filter="data")
+    model, metadata = load_artifact(tmp_path)
+    assert metadata["architecture"] == "resnet18" and metadata["input_size"] == 32
+    assert metadata["hyperparameters"]["epochs"] == 2
+
+
+def test_reports_and_smdebug_tensors_come_back_from_the_container(local_train, tmp_path):
+    from smdebug import modes
+    from smdebug.trials import create_trial
+
+    _, _, output_archive, stdout = local_train
+    with tarfile.open(output_archive) as tar:
+        tar.extractall(tmp_path, filter="data")
+    metrics = json.loads(next(tmp_path.rglob("metrics.json")).read_text())
+    assert metrics["epochs_completed"] == 2 and len(metrics["test"]["per_class"]) == 4
+    assert next(tmp_path.rglob("confusion_matrix.png")).read_bytes()[:4] == b"\x89PNG"
+    tensors = next(p for p in tmp_path.rglob("tensors") if p.is_dir())
+    trial = create_trial(str(tensors))
+    loss = trial.tensor(trial.tensor_names(collection="losses")[0])
+    assert len(loss.steps(mode=modes.TRAIN)) == 10  # 2 epochs x 10 batches, every 2nd step
+    assert trial.tensor_names(collection="weights")
+    assert parse_metrics(stdout)["test:accuracy"]
+
+
+def test_hpo_entry_point_in_the_same_image(images, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "dogbreed.workflows.local", "train", "--program", "hpo.py", "--image", images["train"],
+         "--data", str(SAMPLE_DATA), "--output", str(tmp_path), "-H", "image-size=32", "-H", "pretrained=false",
+         "-H", "freeze-backbone=false", "-H", "batch-size=16", "-H", "workers=0"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    found = parse_metrics(result.stdout)
+    assert 1 <= len(found["train:loss"]) <= 3
+    assert found["validation:accuracy"] and found["test:accuracy"]
+
+
+def _sagemaker_tree(root, data_source, hyperparameters):
+    config = root / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text(json.dumps(hyperparameters))
+    (config / "resourceconfig.json").write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}))
+    (config / "inputdataconfig.json").write_text(json.dumps({"training": {"TrainingInputMode": "File"}}))
+    channel = root / "input" / "data" / "training"
+    shutil.copytree(data_source, channel)
+    for name in ("model", "output", "checkpoints"):
+        (root / name).mkdir(exist_ok=True)
+    return channel
+
+
+def test_broken_dataset_writes_the_failure_file_and_exits_non_zero(images, tmp_path, container_name):
+    channel = _sagemaker_tree(tmp_path / "ml", SAMPLE_DATA, {"pretrained": "false", "epochs": "1",
+                                                              "image-size": "32"})
+    shutil.rmtree(channel / "valid")
+    # As SageMaker does: each /opt/ml folder mounted on its own (the image's /opt/ml/code stays visible),
+    # and the container named after resourceconfig.json's host, which the toolkit resolves.
+    mounts = [arg for name in ("input", "model", "output", "checkpoints")
+              for arg in ("-v", f"{tmp_path / 'ml' / name}:/opt/ml/{name}")]
+    result = subprocess.run(["docker", "run", "--name", container_name, "--hostname", "algo-1", *mounts,
+                             images["train"], "train"], capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    failure = (tmp_path / "ml" / "output" / "failure").read_text()
+    assert "split 'valid' not found" in failure
+    assert "train_model.py: error: split 'valid' not found" in result.stdout + result.stderr
