@@ -158,10 +158,10 @@ local-hpo: $(VENV_STAMP) ## A few local-mode hpo.py trials over HPO_GRID; prints
 .PHONY: local-serve
 local-serve: ## Run the serving image on 127.0.0.1:LOCAL_SERVE_PORT with the local-train models as targets
 	@docker image inspect $(SERVE_IMAGE):$(TAG) >/dev/null 2>&1 || $(MAKE) build-serve
-	@model=$$(ls -t $(LOCAL_OUT)/resnet18/*/model.tar.gz 2>/dev/null | head -n1); \
+	@model=$$(find $(LOCAL_OUT)/resnet18 -name model.tar.gz -printf '%T@ %p\n' 2>/dev/null | sort -rn | head -n1 | cut -d' ' -f2 || true); \
 	test -n "$$model" || { echo "error: no local-train model in $(LOCAL_OUT)/resnet18; run make local-train" >&2; exit 1; }; \
 	mkdir -p $(LOCAL_STORE)/dog-breed-classifier && cp "$$model" $(LOCAL_STORE)/dog-breed-classifier/model.tar.gz; \
-	mobile=$$(ls -t $(LOCAL_OUT)/mobilenet_v2/*/model.tar.gz 2>/dev/null | head -n1); \
+	mobile=$$(find $(LOCAL_OUT)/mobilenet_v2 -name model.tar.gz -printf '%T@ %p\n' 2>/dev/null | sort -rn | head -n1 | cut -d' ' -f2 || true); \
 	if [ -n "$$mobile" ]; then mkdir -p $(LOCAL_STORE)/dog-breed-classifier-mobile && \
 		cp "$$mobile" $(LOCAL_STORE)/dog-breed-classifier-mobile/model.tar.gz; \
 	else echo "note: no MobileNetV2 yet (make local-train MODEL=mobilenet_v2 adds one)"; fi

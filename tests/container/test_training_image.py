@@ -13,8 +13,9 @@ import pytest
 from dogbreed.artifact import load_artifact
 from dogbreed.training.metrics import parse_metrics
 
-from tests.conftest import REPO_ROOT, SAMPLE_DATA
+from tests.conftest import REPO_ROOT, SAMPLE_DATA, free_port
 from tests.container.conftest import TAG, make
+from tests.serving import Server
 
 HPARAMS = ("-H epochs=2 -H batch-size=16 -H image-size=32 -H pretrained=false -H freeze-backbone=false "
            "-H workers=1 -H debug-out-dir=/opt/ml/output/data/tensors -H debug-collections=losses,weights "
@@ -26,6 +27,9 @@ def local_train(images, tmp_path_factory):
     out = tmp_path_factory.mktemp("local")
     result = make("local-train", f"TAG={TAG}", f"LOCAL_OUT={out}", f"LOCAL_HPARAMS={HPARAMS}")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-3000:]
+    leftovers = subprocess.run(["docker", "ps", "-aq", "--filter", f"ancestor={images['train']}"],
+                               capture_output=True, text=True).stdout.split()
+    assert leftovers == [], "local mode left containers behind"
     model_archive = next(out.rglob("model.tar.gz"))
     output_archive = next(out.rglob("output.tar.gz"))
     return out, model_archive, output_archive, result.stdout
@@ -98,3 +102,27 @@ def test_broken_dataset_writes_the_failure_file_and_exits_non_zero(images, tmp_p
     failure = (tmp_path / "ml" / "output" / "failure").read_text()
     assert "split 'valid' not found" in failure
     assert "train_model.py: error: split 'valid' not found" in result.stdout + result.stderr
+
+
+def test_make_local_serve_serves_the_local_train_model_and_make_stop_ends_only_it(local_train, tmp_path):
+    out, _, _, _ = local_train
+    port = free_port()
+    name = f"dogbreed-test-local-serve-{port}"
+    bystander = f"dogbreed-test-bystander-{port}"
+    settings = [f"TAG={TAG}", f"LOCAL_OUT={out}", f"LOCAL_STORE={tmp_path / 'store'}",
+                f"LOCAL_SERVE_PORT={port}", f"LOCAL_SERVE_NAME={name}"]
+    subprocess.run(["docker", "run", "-d", "--rm", "--name", bystander, "debian:bookworm-slim", "sleep", "300"],
+                   check=True, capture_output=True)
+    try:
+        result = make("local-serve", *settings, timeout=300)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        assert (tmp_path / "store" / "dog-breed-classifier" / "model.tar.gz").is_file()
+        status, answer = Server(None, port, None).invoke(
+            (SAMPLE_DATA / "test" / "001.Crimson_disc" / "Crimson_disc_00001.jpg").read_bytes(),
+            "dog-breed-classifier/model.tar.gz")
+        assert status == 200 and answer["results"][0]["predictions"]
+        assert make("stop", *settings).returncode == 0
+        running = subprocess.run(["docker", "ps", "--format", "{{.Names}}"], capture_output=True, text=True).stdout
+        assert name not in running.split() and bystander in running.split()
+    finally:
+        subprocess.run(["docker", "rm", "-f", name, bystander], capture_output=True)

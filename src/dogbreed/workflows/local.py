@@ -55,6 +55,11 @@ def check_docker(image: str) -> None:
         raise LocalModeError(f"image {image} not found; build it first (make build-train)")
 
 
+def containers_of(image: str) -> list[str]:
+    listed = subprocess.run(["docker", "ps", "-aq", "--filter", f"ancestor={image}"], capture_output=True, text=True)
+    return listed.stdout.split()
+
+
 def local_session(work_dir: Path):
     # Inert defaults: local mode needs a region and some credentials to exist, and calls nothing with them.
     os.environ.setdefault("AWS_DEFAULT_REGION", os.environ.get("AWS_REGION", "us-east-1"))
@@ -91,10 +96,16 @@ def run_training(image: str, data: Path, output: Path, hyperparameters: dict[str
         sagemaker_session=session,
         disable_profiler=True,
     )
+    before = set(containers_of(image))
     try:
         estimator.fit({"training": f"file://{data.resolve()}"}, job_name=job_name, wait=True, logs=True)
     except Exception as exc:  # the SDK raises RuntimeError/UnexpectedStatusException for a failed container
         raise LocalModeError(f"local training job failed: {str(exc).splitlines()[0]}") from exc
+    finally:
+        # docker compose leaves the job's stopped container behind; remove it, and only it.
+        leftovers = sorted(set(containers_of(image)) - before)
+        if leftovers:
+            subprocess.run(["docker", "rm", "-f", *leftovers], capture_output=True)
     job_dir = output / estimator.latest_training_job.name
     artifacts = {"model": job_dir / "model.tar.gz", "output": job_dir / "output.tar.gz"}
     if not artifacts["model"].is_file():
