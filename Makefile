@@ -63,6 +63,53 @@ LOCAL_STORE ?= $(BUILD_DIR)/local-store
 LOCAL_SERVE_NAME ?= dogbreed-local-serve
 LOCAL_SERVE_PORT ?= 8080
 
+# Cloud workflows on SageMaker (python -m dogbreed.workflows.cloud). Unset
+# settings fall back to the environment: SAGEMAKER_ROLE, SAGEMAKER_BUCKET ...
+ROLE ?=
+# Empty: the SDK's default bucket, sagemaker-REGION-ACCOUNT.
+BUCKET ?=
+PREFIX ?= dogbreed
+ENDPOINT ?= dogbreed
+# Training channel for hpo and train-remote: s3://BUCKET/PATH/ or a local folder (synced to S3).
+DATA ?=
+TRAIN_INSTANCE_TYPE ?= ml.g4dn.xlarge
+SERVE_INSTANCE_TYPE ?= ml.m5.large
+TRANSFORM_INSTANCE_TYPE ?= ml.m5.large
+# true: managed spot training (checkpoints in S3, resumed after an interruption)
+SPOT ?= false
+# false: start the job and return
+WAIT ?= true
+MAX_JOBS ?= 8
+MAX_PARALLEL_JOBS ?= 2
+OBJECTIVE ?= validation:accuracy
+EARLY_STOPPING ?= Auto
+# Hyperparameters for hpo (fixed ones) and train-remote, e.g. REMOTE_HPARAMS="-H model=resnet50 -H epochs=10"
+REMOTE_HPARAMS ?=
+TUNING_JOB ?=
+FROM_TUNING_JOB ?=
+TRAINING_JOB ?=
+# deploy: the two served models, local model.tar.gz or s3:// URIs (default: the newest make local-train outputs)
+newest_model = $(shell find $(1) -name model.tar.gz -printf '%T@ %p\n' 2>/dev/null | sort -rn | head -n1 | cut -d' ' -f2)
+MODEL_DATA ?= $(call newest_model,$(LOCAL_OUT)/resnet18)
+MOBILE_MODEL_DATA ?= $(call newest_model,$(LOCAL_OUT)/mobilenet_v2)
+# add-model: TARGET=PATH_OR_S3_URI, e.g. NEW_MODEL=dog-breed-classifier-v2/model.tar.gz=build/.../model.tar.gz
+NEW_MODEL ?=
+# invoke: the image to classify, the targets (default: both), LOCAL=true for the make local-serve container
+IMAGE_FILE ?= local_data/sample/test/001.Crimson_disc/Crimson_disc_00001.jpg
+TARGETS ?=
+TOP_K ?= 5
+LOCAL ?= false
+# batch-transform: an S3 folder of images
+BATCH_INPUT ?=
+# teardown: models or all to also delete S3 data
+DELETE_S3 ?=
+CLOUD = $(VENV_PY) -m dogbreed.workflows.cloud
+CLOUD_SETTINGS = $(if $(REGION),--region $(REGION)) $(if $(ROLE),--role $(ROLE)) $(if $(BUCKET),--bucket $(BUCKET)) \
+	--prefix $(PREFIX) --endpoint $(ENDPOINT) --tag $(TAG) --train-repository $(TRAIN_IMAGE) \
+	--serve-repository $(SERVE_IMAGE) $(if $(REGISTRY),--registry $(REGISTRY))
+JOB_SETTINGS = $(if $(DATA),--data $(DATA)) --instance-type $(TRAIN_INSTANCE_TYPE) \
+	$(if $(filter true,$(SPOT)),--spot) $(if $(filter false,$(WAIT)),--no-wait) $(REMOTE_HPARAMS)
+
 PYTEST_ARGS ?=
 
 VENV_PY := $(VENV)/bin/python
@@ -71,7 +118,7 @@ VENV_STAMP := $(VENV)/.installed
 .PHONY: help
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "; printf "Targets (override variables with make TARGET VAR=value):\n"} \
-		/^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+		/^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(VENV_STAMP): requirements/train.txt requirements/serve.txt requirements/dev.txt requirements/constraints.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or set PYTHON=" >&2; exit 1; }
@@ -173,6 +220,47 @@ local-serve: ## Run the serving image on 127.0.0.1:LOCAL_SERVE_PORT with the loc
 .PHONY: stop
 stop: ## Stop the container that make local-serve started, and nothing else
 	@docker stop $(LOCAL_SERVE_NAME) >/dev/null 2>&1 && echo "stopped $(LOCAL_SERVE_NAME)" || echo "$(LOCAL_SERVE_NAME) is not running"
+
+.PHONY: hpo
+hpo: $(VENV_STAMP) ## Hyperparameter tuning job (hpo.py) on DATA; prints the best job and hyperparameters
+	$(CLOUD) hpo $(CLOUD_SETTINGS) $(JOB_SETTINGS) --max-jobs $(MAX_JOBS) --max-parallel-jobs $(MAX_PARALLEL_JOBS) \
+		--objective $(OBJECTIVE) --early-stopping $(EARLY_STOPPING)
+
+.PHONY: best
+best: $(VENV_STAMP) ## Best training job and hyperparameters of TUNING_JOB
+	$(CLOUD) best $(CLOUD_SETTINGS) $(if $(TUNING_JOB),--tuning-job $(TUNING_JOB))
+
+.PHONY: train-remote
+train-remote: $(VENV_STAMP) ## Training job with Debugger rules and Profiler report (FROM_TUNING_JOB: its best hyperparameters)
+	$(CLOUD) train-remote $(CLOUD_SETTINGS) $(JOB_SETTINGS) $(if $(FROM_TUNING_JOB),--from-tuning-job $(FROM_TUNING_JOB))
+
+.PHONY: training-result
+training-result: $(VENV_STAMP) ## Model, Debugger tensors, profiler report and rule results of TRAINING_JOB
+	$(CLOUD) training-result $(CLOUD_SETTINGS) $(if $(TRAINING_JOB),--training-job $(TRAINING_JOB))
+
+.PHONY: deploy
+deploy: $(VENV_STAMP) ## Multi-model endpoint ENDPOINT serving MODEL_DATA and MOBILE_MODEL_DATA (updated in place)
+	$(CLOUD) deploy $(CLOUD_SETTINGS) --instance-type $(SERVE_INSTANCE_TYPE) \
+		$(if $(MODEL_DATA),--model $(TARGET)=$(MODEL_DATA)) \
+		$(if $(MOBILE_MODEL_DATA),--model $(MOBILE_TARGET)=$(MOBILE_MODEL_DATA))
+
+.PHONY: add-model
+add-model: $(VENV_STAMP) ## Upload NEW_MODEL (TARGET=PATH) to the endpoint's model data; live at once
+	$(CLOUD) add-model $(CLOUD_SETTINGS) $(if $(NEW_MODEL),--model $(NEW_MODEL))
+
+.PHONY: invoke
+invoke: $(VENV_STAMP) ## Classify IMAGE_FILE with each target of ENDPOINT (LOCAL=true: the make local-serve container)
+	$(CLOUD) invoke $(CLOUD_SETTINGS) --image $(IMAGE_FILE) --top-k $(TOP_K) $(foreach t,$(TARGETS),--target $(t)) \
+		$(if $(filter true,$(LOCAL)),--local-port $(LOCAL_SERVE_PORT))
+
+.PHONY: batch-transform
+batch-transform: $(VENV_STAMP) ## Batch transform over the images in BATCH_INPUT (s3://...) with the serving image
+	$(CLOUD) batch-transform $(CLOUD_SETTINGS) $(if $(BATCH_INPUT),--input $(BATCH_INPUT)) --instance-type $(TRANSFORM_INSTANCE_TYPE) \
+		$(if $(filter false,$(WAIT)),--no-wait)
+
+.PHONY: teardown
+teardown: $(VENV_STAMP) ## Delete ENDPOINT, its configs and models (S3 data only with DELETE_S3=models|all)
+	$(CLOUD) teardown $(CLOUD_SETTINGS) $(if $(DELETE_S3),--delete-s3 $(DELETE_S3))
 
 .PHONY: sample-data
 sample-data: $(VENV_STAMP) ## Regenerate the bundled sample dataset in local_data/sample

@@ -63,16 +63,29 @@ def test_reports_and_smdebug_tensors_come_back_from_the_container(local_train, t
     assert parse_metrics(stdout)["test:accuracy"]
 
 
-def test_hpo_entry_point_in_the_same_image(images, tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "dogbreed.workflows.local", "train", "--program", "hpo.py", "--image", images["train"],
-         "--data", str(SAMPLE_DATA), "--output", str(tmp_path), "-H", "image-size=32", "-H", "pretrained=false",
-         "-H", "freeze-backbone=false", "-H", "batch-size=16", "-H", "workers=0"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    found = parse_metrics(result.stdout)
-    assert 1 <= len(found["train:loss"]) <= 3
-    assert found["validation:accuracy"] and found["test:accuracy"]
+def test_make_local_hpo_runs_hpo_py_trials_in_the_same_image_and_reports_the_best(images, tmp_path):
+    result = make("local-hpo", f"TAG={TAG}", f"LOCAL_OUT={tmp_path}",
+                  "LOCAL_HPARAMS=-H epochs=1 -H batch-size=16 -H image-size=32 -H pretrained=false "
+                  "-H freeze-backbone=false -H workers=0",
+                  "HPO_GRID=--grid learning-rate=0.001,0.05")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-3000:]
+    # hpo.py in the container logs the lines the tuning job's metric regexes read.
+    container_log = "\n".join(line for line in result.stdout.splitlines()
+                              if not line.startswith(("trial ", "best: ")))  # the summary lines local.py adds
+    found = parse_metrics(container_log)
+    # Per trial: one epoch line and the kept model's line, each with val_accuracy; one test line.
+    assert len(found["validation:accuracy"]) == 4 and len(found["test:accuracy"]) == 2
+    summary = json.loads((tmp_path / "hpo" / "trials.json").read_text())
+    trials = summary["trials"]
+    assert [t["hyperparameters"] for t in trials] == [{"learning-rate": "0.001"}, {"learning-rate": "0.05"}]
+    # Each trial's objective is the one its container logged, and the best is the highest.
+    objectives = found["validation:accuracy"][1::2]  # the last val_accuracy of each trial's log
+    assert [t["val_accuracy"] for t in trials] == pytest.approx(objectives, abs=1e-4)
+    assert summary["best"] == max(trials, key=lambda t: t["val_accuracy"])
+    assert f"best: {summary['best']['hyperparameters']}" in result.stdout
+    for trial in trials:
+        with tarfile.open(trial["model"]) as tar:
+            assert sorted(tar.getnames()) == ["metadata.json", "model.pth"]
 
 
 def _sagemaker_tree(root, data_source, hyperparameters):

@@ -1,0 +1,133 @@
+"""The AWS side of the cloud workflows: one session, settings resolved from flags and environment, one-line errors.
+
+Everything the cloud commands send goes through one :class:`Aws` object:
+``sagemaker`` and ``runtime`` (botocore clients), ``s3``, and ``session`` (a
+SageMaker Python SDK session built on the same clients). Tests build an
+:class:`Aws` around stubbed or emulated clients; :func:`connect` builds the
+real one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+# The SDK's telemetry sends usage data over HTTP; the workflows opt out.
+SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
+
+
+class CloudError(Exception):
+    """A problem the user can act on; the CLI prints it as one line and exits 1."""
+
+
+@dataclass
+class Aws:
+    boto_session: Any
+    sagemaker: Any
+    runtime: Any
+    s3: Any
+    session: Any  # sagemaker.Session on the clients above
+    region: str
+    account: str | None = None
+
+    def account_id(self) -> str:
+        if self.account is None:
+            with aws_errors():
+                self.account = self.boto_session.client("sts").get_caller_identity()["Account"]
+        return self.account
+
+
+def sdk_session(boto_session, sagemaker_client, runtime_client, default_bucket: str | None = None):
+    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+    import sagemaker
+
+    return sagemaker.Session(boto_session=boto_session, sagemaker_client=sagemaker_client,
+                             sagemaker_runtime_client=runtime_client, default_bucket=default_bucket,
+                             sagemaker_config=SDK_CONFIG)
+
+
+def connect(region: str | None) -> Aws:
+    """Clients for ``region`` (else AWS_REGION / AWS_DEFAULT_REGION / the profile's region), credentials checked."""
+    import boto3
+    import botocore.exceptions
+
+    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    try:
+        boto_session = boto3.Session(region_name=region) if region else boto3.Session()
+        credentials = boto_session.get_credentials()
+    except botocore.exceptions.BotoCoreError as exc:
+        raise CloudError(f"AWS credentials cannot be read: {exc}") from None
+    if not boto_session.region_name:
+        raise CloudError("no AWS region: set --region, REGION (make), AWS_REGION or AWS_DEFAULT_REGION")
+    if credentials is None:
+        raise CloudError("no AWS credentials: configure a profile (AWS_PROFILE) "
+                         "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+    sagemaker_client = boto_session.client("sagemaker")
+    runtime = boto_session.client("sagemaker-runtime")
+    return Aws(boto_session=boto_session, sagemaker=sagemaker_client, runtime=runtime, s3=boto_session.client("s3"),
+               session=sdk_session(boto_session, sagemaker_client, runtime), region=boto_session.region_name)
+
+
+def error_code(exc: Exception) -> str:
+    return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+
+
+@contextlib.contextmanager
+def aws_errors() -> Iterator[None]:
+    """Turn botocore and SDK failures into a one-line :class:`CloudError`."""
+    import botocore.exceptions
+    from sagemaker.exceptions import UnexpectedStatusException
+
+    try:
+        yield
+    except botocore.exceptions.ClientError as exc:
+        error = exc.response.get("Error", {})
+        message = f"AWS {exc.operation_name} failed: {error.get('Code')}: {error.get('Message')}"
+        if error.get("Code") in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
+            message += " (the caller or the role lacks this permission; README: IAM permissions)"
+        raise CloudError(message) from None
+    except botocore.exceptions.NoCredentialsError:
+        raise CloudError("no AWS credentials: configure a profile (AWS_PROFILE) "
+                         "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") from None
+    except botocore.exceptions.BotoCoreError as exc:
+        raise CloudError(f"AWS call failed: {exc}") from None
+    except UnexpectedStatusException as exc:
+        raise CloudError(" ".join(str(exc).split())) from None
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://") or len(uri) <= 5:
+        raise CloudError(f"not an S3 URI: {uri!r} (expected s3://BUCKET/KEY)")
+    bucket, _, key = uri[5:].partition("/")
+    if not bucket:
+        raise CloudError(f"not an S3 URI: {uri!r} (expected s3://BUCKET/KEY)")
+    return bucket, key
+
+
+def s3_object_exists(aws: Aws, bucket: str, key: str) -> bool:
+    import botocore.exceptions
+
+    try:
+        aws.s3.head_object(Bucket=bucket, Key=key)
+        return True
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+
+
+def check_bucket(aws: Aws, bucket: str) -> None:
+    import botocore.exceptions
+
+    try:
+        aws.s3.head_bucket(Bucket=bucket)
+    except botocore.exceptions.ClientError as exc:
+        if error_code(exc) in ("404", "NoSuchBucket", "NotFound"):
+            raise CloudError(f"S3 bucket {bucket!r} does not exist: create it, or set --bucket / SAGEMAKER_BUCKET "
+                             "(unset, the SDK's default bucket sagemaker-REGION-ACCOUNT is used)") from None
+        if error_code(exc) in ("403", "AccessDenied", "Forbidden"):
+            raise CloudError(f"S3 bucket {bucket!r} is not accessible with these credentials (403): "
+                             "set --bucket / SAGEMAKER_BUCKET to a bucket you own") from None
+        raise
