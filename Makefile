@@ -79,6 +79,8 @@ TRANSFORM_INSTANCE_TYPE ?= ml.m5.large
 SPOT ?= false
 # false: start the job and return
 WAIT ?= true
+# false: train-remote without Debugger rules and Profiler (accounts without SageMaker Debugger)
+DEBUGGER ?= true
 MAX_JOBS ?= 8
 MAX_PARALLEL_JOBS ?= 2
 OBJECTIVE ?= validation:accuracy
@@ -232,7 +234,8 @@ best: $(VENV_STAMP) ## Best training job and hyperparameters of TUNING_JOB
 
 .PHONY: train-remote
 train-remote: $(VENV_STAMP) ## Training job with Debugger rules and Profiler report (FROM_TUNING_JOB: its best hyperparameters)
-	$(CLOUD) train-remote $(CLOUD_SETTINGS) $(JOB_SETTINGS) $(if $(FROM_TUNING_JOB),--from-tuning-job $(FROM_TUNING_JOB))
+	$(CLOUD) train-remote $(CLOUD_SETTINGS) $(JOB_SETTINGS) $(if $(FROM_TUNING_JOB),--from-tuning-job $(FROM_TUNING_JOB)) \
+		$(if $(filter false,$(DEBUGGER)),--no-debugger)
 
 .PHONY: training-result
 training-result: $(VENV_STAMP) ## Model, Debugger tensors, profiler report and rule results of TRAINING_JOB

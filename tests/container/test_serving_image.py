@@ -24,10 +24,10 @@ def _readable(path):
     return path
 
 
-def run_container(image, name, store, *env: str) -> Server:
+def run_container(image, name, store, *env: str, mount: str = "/opt/ml/models") -> Server:
     port = free_port()
     command = ["docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080",
-               "-v", f"{_readable(store)}:/opt/ml/models:ro"]
+               "-v", f"{_readable(store)}:{mount}:ro"]
     for item in env:
         command += ["-e", item]
     subprocess.run([*command, image, "serve"], check=True, capture_output=True)
@@ -127,3 +127,16 @@ def test_docker_stop_ends_it_in_seconds(images, model_store, tmp_path, container
                                capture_output=True, text=True).stdout.strip()
     assert took < 15, f"docker stop took {took:.1f}s"
     assert exit_code in ("0", "143"), exit_code
+
+
+def test_single_model_mode_as_batch_transform_runs_it(images, trained_models, tmp_path, container_name):
+    """A transform job unpacks one model.tar.gz into /opt/ml/model and posts each S3 object as is."""
+    model_dir = tmp_path / "model"
+    shutil.copytree(trained_models["resnet18"], model_dir)
+    server = run_container(images["serve"], container_name, model_dir, "SAGEMAKER_MAX_PAYLOAD_IN_MB=6",
+                           mount="/opt/ml/model")
+    status, answer = server.invoke(IMAGE_PATH.read_bytes(), Accept="application/json")
+    assert status == 200, answer
+    assert len(answer["results"]) == 1 and answer["results"][0]["predictions"]
+    status, answer = server.invoke(b"not an image")
+    assert status == 400 and server.healthy()

@@ -117,6 +117,35 @@ def test_broken_dataset_writes_the_failure_file_and_exits_non_zero(images, tmp_p
     assert "train_model.py: error: split 'valid' not found" in result.stdout + result.stderr
 
 
+def test_a_restarted_spot_job_resumes_from_the_checkpoints_sagemaker_restores(images, tmp_path, container_name):
+    """Managed spot: SageMaker syncs /opt/ml/checkpoints to S3 and puts it back in the next container."""
+    hyperparameters = {"pretrained": "false", "freeze-backbone": "false", "image-size": "32", "batch-size": "16",
+                       "epochs": "1", "patience": "0"}
+    _sagemaker_tree(tmp_path / "ml", SAMPLE_DATA, hyperparameters)
+    mounts = [arg for name in ("input", "model", "output", "checkpoints")
+              for arg in ("-v", f"{tmp_path / 'ml' / name}:/opt/ml/{name}")]
+
+    def run_job() -> subprocess.CompletedProcess:
+        result = subprocess.run(["docker", "run", "--rm", "--name", container_name, "--hostname", "algo-1", *mounts,
+                                 images["train"], "train"], capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+        return result
+
+    first = run_job()
+    assert "resuming" not in first.stdout + first.stderr
+    assert list((tmp_path / "ml" / "checkpoints").iterdir()), "no checkpoint written to /opt/ml/checkpoints"
+    # The next container finds the restored checkpoint and carries on with the epochs left.
+    hyperparameters["epochs"] = "2"
+    (tmp_path / "ml" / "input" / "config" / "hyperparameters.json").write_text(json.dumps(hyperparameters))
+    second = run_job()
+    log = second.stdout + second.stderr
+    assert "resuming from checkpoint /opt/ml/checkpoints after epoch 1" in log
+    epoch_lines = [line for line in log.splitlines() if "train_loss=" in line]
+    assert len(epoch_lines) == 1 and "epoch=2 " in epoch_lines[0]  # epoch 1 was not trained again
+    metrics = json.loads(next((tmp_path / "ml" / "output").rglob("metrics.json")).read_text())
+    assert metrics["epochs_completed"] == 2
+
+
 def test_make_local_serve_serves_the_local_train_model_and_make_stop_ends_only_it(local_train, tmp_path):
     out, _, _, _ = local_train
     port = free_port()
@@ -134,6 +163,11 @@ def test_make_local_serve_serves_the_local_train_model_and_make_stop_ends_only_i
             (SAMPLE_DATA / "test" / "001.Crimson_disc" / "Crimson_disc_00001.jpg").read_bytes(),
             "dog-breed-classifier/model.tar.gz")
         assert status == 200 and answer["results"][0]["predictions"]
+        # The cloud CLI's invoke, pointed at the local container: the same client path as an endpoint.
+        invoked = make("invoke", *settings, "LOCAL=true", "TOP_K=2", "TARGETS=dog-breed-classifier/model.tar.gz")
+        assert invoked.returncode == 0, invoked.stdout[-2000:] + invoked.stderr[-2000:]
+        assert f"dog-breed-classifier/model.tar.gz (the local serving container on 127.0.0.1:{port}):" in invoked.stdout
+        assert len([line for line in invoked.stdout.splitlines() if line.startswith("  ")]) == 2
         assert make("stop", *settings).returncode == 0
         running = subprocess.run(["docker", "ps", "--format", "{{.Names}}"], capture_output=True, text=True).stdout
         assert name not in running.split() and bystander in running.split()

@@ -357,6 +357,20 @@ def test_training_job_failure_reason_ends_in_a_clear_message(aws_cloud):
     aws_cloud.done()
 
 
+def test_train_remote_without_debugger_sends_no_rules_and_returns_without_waiting(aws_cloud):
+    aws_cloud.aws.s3.put_object(Bucket=BUCKET, Key="data/train/001.A/a.jpg", Body=b"x")
+    aws_cloud.expect("create_training_job", {
+        "TrainingJobName": "j", "AlgorithmSpecification": ANY, "RoleArn": ROLE, "InputDataConfig": ANY,
+        "OutputDataConfig": ANY, "ResourceConfig": ANY, "StoppingCondition": {"MaxRuntimeInSeconds": 86400},
+        "HyperParameters": {"epochs": "1"}, "Environment": {"SAGEMAKER_PROGRAM": "train_model.py"},
+        "ProfilerConfig": {"DisableProfiler": True}}, {"TrainingJobArn": f"{ARN}:training-job/j"})
+    code, out, err = aws_cloud.run("train-remote", *SETTINGS, "--job-name", "j", "--data", f"s3://{BUCKET}/data/",
+                                   "-H", "epochs=1", "--no-debugger", "--no-wait")
+    assert code == 0, err
+    aws_cloud.done()
+    assert "make training-result TRAINING_JOB=j" in out
+
+
 ANY_TRAINING_JOB = {key: ANY for key in (
     "TrainingJobName", "AlgorithmSpecification", "RoleArn", "InputDataConfig", "OutputDataConfig", "ResourceConfig",
     "StoppingCondition", "HyperParameters", "Environment", "DebugRuleConfigurations", "DebugHookConfig",

@@ -13,8 +13,9 @@ Settings come from the sagemaker-inference environment variables:
 ``SAGEMAKER_BIND_TO_PORT`` (8080), ``SAGEMAKER_MODEL_SERVER_WORKERS``,
 ``SAGEMAKER_MODEL_SERVER_TIMEOUT``, ``SAGEMAKER_MAX_PAYLOAD_IN_MB`` (default 6) and
 ``SAGEMAKER_MODEL_SERVER_VMARGS``. The model store is ``--model-store``, else
-``DOGBREED_MODEL_STORE``, else ``/opt/ml/models``, else ``/opt/ml/model`` (where
-SageMaker local mode mounts it).
+``DOGBREED_MODEL_STORE``, else ``/opt/ml/model`` when it holds one unpacked
+artifact (batch transform, single-model endpoints, SageMaker local mode), else
+``/opt/ml/models``, else ``/opt/ml/model``.
 
 SIGTERM and SIGINT stop MMS, its JVM and every worker, then this process exits.
 """
@@ -54,8 +55,13 @@ def default_model_store() -> Path:
     explicit = os.environ.get("DOGBREED_MODEL_STORE")
     if explicit:
         return Path(explicit)
+    # A single model SageMaker unpacked (batch transform, single-model endpoints) comes first: the image
+    # has an empty /opt/ml/models too.
+    single = Path("/opt/ml/model")
+    if (single / "metadata.json").is_file():  # dogbreed.artifact.METADATA_FILE; that module would load torch here
+        return single
     models = Path("/opt/ml/models")
-    return models if models.is_dir() else Path("/opt/ml/model")
+    return models if models.is_dir() else single
 
 
 def multi_model_enabled() -> bool:

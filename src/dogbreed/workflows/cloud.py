@@ -386,7 +386,8 @@ def cmd_train_remote(aws: Aws, args) -> int:
         image_uri=image, role=role, instance_count=1, instance_type=args.instance_type, output_path=output_path,
         hyperparameters=hyperparameters, environment={"SAGEMAKER_PROGRAM": "train_model.py"},
         metric_definitions=METRIC_DEFINITIONS, sagemaker_session=aws.session,
-        **debugger_settings(output_path, args.debug_save_interval),
+        **(debugger_settings(output_path, args.debug_save_interval) if args.debugger
+           else {"debugger_hook_config": False, "disable_profiler": True}),
         # Spot: SageMaker syncs /opt/ml/checkpoints here and restores it after an interruption; the
         # training code resumes from the last epoch it finds there.
         **spot_settings(args, f"s3://{bucket}/{args.prefix}/checkpoints/{job_name}"))
@@ -713,6 +714,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help="training job with Debugger rules and the Profiler report")
     p.add_argument("--from-tuning-job", default=None, help="start from the best hyperparameters of this tuning job")
     p.add_argument("--debug-save-interval", type=int, default=100, help="steps between saved Debugger tensors")
+    p.add_argument("--debugger", action=argparse.BooleanOptionalAction, default=True,
+                   help="Debugger rules and the Profiler report (--no-debugger: accounts without Debugger)")
 
     p = sub.add_parser("training-result", parents=[common], help="model, Debugger and Profiler output of a job")
     p.add_argument("--training-job", required=True)
