@@ -83,6 +83,7 @@ class Cloud:
         self.sagemaker.add_response(method, response or {}, params)
 
     def run(self, *argv: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()  # drop what the fixtures printed (the SDK's config log lines on import)
         code = cloud.main(list(argv), aws=self.aws)
         out, err = self.capsys.readouterr()
         return code, out, err
@@ -369,6 +370,23 @@ def test_train_remote_without_debugger_sends_no_rules_and_returns_without_waitin
     assert code == 0, err
     aws_cloud.done()
     assert "make training-result TRAINING_JOB=j" in out
+
+
+def test_training_result_reports_a_stopped_job_and_a_missing_one(aws_cloud):
+    aws_cloud.expect("describe_training_job", {"TrainingJobName": "old"}, training_job(
+        "old", "Stopped", FailureReason="MaxWaitTimeInSeconds exceeded", EnableManagedSpotTraining=True,
+        BillableTimeInSeconds=300, TrainingTimeInSeconds=900))
+    code, out, err = aws_cloud.run("training-result", "--training-job", "old")
+    assert code == 0, err
+    assert out.splitlines()[:3] == ["training job: old (Stopped)", "failure: MaxWaitTimeInSeconds exceeded",
+                                    f"model: s3://{BUCKET}/dogbreed/training/old/output/model.tar.gz"]
+    assert "spot: billed 300 s of 900 s" in out
+    aws_cloud.sagemaker.add_client_error("describe_training_job", service_error_code="ValidationException",
+                                         service_message="Requested resource not found.", http_status_code=400)
+    code, _, err = aws_cloud.run("training-result", "--training-job", "gone")
+    assert code == 1 and err == ("training-result: error: AWS DescribeTrainingJob failed: ValidationException: "
+                                 "Requested resource not found.\n")
+    aws_cloud.done()
 
 
 ANY_TRAINING_JOB = {key: ANY for key in (

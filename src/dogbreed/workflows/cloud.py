@@ -351,6 +351,8 @@ def print_training_result(aws: Aws, job_name: str) -> None:
     with aws_errors():
         job = aws.sagemaker.describe_training_job(TrainingJobName=job_name)
     print(f"training job: {job_name} ({job['TrainingJobStatus']})")
+    if job.get("FailureReason"):
+        print(f"failure: {job['FailureReason']}")
     if job.get("ModelArtifacts", {}).get("S3ModelArtifacts"):
         print(f"model: {job['ModelArtifacts']['S3ModelArtifacts']}")
     if job.get("DebugHookConfig", {}).get("S3OutputPath"):
