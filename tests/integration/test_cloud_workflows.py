@@ -519,6 +519,30 @@ def test_deploy_endpoint_that_fails_to_reach_in_service_is_a_clear_error(aws_clo
     aws_cloud.done()
 
 
+def test_deploy_replaces_a_failed_endpoint_and_refuses_one_in_flight(aws_cloud, model_store):
+    name = f"dogbreed-mme-{STAMP}"
+    target = cloud.DEFAULT_TARGETS[0]
+    model = f"{target}={model_store / target}"
+    aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"}, endpoint("Creating", "older"))
+    code, _, err = aws_cloud.run("deploy", *SETTINGS, "--model", model)
+    assert code == 1 and err == "deploy: error: endpoint dogbreed is Creating; wait for it, or make teardown\n"
+
+    aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"}, endpoint("Failed", "older", "bad image"))
+    expect_new_endpoint_resources(aws_cloud, name)
+    aws_cloud.expect("delete_endpoint", {"EndpointName": "dogbreed"})
+    aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"}, endpoint("Deleting", "older"))
+    not_found(aws_cloud, "describe_endpoint", 'endpoint "dogbreed"')  # the deletion waiter's last look
+    aws_cloud.expect("create_endpoint", {"EndpointName": "dogbreed", "EndpointConfigName": name, "Tags": []},
+                     {"EndpointArn": f"{ARN}:endpoint/dogbreed"})
+    aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"}, endpoint("InService", name))
+    aws_cloud.expect("list_endpoint_configs", {"NameContains": "dogbreed"}, {"EndpointConfigs": []})
+    aws_cloud.expect("list_models", {"NameContains": "dogbreed"}, {"Models": []})
+    code, out, err = aws_cloud.run("deploy", *SETTINGS, "--model", model)
+    assert code == 0, err
+    assert "endpoint dogbreed is Failed; replacing it" in out and "endpoint dogbreed is InService" in out
+    aws_cloud.done()
+
+
 def test_deploy_refuses_bad_targets_and_broken_archives_before_any_call(aws_cloud, tmp_path):
     broken = tmp_path / "model.tar.gz"
     broken.write_bytes(b"not a tar")
