@@ -39,6 +39,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
+import urllib3
+
 from dogbreed.workflows.aws import (Aws, CloudError, aws_errors, check_bucket, connect, error_code, s3_object_exists,
                                    sdk_session, split_s3_uri)
 
@@ -543,8 +545,6 @@ def cmd_invoke(aws: Aws | None, args) -> int:
     if not image.is_file() or image.stat().st_size == 0:
         raise CloudError(f"image {image} does not exist or is empty")
     body = image.read_bytes()
-    import urllib3
-
     runtime = aws.runtime if aws else local_runtime(args.local_port)
     where = f"endpoint {args.endpoint}" if aws else f"the local serving container on 127.0.0.1:{args.local_port}"
     for target in args.target or DEFAULT_TARGETS:
