@@ -28,10 +28,11 @@ class Progress:
     """Wraps one pass over a DataLoader and reports rate and ETA."""
 
     def __init__(self, iterable: Iterable[T], *, total: int, desc: str, log_every: int = 20,
-                 interactive: bool | None = None):
+                 interactive: bool | None = None, unit: str = "batch"):
         self.iterable = iterable
         self.total = total
         self.desc = desc
+        self.unit = unit
         self.log_every = max(1, log_every)
         self.interactive = is_interactive() if interactive is None else interactive
         self._bar: tqdm | None = None
@@ -44,7 +45,7 @@ class Progress:
 
     def __iter__(self) -> Iterator[T]:
         if self.interactive:
-            with tqdm(self.iterable, total=self.total, desc=self.desc, unit="batch",
+            with tqdm(self.iterable, total=self.total, desc=self.desc, unit=self.unit,
                       dynamic_ncols=True, leave=False) as bar:
                 self._bar = bar
                 yield from bar
@@ -58,4 +59,4 @@ class Progress:
                 rate = step / elapsed if elapsed > 0 else 0.0
                 eta = (self.total - step) / rate if rate > 0 else 0.0
                 extra = "".join(f" {k}={v}" for k, v in self._postfix.items())
-                log.info("%s step %d/%d %.2f batch/s eta %.0fs%s", self.desc, step, self.total, rate, eta, extra)
+                log.info("%s step %d/%d %.2f %s/s eta %.0fs%s", self.desc, step, self.total, rate, self.unit, eta, extra)

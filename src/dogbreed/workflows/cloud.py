@@ -41,6 +41,7 @@ from typing import Any, Callable
 
 import urllib3
 
+from dogbreed.training.progress import Progress
 from dogbreed.workflows.aws import (Aws, CloudError, aws_errors, check_bucket, connect, error_code, s3_object_exists,
                                    sdk_session, split_s3_uri)
 
@@ -180,9 +181,9 @@ def sync_folder(aws: Aws, folder: Path, bucket: str, key_prefix: str, threads: i
         todo = [(p, f"{key_prefix}/{p.relative_to(folder).as_posix()}") for p in files]
         todo = [(p, key) for p, key in todo if existing.get(key) != p.stat().st_size]
         with ThreadPoolExecutor(threads) as pool:
-            for done, _ in enumerate(pool.map(lambda item: aws.s3.upload_file(str(item[0]), bucket, item[1]), todo), 1):
-                if done % 500 == 0:
-                    print(f"uploaded {done}/{len(todo)} files", flush=True)
+            uploads = pool.map(lambda item: aws.s3.upload_file(str(item[0]), bucket, item[1]), todo)
+            for _ in Progress(uploads, total=len(todo), desc="upload", log_every=500, unit="file"):
+                pass
     print(f"s3://{bucket}/{key_prefix}/: {len(todo)} file(s) uploaded, {len(files) - len(todo)} already there",
           flush=True)
     return f"s3://{bucket}/{key_prefix}/"
@@ -756,6 +757,9 @@ def main(argv: list[str] | None = None, aws: Aws | None = None) -> int:
     os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
     parser = get_args_parser()
     args = parser.parse_args(argv)
+    # This project's progress lines on stdout; other libraries' loggers stay at WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
+    logging.getLogger("dogbreed").setLevel(logging.INFO)
     if not args.verbose:
         # The commands print what matters, and every failure as one line; the SDK's own log lines
         # (job names, troubleshooting links after an error) only repeat it.
