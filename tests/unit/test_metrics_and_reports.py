@@ -54,3 +54,16 @@ def test_sample_data_is_reproduced_exactly_by_its_generator(tmp_path):
     mismatched = [p for p in committed if not filecmp.cmp(SAMPLE_DATA / p, tmp_path / "sample" / p, shallow=False)]
     assert mismatched == []
     assert sum((SAMPLE_DATA / p).stat().st_size for p in committed) < 1_000_000
+
+
+def test_progress_writes_plain_lines_with_its_unit_when_not_a_terminal(caplog):
+    import logging
+
+    from dogbreed.training.progress import Progress
+
+    with caplog.at_level(logging.INFO, logger="dogbreed.training.progress"):
+        items = list(Progress(iter(range(7)), total=7, desc="upload", log_every=3, interactive=False, unit="file"))
+    assert items == list(range(7))
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.split(" file/s")[0].rsplit(" ", 1)[0] for line in lines] == [
+        "upload step 3/7", "upload step 6/7", "upload step 7/7"]
