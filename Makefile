@@ -90,7 +90,8 @@ REMOTE_HPARAMS ?=
 TUNING_JOB ?=
 FROM_TUNING_JOB ?=
 TRAINING_JOB ?=
-# deploy: the two served models, local model.tar.gz or s3:// URIs (default: the newest make local-train outputs)
+# deploy: the two served models, local model.tar.gz or s3:// URIs (default: the newest make local-train outputs,
+# as make local-serve serves them)
 newest_model = $(shell find $(1) -name model.tar.gz -printf '%T@ %p\n' 2>/dev/null | sort -rn | head -n1 | cut -d' ' -f2)
 MODEL_DATA ?= $(call newest_model,$(LOCAL_OUT)/resnet18)
 MOBILE_MODEL_DATA ?= $(call newest_model,$(LOCAL_OUT)/mobilenet_v2)
@@ -207,10 +208,10 @@ local-hpo: $(VENV_STAMP) ## A few local-mode hpo.py trials over HPO_GRID; prints
 .PHONY: local-serve
 local-serve: ## Run the serving image on 127.0.0.1:LOCAL_SERVE_PORT with the local-train models as targets
 	@docker image inspect $(SERVE_IMAGE):$(TAG) >/dev/null 2>&1 || $(MAKE) build-serve
-	@model=$$(find $(LOCAL_OUT)/resnet18 -name model.tar.gz -printf '%T@ %p\n' 2>/dev/null | sort -rn | head -n1 | cut -d' ' -f2 || true); \
+	@model="$(call newest_model,$(LOCAL_OUT)/resnet18)"; \
 	test -n "$$model" || { echo "error: no local-train model in $(LOCAL_OUT)/resnet18; run make local-train" >&2; exit 1; }; \
 	mkdir -p $(LOCAL_STORE)/dog-breed-classifier && cp "$$model" $(LOCAL_STORE)/dog-breed-classifier/model.tar.gz; \
-	mobile=$$(find $(LOCAL_OUT)/mobilenet_v2 -name model.tar.gz -printf '%T@ %p\n' 2>/dev/null | sort -rn | head -n1 | cut -d' ' -f2 || true); \
+	mobile="$(call newest_model,$(LOCAL_OUT)/mobilenet_v2)"; \
 	if [ -n "$$mobile" ]; then mkdir -p $(LOCAL_STORE)/dog-breed-classifier-mobile && \
 		cp "$$mobile" $(LOCAL_STORE)/dog-breed-classifier-mobile/model.tar.gz; \
 	else echo "note: no MobileNetV2 yet (make local-train MODEL=mobilenet_v2 adds one)"; fi
