@@ -19,6 +19,12 @@ from dogbreed.artifact import METADATA_FILE, WEIGHTS_FILE, read_metadata
 from dogbreed.errors import ArtifactError
 
 
+def is_target_path(target: str) -> bool:
+    """A TargetModel path a store can hold: relative, no ``.``/``..``/empty parts, ending in .tar.gz."""
+    return bool(target) and not target.startswith("/") and target.endswith(".tar.gz") \
+        and all(part not in ("", ".", "..") for part in target.split("/"))
+
+
 def pack_artifact(model_dir: Path, archive: Path) -> Path:
     read_metadata(model_dir)
     if not (model_dir / WEIGHTS_FILE).is_file():
@@ -38,9 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", type=Path, required=True)
     parser.add_argument("--target", required=True, help="path inside the store, e.g. dog-breed-classifier/model.tar.gz")
     args = parser.parse_args(argv)
-    target = PurePosixPath(args.target)
-    if target.is_absolute() or ".." in target.parts or not args.target.endswith(".tar.gz"):
+    if not is_target_path(args.target):
         parser.error(f"--target must be a relative path ending in .tar.gz, got {args.target!r}")
+    target = PurePosixPath(args.target)
     try:
         archive = pack_artifact(args.model_dir, args.store / target)
     except ArtifactError as exc:

@@ -73,3 +73,13 @@ def test_own_names_match_only_this_endpoints_resources():
     assert pattern.match("dogbreed-mme-20261122-120000")
     for other in ("dogbreed-prod-mme-20261122-120000", "dogbreed-mme-20261122-120000-x", "dogbreed-batch-20261122-120000"):
         assert not pattern.match(other)
+
+
+def test_the_packaging_cli_refuses_the_same_targets(tmp_path, capsys):
+    from dogbreed import package
+
+    with pytest.raises(SystemExit) as exit_info:
+        package.main(["--model-dir", str(tmp_path), "--store", str(tmp_path / "store"), "--target", "a/../b.tar.gz"])
+    assert exit_info.value.code == 2
+    assert "--target must be a relative path ending in .tar.gz" in capsys.readouterr().err
+    assert not (tmp_path / "store").exists()

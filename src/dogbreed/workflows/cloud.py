@@ -105,9 +105,9 @@ def image_uri(aws: Aws, args, kind: str) -> str:
 
 
 def check_target(target: str) -> str:
-    parts = target.split("/")
-    if not target or target.startswith("/") or any(p in ("..", ".", "") for p in parts) \
-            or not target.endswith(".tar.gz"):
+    from dogbreed.package import is_target_path
+
+    if not is_target_path(target):
         raise CloudError(f"target {target!r} must be a relative path ending in .tar.gz, "
                          "e.g. dog-breed-classifier/model.tar.gz")
     return target
