@@ -48,8 +48,17 @@ def sdk_session(boto_session, sagemaker_client, runtime_client, default_bucket: 
                              sagemaker_config=SDK_CONFIG)
 
 
-def connect(region: str | None) -> Aws:
-    """Clients for ``region`` (else AWS_REGION / AWS_DEFAULT_REGION / the profile's region), credentials checked."""
+NO_CREDENTIALS = ("no AWS credentials: configure a profile (AWS_PROFILE) "
+                  "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+
+
+def open_session(region: str | None,
+                 region_settings: str = "--region, REGION (make), AWS_REGION or AWS_DEFAULT_REGION"):
+    """A boto3 session for ``region`` (else AWS_REGION / AWS_DEFAULT_REGION / the profile's region).
+
+    A missing region or missing credentials is a one-line :class:`CloudError`;
+    ``region_settings`` names where the caller's users set the region.
+    """
     import boto3
     import botocore.exceptions
 
@@ -60,10 +69,15 @@ def connect(region: str | None) -> Aws:
     except botocore.exceptions.BotoCoreError as exc:
         raise CloudError(f"AWS credentials cannot be read: {exc}") from None
     if not boto_session.region_name:
-        raise CloudError("no AWS region: set --region, REGION (make), AWS_REGION or AWS_DEFAULT_REGION")
+        raise CloudError(f"no AWS region: set {region_settings}")
     if credentials is None:
-        raise CloudError("no AWS credentials: configure a profile (AWS_PROFILE) "
-                         "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+        raise CloudError(NO_CREDENTIALS)
+    return boto_session
+
+
+def connect(region: str | None) -> Aws:
+    """Clients for ``region``, credentials checked."""
+    boto_session = open_session(region)
     sagemaker_client = boto_session.client("sagemaker")
     runtime = boto_session.client("sagemaker-runtime")
     return Aws(boto_session=boto_session, sagemaker=sagemaker_client, runtime=runtime, s3=boto_session.client("s3"),
@@ -72,6 +86,12 @@ def connect(region: str | None) -> Aws:
 
 def error_code(exc: Exception) -> str:
     return getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+
+
+def client_error_message(exc) -> str:
+    """``AWS Operation failed: Code: Message`` for a botocore ClientError."""
+    error = exc.response.get("Error", {})
+    return f"AWS {exc.operation_name} failed: {error.get('Code')}: {error.get('Message')}"
 
 
 @contextlib.contextmanager
@@ -83,14 +103,12 @@ def aws_errors() -> Iterator[None]:
     try:
         yield
     except botocore.exceptions.ClientError as exc:
-        error = exc.response.get("Error", {})
-        message = f"AWS {exc.operation_name} failed: {error.get('Code')}: {error.get('Message')}"
-        if error.get("Code") in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
+        message = client_error_message(exc)
+        if error_code(exc) in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
             message += " (the caller or the role lacks this permission; README: IAM permissions)"
         raise CloudError(message) from None
     except botocore.exceptions.NoCredentialsError:
-        raise CloudError("no AWS credentials: configure a profile (AWS_PROFILE) "
-                         "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY") from None
+        raise CloudError(NO_CREDENTIALS) from None
     except botocore.exceptions.BotoCoreError as exc:
         raise CloudError(f"AWS call failed: {exc}") from None
     except UnexpectedStatusException as exc:

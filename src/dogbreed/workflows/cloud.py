@@ -41,6 +41,7 @@ from typing import Any, Callable
 
 import urllib3
 
+from dogbreed import workflows
 from dogbreed.training.progress import Progress
 from dogbreed.workflows.aws import (Aws, CloudError, aws_errors, check_bucket, connect, error_code, s3_object_exists,
                                    sdk_session, split_s3_uri)
@@ -65,13 +66,7 @@ def stamp() -> str:
 
 
 def parse_pairs(items: list[str], what: str) -> dict[str, str]:
-    pairs: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise CloudError(f"{what} must look like NAME=VALUE, got {item!r}")
-        pairs[key.strip()] = value.strip()
-    return pairs
+    return workflows.parse_pairs(items, what, CloudError)
 
 
 # --- settings -------------------------------------------------------------------------------------------------

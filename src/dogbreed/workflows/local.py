@@ -26,6 +26,8 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+from dogbreed import workflows
+
 log = logging.getLogger("dogbreed.local")
 
 PLACEHOLDER_ROLE = "arn:aws:iam::111111111111:role/dogbreed-local-mode"
@@ -37,13 +39,7 @@ class LocalModeError(Exception):
 
 
 def parse_pairs(items: list[str], what: str) -> dict[str, str]:
-    pairs = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise LocalModeError(f"{what} must look like name=value, got {item!r}")
-        pairs[key.strip()] = value.strip()
-    return pairs
+    return workflows.parse_pairs(items, what, LocalModeError)
 
 
 def check_docker(image: str) -> None:

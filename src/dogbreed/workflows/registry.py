@@ -22,6 +22,8 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from dogbreed.workflows.aws import CloudError, client_error_message, open_session
+
 ECR_HOST = re.compile(r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
 
 
@@ -79,19 +81,10 @@ def ecr_login(ecr, account: str) -> Login:
 
 
 def aws_clients(region: str | None):
-    import boto3
-    import botocore.exceptions
-
-    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-    session = boto3.Session(region_name=region) if region else boto3.Session()
-    if not session.region_name:
-        raise PushError("no AWS region: set REGION (make) or --region, AWS_REGION or AWS_DEFAULT_REGION")
     try:
-        credentials = session.get_credentials()
-    except botocore.exceptions.BotoCoreError as exc:
-        raise PushError(f"AWS credentials cannot be read: {exc}") from None
-    if credentials is None:
-        raise PushError("no AWS credentials: configure a profile, or set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY")
+        session = open_session(region, region_settings="REGION (make) or --region, AWS_REGION or AWS_DEFAULT_REGION")
+    except CloudError as exc:
+        raise PushError(str(exc)) from None
     return session.client("ecr"), session.client("sts"), session.region_name
 
 
@@ -127,8 +120,7 @@ def push(images: list[str], registry: str | None, region: str | None, account: s
         docker("login", "--username", login.username, "--password-stdin", login.endpoint, stdin=login.password)
         return push_images(images, lambda name: ensure_repository(ecr, name, account), latest)
     except botocore.exceptions.ClientError as exc:
-        error = exc.response.get("Error", {})
-        raise PushError(f"AWS {exc.operation_name} failed: {error.get('Code')}: {error.get('Message')}") from None
+        raise PushError(client_error_message(exc)) from None
     except botocore.exceptions.BotoCoreError as exc:
         raise PushError(f"AWS call failed: {exc}") from None
 
