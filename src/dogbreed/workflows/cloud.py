@@ -50,7 +50,7 @@ DEFAULT_TARGETS = ["dog-breed-classifier/model.tar.gz", "dog-breed-classifier-mo
 DEBUGGER_RULES = ["loss_not_decreasing", "overfit", "overtraining", "vanishing_gradient", "poor_weight_initialization"]
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
 RESOURCE_STAMP = r"\d{8}-\d{6}"
-TRAINING_DEFAULTS = {"max_run": 24 * 3600}
+MAX_RUN_SECONDS = 24 * 3600
 
 
 def env(name: str, default: str | None = None) -> str | None:
@@ -474,24 +474,24 @@ def cmd_deploy(aws: Aws, args) -> int:
 def delete_replaced(aws: Aws, endpoint: str, keep: str) -> None:
     """After an in-place update: the endpoint's earlier configs and models, which nothing uses any more."""
     with aws_errors():
-        for config in list_own(aws, "endpoint_configs", endpoint, "mme"):
+        for config in list_own(aws, "endpoint_configs", endpoint):
             if config != keep:
                 aws.sagemaker.delete_endpoint_config(EndpointConfigName=config)
                 print(f"deleted endpoint config {config}")
-        for model in list_own(aws, "models", endpoint, "mme"):
+        for model in list_own(aws, "models", endpoint):
             if model != keep:
                 aws.sagemaker.delete_model(ModelName=model)
                 print(f"deleted model {model}")
 
 
-def list_own(aws: Aws, what: str, endpoint: str, kind: str) -> list[str]:
+def list_own(aws: Aws, what: str, endpoint: str, kinds: tuple[str, ...] = ("mme",)) -> list[str]:
+    """This tool's models or endpoint configs for ``endpoint``, one listing, grouped by kind in ``kinds`` order."""
     key = {"models": ("list_models", "Models", "ModelName"),
            "endpoint_configs": ("list_endpoint_configs", "EndpointConfigs", "EndpointConfigName")}[what]
-    pattern = own_names(endpoint, kind)
-    names = []
+    listed = []
     for page in aws.sagemaker.get_paginator(key[0]).paginate(NameContains=endpoint):
-        names += [item[key[2]] for item in page[key[1]] if pattern.match(item[key[2]])]
-    return sorted(names)
+        listed += [item[key[2]] for item in page[key[1]]]
+    return [name for kind in kinds for name in sorted(filter(own_names(endpoint, kind).match, listed))]
 
 
 def served_data_url(aws: Aws, endpoint: str) -> str | None:
@@ -620,15 +620,14 @@ def cmd_teardown(aws: Aws, args) -> int:
             aws.sagemaker.delete_endpoint(EndpointName=args.endpoint)
             print(f"deleted endpoint {args.endpoint}")
             deleted += 1
-        for config in list_own(aws, "endpoint_configs", args.endpoint, "mme"):
+        for config in list_own(aws, "endpoint_configs", args.endpoint):
             aws.sagemaker.delete_endpoint_config(EndpointConfigName=config)
             print(f"deleted endpoint config {config}")
             deleted += 1
-        for kind in ("mme", "batch"):
-            for model in list_own(aws, "models", args.endpoint, kind):
-                aws.sagemaker.delete_model(ModelName=model)
-                print(f"deleted model {model}")
-                deleted += 1
+        for model in list_own(aws, "models", args.endpoint, kinds=("mme", "batch")):
+            aws.sagemaker.delete_model(ModelName=model)
+            print(f"deleted model {model}")
+            deleted += 1
     if not deleted:
         print(f"nothing to delete: no endpoint {args.endpoint}, and none of its configs or models")
     if args.delete_s3:
@@ -687,7 +686,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     j.add_argument("-H", "--hyperparameter", action="append", default=[], metavar="NAME=VALUE")
     j.add_argument("--spot", action=argparse.BooleanOptionalAction, default=env_flag("SAGEMAKER_SPOT"),
                    help="managed spot training (SAGEMAKER_SPOT=true)")
-    j.add_argument("--max-run", type=int, default=TRAINING_DEFAULTS["max_run"], help="seconds per training job")
+    j.add_argument("--max-run", type=int, default=MAX_RUN_SECONDS, help="seconds per training job")
     j.add_argument("--max-wait", type=int, help="spot: seconds including waits for capacity (default 2 x max-run)")
     j.add_argument("--job-name")
 
