@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import tarfile
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from dogbreed.artifact import load_artifact
 from dogbreed.training.metrics import parse_metrics
 
-from tests.conftest import REPO_ROOT, SAMPLE_DATA, free_port
+from tests.conftest import SAMPLE_DATA, free_port
 from tests.container.conftest import TAG, make
 from tests.serving import Server
 
@@ -22,14 +21,21 @@ HPARAMS = ("-H epochs=2 -H batch-size=16 -H image-size=32 -H pretrained=false -H
            "-H debug-save-interval=2")
 
 
+def docker_networks() -> set[str]:
+    listed = subprocess.run(["docker", "network", "ls", "--format", "{{.Name}}"], capture_output=True, text=True)
+    return set(listed.stdout.split())
+
+
 @pytest.fixture(scope="module")
 def local_train(images, tmp_path_factory):
     out = tmp_path_factory.mktemp("local")
+    networks_before = docker_networks()
     result = make("local-train", f"TAG={TAG}", f"LOCAL_OUT={out}", f"LOCAL_HPARAMS={HPARAMS}")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-3000:]
     leftovers = subprocess.run(["docker", "ps", "-aq", "--filter", f"ancestor={images['train']}"],
                                capture_output=True, text=True).stdout.split()
     assert leftovers == [], "local mode left containers behind"
+    assert docker_networks() == networks_before, "local mode left its compose network behind"
     model_archive = next(out.rglob("model.tar.gz"))
     output_archive = next(out.rglob("output.tar.gz"))
     return out, model_archive, output_archive, result.stdout

@@ -31,6 +31,8 @@ from dogbreed import workflows
 log = logging.getLogger("dogbreed.local")
 
 PLACEHOLDER_ROLE = "arn:aws:iam::111111111111:role/dogbreed-local-mode"
+# The network the SDK's docker-compose file declares for local-mode jobs.
+LOCAL_NETWORK = "sagemaker-local"
 NO_TELEMETRY = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
 
 
@@ -54,6 +56,10 @@ def check_docker(image: str) -> None:
 def containers_of(image: str) -> list[str]:
     listed = subprocess.run(["docker", "ps", "-aq", "--filter", f"ancestor={image}"], capture_output=True, text=True)
     return listed.stdout.split()
+
+
+def network_exists(name: str) -> bool:
+    return subprocess.run(["docker", "network", "inspect", name], capture_output=True).returncode == 0
 
 
 def local_session(work_dir: Path):
@@ -93,6 +99,7 @@ def run_training(image: str, data: Path, output: Path, hyperparameters: dict[str
         disable_profiler=True,
     )
     before = set(containers_of(image))
+    network_existed = network_exists(LOCAL_NETWORK)
     try:
         estimator.fit({"training": f"file://{data.resolve()}"}, job_name=job_name, wait=True, logs=True)
     except Exception as exc:  # the SDK raises RuntimeError/UnexpectedStatusException for a failed container
@@ -102,6 +109,9 @@ def run_training(image: str, data: Path, output: Path, hyperparameters: dict[str
         leftovers = sorted(set(containers_of(image)) - before)
         if leftovers:
             subprocess.run(["docker", "rm", "-f", *leftovers], capture_output=True)
+        # ... and the compose network it created for the job, when it was not there before.
+        if not network_existed:
+            subprocess.run(["docker", "network", "rm", LOCAL_NETWORK], capture_output=True)
     job_dir = output / estimator.latest_training_job.name
     artifacts = {"model": job_dir / "model.tar.gz", "output": job_dir / "output.tar.gz"}
     if not artifacts["model"].is_file():
