@@ -117,6 +117,8 @@ PYTEST_ARGS ?=
 
 VENV_PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
+# The compiled MMS management guard, installed beside the venv where the serving launcher finds it.
+MMS_GUARD := $(VENV)/share/dogbreed/mms-guard/dogbreed/mms/GuardedManagementHandler.class
 
 .PHONY: help
 help: ## Show this help
@@ -131,8 +133,11 @@ $(VENV_STAMP): requirements/train.txt requirements/serve.txt requirements/dev.tx
 	$(VENV_PY) -m pip install --quiet --no-deps -e .
 	@touch $@
 
+$(MMS_GUARD): $(VENV_STAMP) $(shell find src/mms-guard -type f 2>/dev/null)
+	src/mms-guard/build.sh $(VENV_PY) $(VENV)/share/dogbreed/mms-guard
+
 .PHONY: venv
-venv: $(VENV_STAMP) ## Create the Python venv with every pinned package (first use only)
+venv: $(VENV_STAMP) $(MMS_GUARD) ## Create the Python venv with every pinned package and build the MMS guard
 
 .PHONY: train
 train: $(VENV_STAMP) ## Train natively on DATA_DIR into TRAIN_OUT (fresh run: old checkpoints are removed)
@@ -156,8 +161,8 @@ model-store: $(VENV_STAMP) ## Pack the trained models as model.tar.gz under thei
 	else echo "note: no MobileNetV2 in $(MOBILE_TRAIN_OUT) (make train-mobile adds one)"; fi
 
 .PHONY: serve
-serve: model-store ## Serve MODEL_STORE natively with MMS on 127.0.0.1:SERVE_PORT (Ctrl-C or make serve-stop)
-	DOGBREED_BIND_HOST=127.0.0.1 SAGEMAKER_BIND_TO_PORT=$(SERVE_PORT) \
+serve: model-store $(MMS_GUARD) ## Serve MODEL_STORE natively with MMS on 127.0.0.1:SERVE_PORT (Ctrl-C or make serve-stop)
+	SAGEMAKER_BIND_TO_PORT=$(SERVE_PORT) \
 		$(VENV_PY) -m dogbreed.serving.server --model-store $(MODEL_STORE) --pid-file $(SERVE_PID)
 
 .PHONY: serve-stop
@@ -275,7 +280,7 @@ data: $(VENV_STAMP) ## Download and unpack the real dogImages set into DATA_DEST
 	$(VENV_PY) -m dogbreed.download --url $(DATA_URL) --dest $(DATA_DEST) $(if $(DATA_SHA256),--sha256 $(DATA_SHA256))
 
 .PHONY: test
-test: $(VENV_STAMP) ## Run the whole test suite
+test: $(VENV_STAMP) $(MMS_GUARD) ## Run the whole test suite
 	$(VENV_PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: bench-train
@@ -283,7 +288,7 @@ bench-train: $(VENV_STAMP) ## Training pipeline throughput vs a bare in-memory l
 	$(VENV_PY) bench/train_throughput.py
 
 .PHONY: bench-serve
-bench-serve: $(VENV_STAMP) ## Serving latency and throughput through MMS vs in-process, and cold start
+bench-serve: $(VENV_STAMP) $(MMS_GUARD) ## Serving latency and throughput through MMS vs in-process, and cold start
 	$(VENV_PY) bench/serve_latency.py
 
 .PHONY: clean

@@ -1,7 +1,25 @@
 # Serving image: multi-model-server with the TargetModel-routing handler.
 #   docker run -p 127.0.0.1:8080:8080 -v STORE:/opt/ml/models:ro IMAGE serve
-# One stage: every serving package installs without a compiler.
+# Every serving package installs without a compiler; only MMS's management
+# guard (src/mms-guard, Java) is compiled, in its own stage.
 ARG BASE_IMAGE=debian:bookworm-slim
+
+# ---- mms-guard stage: compile the guard against the pinned MMS's own jar -------
+FROM ${BASE_IMAGE} AS mms-guard
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# openjdk-17-jdk-headless: javac; python3, python3-venv: pip for the MMS wheel
+# that holds model-server.jar; ca-certificates: TLS for pip.
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        openjdk-17-jdk-headless python3 python3-venv ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+COPY requirements/constraints.txt /tmp/requirements/
+RUN python3 -m venv /tmp/mms \
+    && /tmp/mms/bin/pip install --no-cache-dir --no-deps -c /tmp/requirements/constraints.txt multi-model-server
+COPY src/mms-guard /tmp/mms-guard
+RUN /tmp/mms-guard/build.sh /tmp/mms/bin/python /out/mms-guard
+
+# ---- runtime -------------------------------------------------------------------
 FROM ${BASE_IMAGE}
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 LABEL org.opencontainers.image.title="dogbreed-serve" \
@@ -31,8 +49,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/opt/dogbreed \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    SAGEMAKER_BIND_TO_PORT=8080
+    SAGEMAKER_BIND_TO_PORT=8080 \
+    DOGBREED_BIND_HOST=0.0.0.0
 # Code last, so a code change rebuilds only these small layers.
+COPY --from=mms-guard /out/mms-guard /opt/venv/share/dogbreed/mms-guard
 COPY src/dogbreed /opt/dogbreed/dogbreed
 COPY src/serve/serve /usr/local/bin/serve
 USER model-server

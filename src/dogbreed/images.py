@@ -1,7 +1,10 @@
-"""Decoding image bytes and files into RGB PIL images.
+"""Decoding image bytes and files into upright RGB PIL images.
 
 Training, evaluation and serving all decode through :func:`open_rgb`, so a
-served model sees pixels decoded exactly as during evaluation.
+served model sees pixels decoded exactly as during evaluation. Phone photos
+store their pixels as the sensor saw them and an EXIF orientation tag that
+says how to turn them; :func:`open_rgb` applies it, so every stage sees the
+picture the way an image viewer shows it.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import warnings
 from pathlib import Path
 from typing import BinaryIO
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 # Pillow warns at MAX_IMAGE_PIXELS and raises at twice that; any image past
 # the warning threshold is treated as an attack or a mistake, not decoded.
@@ -24,26 +27,50 @@ class ImageDecodeError(ValueError):
     """The input is not a complete, decodable image of acceptable size."""
 
 
+def _as_file(source: str | Path | bytes | BinaryIO) -> str | Path | BinaryIO:
+    return io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+
+
+def image_size(source: str | Path | bytes | BinaryIO) -> tuple[int, int]:
+    """Width and height from the image's header alone, without decoding its pixels.
+
+    Raises :class:`ImageDecodeError` for what is not an image, or one larger than :data:`MAX_PIXELS`.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(_as_file(source)) as img:
+                width, height = img.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"image is too large: {exc}") from exc
+    except Image.UnidentifiedImageError:
+        raise ImageDecodeError("not an image (unrecognised format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(f"corrupt or truncated image: {exc}") from exc
+    if width * height > MAX_PIXELS:
+        raise ImageDecodeError(f"image is too large ({width}x{height} pixels)")
+    return width, height
+
+
 def open_rgb(source: str | Path | bytes | BinaryIO, draft_size: int | None = None) -> Image.Image:
-    """Decode ``source`` fully into an RGB image.
+    """Decode ``source`` fully into an upright RGB image (EXIF orientation applied).
 
     ``draft_size`` lets JPEG decoding scale down by powers of two while
     keeping both sides at least that large: a large photo decodes several
     times faster and the later resize sees the same content.
     Raises :class:`ImageDecodeError` for anything that is not a whole image.
     """
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        source = io.BytesIO(source)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as img:
+            with Image.open(_as_file(source)) as img:
                 width, height = img.size
                 if width * height > MAX_PIXELS:
                     raise ImageDecodeError(f"image is too large ({width}x{height} pixels)")
                 if draft_size is not None and img.format == "JPEG":
                     img.draft("RGB", (draft_size, draft_size))
                 img.load()
+                ImageOps.exif_transpose(img, in_place=True)
                 return img.convert("RGB")
     except ImageDecodeError:
         raise

@@ -184,15 +184,18 @@ def test_single_target_store_needs_no_header(trained_models, tmp_path):
 
 
 def test_multi_model_contract(trained_models, tmp_path):
-    with running_server(tmp_path / "mme-store", tmp_path, SAGEMAKER_MULTI_MODEL="true") as server:
+    store = tmp_path / "mme-store"
+    for arch in ("resnet18", "mobilenet_v2"):  # as SageMaker unpacks each model.tar.gz under /opt/ml/models
+        shutil.copytree(trained_models[arch], store / arch / "model")
+    with running_server(store, tmp_path, SAGEMAKER_MULTI_MODEL="true") as server:
         assert server.json("GET", "/models")[1]["models"] == []
         for name, arch in (("resnet", "resnet18"), ("mobile", "mobilenet_v2")):
-            body = json.dumps({"model_name": name, "url": str(trained_models[arch])}).encode()
+            body = json.dumps({"model_name": name, "url": str(store / arch / "model")}).encode()
             status, answer = server.json("POST", "/models", body, {"Content-Type": "application/json"})
             assert status == 200, answer
-        body = json.dumps({"model_name": "resnet", "url": str(trained_models["resnet18"])}).encode()
+        body = json.dumps({"model_name": "resnet", "url": str(store / "resnet18" / "model")}).encode()
         assert server.json("POST", "/models", body, {"Content-Type": "application/json"})[0] == 409
-        missing = json.dumps({"model_name": "ghost", "url": str(tmp_path / "nowhere")}).encode()
+        missing = json.dumps({"model_name": "ghost", "url": str(store / "nowhere")}).encode()
         assert server.json("POST", "/models", missing, {"Content-Type": "application/json"})[0] == 404
 
         status, page = server.json("GET", "/models?limit=1")

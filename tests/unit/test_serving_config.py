@@ -15,10 +15,12 @@ def test_mms_properties_follow_the_sagemaker_variables(clean_env):
     clean_env.setenv("SAGEMAKER_MODEL_SERVER_WORKERS", "3")
     clean_env.setenv("SAGEMAKER_MODEL_SERVER_TIMEOUT", "120")
     clean_env.setenv("SAGEMAKER_MAX_PAYLOAD_IN_MB", "2")
-    props = server.mms_properties(Path("/store"), "127.0.0.1", 8123, Environment())
-    assert props["inference_address"] == props["management_address"] == "http://127.0.0.1:8123"
+    props = server.mms_properties("127.0.0.1", 8123, Environment(), "unix:/private/management.sock")
+    assert props["inference_address"] == "http://127.0.0.1:8123"
+    assert props["management_address"] == "unix:/private/management.sock"
     assert props["default_workers_per_model"] == "3"
-    assert props["default_response_timeout"] == "120"
+    # MMS 1.1.11 reads default_response_timeout in minutes: only the seconds setting may be written.
+    assert props["default_response_timeout_seconds"] == "120" and "default_response_timeout" not in props
     assert props["max_request_size"] == str(server.MMS_LIMIT_FACTOR * 2 * 1024 * 1024)
     assert props["default_service_handler"] == "dogbreed.serving.handler_service:handle"
     assert "UseContainerSupport" in props["vmargs"]
@@ -54,3 +56,49 @@ def test_payload_limit_is_checked_before_anything_else(clean_env, tmp_path):
     clean_env.setenv("DOGBREED_MAX_PAYLOAD_BYTES", "10")
     response = Workflow(tmp_path).handle({"Content-Type": "image/jpeg"}, b"x" * 11)
     assert response.status == 413 and "maximum is 10" in json.loads(response.body)["message"]
+
+
+def test_routing_mode_puts_the_management_api_on_a_private_socket(clean_env, tmp_path):
+    import argparse
+
+    args = argparse.Namespace(host="127.0.0.1", port=8123, model_store=tmp_path)
+    routing = (server.write_config(args, tmp_path, Environment(), multi_model=False)).read_text()
+    assert f"management_address=unix:{tmp_path}/management.sock" in routing
+    multi = server.write_config(args, tmp_path, Environment(), multi_model=True).read_text()
+    assert "management_address=http://127.0.0.1:8123" in multi
+
+
+def test_the_native_default_host_is_loopback(clean_env):
+    clean_env.delenv("DOGBREED_BIND_HOST", raising=False)
+    assert server.get_args_parser().parse_args([]).host == "127.0.0.1"
+    clean_env.setenv("DOGBREED_BIND_HOST", "0.0.0.0")
+    assert server.get_args_parser().parse_args([]).host == "0.0.0.0"
+
+
+def test_the_server_refuses_to_start_without_its_guard_or_with_a_manifest_in_the_store(clean_env, tmp_path):
+    import pytest
+
+    clean_env.setenv("DOGBREED_MMS_GUARD_DIR", str(tmp_path / "no-guard"))
+    with pytest.raises(server.ServeError, match="MMS guard is not built"):
+        server.check_setup(tmp_path, multi_model=True)
+    guard = tmp_path / "guard"
+    (guard / server.GUARD_CLASS).parent.mkdir(parents=True)
+    (guard / server.GUARD_CLASS).write_bytes(b"")
+    clean_env.setenv("DOGBREED_MMS_GUARD_DIR", str(guard))
+    store = tmp_path / "store"
+    (store / "model-a").mkdir(parents=True)
+    server.check_setup(store, multi_model=False)
+    (store / "model-a" / "MANIFEST.json").write_text('{"model": {"handler": "evil:handle"}}')
+    with pytest.raises(server.ServeError, match="MMS manifest"):
+        server.check_setup(store, multi_model=False)
+    assert server.main(["--model-store", str(store)]) == 2
+
+
+def test_query_parameters_are_never_taken_for_headers():
+    from dogbreed.serving.handler_service import request_headers
+
+    # What MMS hands the handler for POST /invocations?accept=x&x-amzn-sagemaker-target-model=../../etc
+    merged = {"accept": {"content-type": None}, "x-amzn-sagemaker-target-model": {"content-type": None},
+              "Content-Type": "image/jpeg", "body": {"content-type": "image/jpeg"}}
+    assert request_headers(merged) == {"Content-Type": "image/jpeg"}
+    assert request_headers(None) == {}

@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
+
+# An absolute POSIX path, not part of a word, a media type or a URL ("application/json", "http://h/p").
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/(?:[^\s'\"/:,;()\[\]]+/)*([^\s'\"/:,;()\[\]]+)")
+
+
+def redact_paths(message: str) -> str:
+    """``message`` with every absolute path cut to its last component: error bodies name no server folders."""
+    return _ABSOLUTE_PATH.sub(lambda match: match.group(1), message)
 
 
 class InferenceError(Exception):

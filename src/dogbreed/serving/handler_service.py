@@ -18,6 +18,19 @@ from dogbreed.serving.workflow import Workflow
 log = logging.getLogger(__name__)
 
 
+def request_headers(merged) -> dict[str, str]:
+    """The request's HTTP headers only.
+
+    MMS merges the query parameters into the header dict it hands over, with
+    dicts as values, where a real header has a string; a header sent with
+    the request wins over a parameter of the same name. So the strings are
+    the headers, and ``?accept=...`` or ``?x-amzn-sagemaker-target-model=...``
+    is never taken for one.
+    """
+    return {name: value for name, value in (merged or {}).items()
+            if isinstance(name, str) and isinstance(value, str)}
+
+
 class HandlerService:
     def __init__(self):
         self.workflow: Workflow | None = None
@@ -38,7 +51,7 @@ class HandlerService:
             return None
         answers = []
         for idx, request in enumerate(data):
-            headers = context.get_all_request_header(idx) or {}
+            headers = request_headers(context.get_all_request_header(idx))
             body = request.get("body") if request.get("body") is not None else request.get("data")
             response = self.workflow.handle(headers, body)
             if response.status != 200:

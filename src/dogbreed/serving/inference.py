@@ -17,6 +17,11 @@ Answer (``application/json``), one entry per image in ``results``::
 
 ``probabilities`` (every class, in class-index order) appears when asked for;
 ``labels`` at the top level then names those classes.
+
+A request's images are checked from their headers first: their pixels
+together must fit the request's pixel budget, or the answer is 413 before any
+image is decoded. They are then decoded and preprocessed one at a time, so a
+request holds at most one full-size decoded image in memory.
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from dogbreed.images import ImageDecodeError, open_rgb
+from dogbreed.images import ImageDecodeError, image_size, open_rgb
 from dogbreed.serving.errors import InferenceError, bad_request
 from dogbreed.transforms import eval_transform, resize_size
 
@@ -39,6 +46,14 @@ ACCEPTABLE = frozenset({JSON_TYPE, "application/*", "*/*", ""})
 
 DEFAULT_TOP_K = 5
 MAX_BATCH = 64
+# Pixels (width x height, summed over a request's images) one request may ask the server to decode:
+# ten 10-megapixel photos. DOGBREED_MAX_REQUEST_PIXELS changes it.
+DEFAULT_MAX_REQUEST_PIXELS = 100_000_000
+
+
+def max_request_pixels() -> int:
+    value = os.environ.get("DOGBREED_MAX_REQUEST_PIXELS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_MAX_REQUEST_PIXELS
 
 
 @dataclass
@@ -68,13 +83,14 @@ def _parse_bool(value: Any, name: str) -> bool:
 
 
 def _parse_top_k(value: Any) -> int:
-    try:
-        top_k = int(value)
-    except (TypeError, ValueError):
-        raise bad_request(f"top_k must be a positive integer, got {value!r}") from None
-    if top_k < 1:
-        raise bad_request(f"top_k must be a positive integer, got {value!r}")
-    return top_k
+    """A positive integer; JSON may give it as a whole float (3.0), never as a bool, infinity or NaN."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise bad_request(f"top_k must be a positive integer, got {str(value)[:40]!r}")
+    return value
 
 
 def parse_custom_attributes(header: str | None, options: Options | None = None) -> Options:
@@ -92,23 +108,54 @@ def parse_custom_attributes(header: str | None, options: Options | None = None) 
     return options
 
 
-def decode_image(data: bytes, draft_size: int | None = None):
+def _image_error(exc: ImageDecodeError, position: int | None) -> InferenceError:
+    status = 413 if "too large" in str(exc) else 400
+    prefix = "" if position is None else f"instance {position}: "
+    return InferenceError(status, "InvalidImage", f"{prefix}{exc}")
+
+
+def decode_image(data: bytes, draft_size: int | None = None, position: int | None = None):
+    """One image's bytes, decoded upright to RGB; 400 or 413 for what cannot be served."""
     if not data:
         raise bad_request("empty request body: send the image bytes")
     try:
         return open_rgb(data, draft_size=draft_size)
     except ImageDecodeError as exc:
-        status = 413 if "too large" in str(exc) else 400
-        raise InferenceError(status, "InvalidImage", str(exc)) from exc
+        raise _image_error(exc, position) from exc
+
+
+def check_pixels(images: list[bytes], budget: int, batch: bool) -> None:
+    """Refuse, from the headers alone, images that are not images or decode to more than ``budget`` pixels."""
+    total = 0
+    for position, data in enumerate(images):
+        if not data:
+            raise bad_request("empty request body: send the image bytes")
+        try:
+            width, height = image_size(data)
+        except ImageDecodeError as exc:
+            raise _image_error(exc, position if batch else None) from exc
+        total += width * height
+        if total > budget:
+            raise InferenceError(413, "TooManyPixels", f"the request's images hold over {budget} pixels; "
+                                 "send fewer or smaller images")
 
 
 def decode_request(body: bytes | bytearray | None, content_type: str | None, options: Options,
-                   draft_size: int | None = None) -> list:
-    """The images in a request body; JSON bodies may also set options."""
+                   pixel_budget: int | None = None) -> list[bytes]:
+    """The encoded images in a request body, checked from their headers; JSON bodies may also set options.
+
+    Nothing is decoded here beyond the image headers: :meth:`Predictor.probabilities` decodes them one by one.
+    """
+    images = parse_request(body, content_type, options)
+    check_pixels(images, pixel_budget or max_request_pixels(), media_type(content_type) == JSON_TYPE)
+    return images
+
+
+def parse_request(body: bytes | bytearray | None, content_type: str | None, options: Options) -> list[bytes]:
     kind = media_type(content_type)
     body = bytes(body or b"")
     if kind in IMAGE_TYPES:
-        return [decode_image(body, draft_size)]
+        return [body]
     if kind != JSON_TYPE:
         raise InferenceError(415, "UnsupportedMediaType",
                              f"content type {content_type!r} is not supported; send "
@@ -119,6 +166,8 @@ def decode_request(body: bytes | bytearray | None, content_type: str | None, opt
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise bad_request(f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise bad_request("invalid JSON: nested too deeply") from None
     if isinstance(payload, dict):
         if "top_k" in payload:
             options.top_k = _parse_top_k(payload["top_k"])
@@ -134,13 +183,9 @@ def decode_request(body: bytes | bytearray | None, content_type: str | None, opt
         if not isinstance(item, str):
             raise bad_request(f"instance {i} is not a base64 string")
         try:
-            data = base64.b64decode(item, validate=True)
+            images.append(base64.b64decode(item, validate=True))
         except (binascii.Error, ValueError):
             raise bad_request(f"instance {i} is not valid base64") from None
-        try:
-            images.append(decode_image(data, draft_size))
-        except InferenceError as exc:
-            raise InferenceError(exc.status, exc.code, f"instance {i}: {exc.message}") from None
     return images
 
 
@@ -155,8 +200,10 @@ class Predictor:
         self.draft_size = resize_size(metadata["input_size"])
 
     @torch.inference_mode()
-    def probabilities(self, images: list) -> torch.Tensor:
-        batch = torch.stack([self.transform(image) for image in images])
+    def probabilities(self, images: list[bytes]) -> torch.Tensor:
+        """Class probabilities for encoded images, decoded and preprocessed one at a time."""
+        batch = torch.stack([self.transform(decode_image(data, self.draft_size, i if len(images) > 1 else None))
+                             for i, data in enumerate(images)])
         return torch.softmax(self.model(batch).float(), dim=1)
 
 

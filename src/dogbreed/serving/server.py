@@ -5,17 +5,24 @@ Two modes, as SageMaker defines them:
 - **routing** (default): one model, the model store itself, is registered at
   start-up; ``POST /invocations`` goes to it and the handler routes each
   request on ``X-Amzn-SageMaker-Target-Model``. No second server or HTTP hop
-  sits in front of MMS.
+  sits in front of MMS. Nothing needs MMS's model-management API, so it
+  listens only on a Unix socket in this server's private folder: the serving
+  port answers ``/models`` with 404 and loads nothing.
 - **multi-model** (``SAGEMAKER_MULTI_MODEL=true``): nothing is registered;
-  the SageMaker platform loads artifacts with ``POST /models``.
+  the SageMaker platform loads artifacts with ``POST /models`` on the serving
+  port. This project's MMS guard (``src/mms-guard``) checks each ``/models``
+  request before MMS runs it: only local folders inside the model store load,
+  always with this project's handler, and nothing is fetched.
 
 Settings come from the sagemaker-inference environment variables:
 ``SAGEMAKER_BIND_TO_PORT`` (8080), ``SAGEMAKER_MODEL_SERVER_WORKERS``,
-``SAGEMAKER_MODEL_SERVER_TIMEOUT``, ``SAGEMAKER_MAX_PAYLOAD_IN_MB`` (default 6) and
-``SAGEMAKER_MODEL_SERVER_VMARGS``. The model store is ``--model-store``, else
-``DOGBREED_MODEL_STORE``, else ``/opt/ml/model`` when it holds one unpacked
-artifact (batch transform, single-model endpoints, SageMaker local mode), else
-``/opt/ml/models``, else ``/opt/ml/model``.
+``SAGEMAKER_MODEL_SERVER_TIMEOUT`` (seconds, default 60),
+``SAGEMAKER_MAX_PAYLOAD_IN_MB`` (default 6) and ``SAGEMAKER_MODEL_SERVER_VMARGS``.
+The model store is ``--model-store``, else ``DOGBREED_MODEL_STORE``, else
+``/opt/ml/model`` when it holds one unpacked artifact (batch transform,
+single-model endpoints, SageMaker local mode), else ``/opt/ml/models``, else
+``/opt/ml/model``. The listening address is ``DOGBREED_BIND_HOST`` (127.0.0.1;
+the image sets 0.0.0.0).
 
 SIGTERM and SIGINT stop MMS, its JVM and every worker, then this process exits.
 """
@@ -51,6 +58,16 @@ DEFAULT_VMARGS = "-XX:+UseContainerSupport -XX:MaxRAMPercentage=20 -XX:+ExitOnOu
 STOP_GRACE_SECONDS = 20
 
 
+# A class of the guard's: its presence tells the guard folder is built.
+GUARD_CLASS = Path("dogbreed/mms/GuardedManagementHandler.class")
+# MMS's own names for a model archive's manifest; a manifest may name a handler, which MMS would import.
+MANIFEST_NAMES = ("manifest.json",)
+
+
+class ServeError(Exception):
+    """The server cannot start as configured; the message says what to change."""
+
+
 def default_model_store() -> Path:
     explicit = os.environ.get("DOGBREED_MODEL_STORE")
     if explicit:
@@ -62,6 +79,12 @@ def default_model_store() -> Path:
         return single
     models = Path("/opt/ml/models")
     return models if models.is_dir() else single
+
+
+def guard_dir() -> Path:
+    """The compiled MMS guard, installed beside the Python environment (make venv, the image build)."""
+    explicit = os.environ.get("DOGBREED_MMS_GUARD_DIR")
+    return Path(explicit) if explicit else Path(sys.prefix) / "share" / "dogbreed" / "mms-guard"
 
 
 def multi_model_enabled() -> bool:
@@ -77,16 +100,18 @@ def max_payload_bytes(env: Environment) -> int:
     return env.max_request_size or DEFAULT_MAX_REQUEST_MB * 1024 * 1024
 
 
-def mms_properties(model_store: Path, host: str, port: int, env: Environment) -> dict[str, str]:
+def mms_properties(host: str, port: int, env: Environment, management_address: str) -> dict[str, str]:
     max_request = MMS_LIMIT_FACTOR * max_payload_bytes(env)
-    return {
+    properties = {
         "inference_address": f"http://{host}:{port}",
-        "management_address": f"http://{host}:{port}",
-        # As in sagemaker-inference: model URLs are absolute paths, resolved against "/".
+        "management_address": management_address,
+        # As in sagemaker-inference: model URLs are absolute paths, resolved against "/". The guard
+        # admits only folders inside the model store.
         "model_store": "/",
         "default_service_handler": HANDLER,
         "default_workers_per_model": str(worker_count(env)),
-        "default_response_timeout": str(env.model_server_timeout),
+        # MMS 1.1.11 reads default_response_timeout in minutes; this is the seconds setting.
+        "default_response_timeout_seconds": str(env.model_server_timeout),
         "max_request_size": str(max_request),
         "max_response_size": str(max_request),
         "decode_input_request": "false",
@@ -94,6 +119,7 @@ def mms_properties(model_store: Path, host: str, port: int, env: Environment) ->
         "async_logging": "true",
         "vmargs": os.environ.get("SAGEMAKER_MODEL_SERVER_VMARGS", DEFAULT_VMARGS),
     }
+    return properties
 
 
 def mms_command(config_file: Path, model_store: Path, multi_model: bool) -> list[str]:
@@ -104,6 +130,31 @@ def mms_command(config_file: Path, model_store: Path, multi_model: bool) -> list
     if not multi_model:
         command += ["--models", f"{ROUTER_MODEL_NAME}={model_store.resolve()}"]
     return command
+
+
+def find_manifest(folder: Path) -> Path | None:
+    """A MANIFEST.json where MMS looks for one (the folder, MAR-INF/, or one level down), if any."""
+    candidates = [folder, folder / "MAR-INF"]
+    candidates += sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    for candidate in candidates:
+        if candidate.is_dir():
+            for entry in candidate.iterdir():
+                if entry.name.lower() in MANIFEST_NAMES:
+                    return entry
+    return None
+
+
+def check_setup(model_store: Path, multi_model: bool) -> None:
+    if not (guard_dir() / GUARD_CLASS).is_file():
+        raise ServeError(f"the MMS guard is not built in {guard_dir()} (make venv builds it; "
+                         "DOGBREED_MMS_GUARD_DIR moves it); the server does not start without it")
+    if multi_model:
+        return
+    if not model_store.is_dir():
+        raise ServeError(f"model store {model_store} is not a directory (set --model-store or DOGBREED_MODEL_STORE)")
+    manifest = find_manifest(model_store)
+    if manifest is not None:  # MMS would import the handler it names instead of this project's
+        raise ServeError(f"model store {model_store} holds an MMS manifest ({manifest}); remove it")
 
 
 def wait_until_healthy(url: str, process: subprocess.Popen, timeout: float) -> bool:
@@ -136,40 +187,61 @@ def stop_group(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def main(argv: list[str] | None = None) -> int:
+def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dogbreed-serve", description="Serve models with multi-model-server.")
     parser.add_argument("--model-store", type=Path, default=default_model_store())
-    parser.add_argument("--host", default=os.environ.get("DOGBREED_BIND_HOST", "0.0.0.0"),
-                        help="address to listen on (0.0.0.0 in a container; 127.0.0.1 for a native run)")
+    parser.add_argument("--host", default=os.environ.get("DOGBREED_BIND_HOST", "127.0.0.1"),
+                        help="address to listen on (127.0.0.1; the image sets 0.0.0.0 through DOGBREED_BIND_HOST)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080")))
     parser.add_argument("--pid-file", type=Path, help="write this process's pid here while it runs")
+    return parser
+
+
+def write_config(args: argparse.Namespace, work_dir: Path, env: Environment, multi_model: bool) -> Path:
+    if multi_model:  # the SageMaker platform calls POST /models on the serving port; the guard checks it
+        properties = mms_properties(args.host, args.port, env, f"http://{args.host}:{args.port}")
+    else:  # nothing needs the management API: a Unix socket only this server's user can reach
+        properties = mms_properties(args.host, args.port, env, f"unix:{work_dir / 'management.sock'}")
+    config_file = work_dir / "config.properties"
+    config_file.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
+    return config_file
+
+
+def child_environment(args: argparse.Namespace, work_dir: Path, env: Environment) -> dict[str, str]:
+    child_env = dict(os.environ)
+    # MMS keeps its pid file in the temp folder: one folder per server lets several run side by side.
+    child_env.update(TMPDIR=str(work_dir), TEMP=str(work_dir))
+    # Workers and torch threads are sized together: each worker gets its share of the cores.
+    child_env.setdefault("DOGBREED_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) // worker_count(env))))
+    child_env["DOGBREED_MAX_PAYLOAD_BYTES"] = str(max_payload_bytes(env))
+    child_env["DOGBREED_MODEL_ROOT"] = str(args.model_store.resolve())
+    # Unpacked archives live with this server and go with it, unless a folder is set.
+    child_env.setdefault("DOGBREED_UNPACK_DIR", str(work_dir / "unpacked"))
+    return child_env
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = get_args_parser()
     args = parser.parse_args(argv)
     if not 0 < args.port < 32768:  # MMS reads the port as a Java short
         parser.error(f"port {args.port} is out of range 1..32767")
 
     multi_model = multi_model_enabled()
-    if not multi_model and not args.model_store.is_dir():
-        print(f"dogbreed-serve: error: model store {args.model_store} is not a directory "
-              "(set --model-store or DOGBREED_MODEL_STORE)", file=sys.stderr)
+    try:
+        check_setup(args.model_store, multi_model)
+    except ServeError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2
     args.model_store.mkdir(parents=True, exist_ok=True)
     env = Environment()
-    workers = worker_count(env)
-    work_dir = Path(tempfile.mkdtemp(prefix="dogbreed-mms-"))
-    config_file = work_dir / "config.properties"
-    config_file.write_text("".join(f"{k}={v}\n" for k, v in mms_properties(
-        args.model_store, args.host, args.port, env).items()))
-
-    child_env = dict(os.environ)
-    # MMS keeps its pid file in the temp folder: one folder per server lets several run side by side.
-    child_env.update(TMPDIR=str(work_dir), TEMP=str(work_dir))
-    # Workers and torch threads are sized together: each worker gets its share of the cores.
-    child_env.setdefault("DOGBREED_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
-    child_env["DOGBREED_MAX_PAYLOAD_BYTES"] = str(max_payload_bytes(env))
+    work_dir = Path(tempfile.mkdtemp(prefix="dogbreed-mms-"))  # mode 0700: the management socket lives here
+    config_file = write_config(args, work_dir, env, multi_model)
     command = mms_command(config_file, args.model_store, multi_model)
     print(f"dogbreed-serve: {'multi-model' if multi_model else 'routing'} mode, store {args.model_store}, "
-          f"{workers} worker(s), http://{args.host}:{args.port}", flush=True)
-    process = subprocess.Popen(command, env=child_env, start_new_session=True)
+          f"{worker_count(env)} worker(s), http://{args.host}:{args.port}", flush=True)
+    # MMS's classpath starts with ".": run from the guard folder, its classes come before model-server.jar's.
+    process = subprocess.Popen(command, env=child_environment(args, work_dir, env), cwd=guard_dir(),
+                               start_new_session=True)
     if args.pid_file:
         args.pid_file.parent.mkdir(parents=True, exist_ok=True)
         args.pid_file.write_text(f"{os.getpid()}\n")

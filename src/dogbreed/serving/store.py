@@ -1,50 +1,113 @@
-"""The model store: TargetModel paths, safe unpacking, and a bounded cache.
+"""The model store: TargetModel paths, safe bounded unpacking, and bounded caches.
 
 A target is a path relative to the store root, such as
 ``dog-breed-classifier/model.tar.gz``. It is resolved strictly inside the
 root. An archive is unpacked once into a cache folder outside the store (the
-store may be read-only), with tarfile's ``data`` filter (no links leaving the
-folder, no device files) after refusing absolute and ``..`` member names. It
-is unpacked into a temporary folder that is renamed into place, under a file
-lock, so concurrent workers never see half an artifact. The unpacked folder
-is keyed by the archive's path, size and modification time: replacing an
-archive serves the new model.
+store may be read-only), keyed by the archive's path, size and modification
+time: replacing an archive serves the new model.
+
+Every archive is treated as hostile. Unpacking is written here rather than
+left to tarfile, because Debian bookworm's Python (3.11.2) has no extraction
+filter, and because artifacts never need what tarfile would create:
+
+- only regular files and folders are written; a symbolic or hard link,
+  device, FIFO or sparse member refuses the whole archive, so nothing is
+  ever written through a link, whatever the Python version;
+- member names must be relative and free of ``..``;
+- the member count, each member's size and the total size are bounded
+  (:class:`ArchiveLimits`), checked from each member's header before its
+  data is decompressed;
+- members are written into a staging folder that is renamed into place only
+  when complete, under a per-archive file lock, so concurrent workers never
+  see half an artifact and a refused archive leaves nothing behind.
+
+The unpack folder itself is bounded (:class:`CacheLimits`): past its size or
+entry count the least recently used folders that no worker is loading are
+removed. Staging folders that a killed worker left are removed at start-up.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
+import logging
 import os
 import shutil
 import tarfile
 import tempfile
 import threading
+import time
+import zlib
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable
+from typing import IO, Any
 
-from dogbreed.serving.errors import InferenceError, bad_request, not_found
+from dogbreed.serving.errors import InferenceError, bad_request, not_found, redact_paths
+
+log = logging.getLogger(__name__)
+
+MB = 1024 * 1024
+STAGING_MARK = ".staging."
+COPY_CHUNK = 1 * MB
+# How long a listing of the store's targets is reused before the store is walked again.
+TARGET_LIST_TTL_SECONDS = 5.0
 
 
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    return int(value) if value.isdigit() and int(value) > 0 else default
 
-def resolve_target(root: Path, target: str) -> Path:
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """Bounds on what one archive may unpack to. A ResNet50 artifact is 3 files, about 250 MB."""
+
+    members: int = 64
+    member_bytes: int = 1024 * MB
+    total_bytes: int = 2048 * MB
+
+    @classmethod
+    def from_env(cls) -> "ArchiveLimits":
+        return cls(members=_env_int("DOGBREED_MAX_ARCHIVE_MEMBERS", cls.members),
+                   member_bytes=_env_int("DOGBREED_MAX_MEMBER_MB", cls.member_bytes // MB) * MB,
+                   total_bytes=_env_int("DOGBREED_MAX_UNPACKED_MB", cls.total_bytes // MB) * MB)
+
+
+@dataclass(frozen=True)
+class CacheLimits:
+    """Bounds on the unpack folder as a whole."""
+
+    total_bytes: int = 4096 * MB
+    entries: int = 16
+
+    @classmethod
+    def from_env(cls) -> "CacheLimits":
+        return cls(total_bytes=_env_int("DOGBREED_UNPACK_CACHE_MB", cls.total_bytes // MB) * MB,
+                   entries=_env_int("DOGBREED_UNPACK_CACHE_ENTRIES", cls.entries))
+
+
+def resolve_target(root: Path, target: str, listing: Callable[[], list[str]] | None = None) -> Path:
     """The archive or folder ``target`` names under ``root``; never anything outside it.
 
     Checks the string before touching the file system, so an escaping target
-    reads no file.
+    reads no file. ``listing`` gives the targets a 404 names (default: walk the store).
     """
     if not target or "\x00" in target or "\\" in target:
-        raise bad_request(f"invalid target model {target!r}")
+        raise bad_request(f"invalid target model {target[:200]!r}")
     relative = PurePosixPath(target)
     if relative.is_absolute() or any(part in ("..", ".") for part in relative.parts):
-        raise bad_request(f"target model {target!r} must be a relative path inside the model store")
+        raise bad_request(f"target model {target[:200]!r} must be a relative path inside the model store")
     root = root.resolve()
     path = (root / relative).resolve()
     if path != root and root not in path.parents:  # a symbolic link inside the store points out
-        raise bad_request(f"target model {target!r} leaves the model store")
+        raise bad_request(f"target model {target[:200]!r} leaves the model store")
     if not path.exists():
-        raise not_found(f"target model {target!r} not found; available: {', '.join(list_targets(root)) or 'none'}")
+        available = (listing or (lambda: list_targets(root)))()
+        raise not_found(f"target model {target[:200]!r} not found; available: {', '.join(available) or 'none'}")
     return path
 
 
@@ -63,24 +126,125 @@ def list_targets(root: Path) -> list[str]:
     return sorted(targets)
 
 
-def check_member(member: tarfile.TarInfo) -> None:
-    """Refuse what could write outside the target folder or create special files.
+class TargetListing:
+    """The store's targets, walked at most once per ``ttl`` seconds, not on every request."""
 
-    Checked by hand as well as by tarfile's ``data`` filter: an absolute or
-    ``..`` name is refused outright (the filter would quietly strip it), and
-    Python releases without the filter are still protected.
+    def __init__(self, root: Path, ttl: float = TARGET_LIST_TTL_SECONDS):
+        self.root = root
+        self.ttl = ttl
+        self._targets: list[str] = []
+        self._taken = float("-inf")
+        self._lock = threading.Lock()
+
+    def __call__(self) -> list[str]:
+        with self._lock:
+            if time.monotonic() - self._taken >= self.ttl:
+                self._targets = list_targets(self.root)
+                self._taken = time.monotonic()
+            return list(self._targets)
+
+
+def archive_error(archive: Path, reason: str) -> InferenceError:
+    return InferenceError(400, "ModelArchiveError", f"cannot unpack {archive.name}: {reason}")
+
+
+def storage_error(exc: OSError) -> InferenceError:
+    """The server, not the archive, failed: no space, no permission. Detail goes to the log only."""
+    log.error("unpacking failed on the server side: %s", exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InferenceError(507, "InsufficientStorage", "the server has no disk space left to unpack the model")
+    return InferenceError(500, "ModelUnpackFailed", "the server could not unpack the model")
+
+
+def member_path(member: tarfile.TarInfo) -> PurePosixPath | None:
+    """Where ``member`` goes inside the unpack folder; None for the archive's root folder itself.
+
+    Refuses (ValueError) every link and special file, and every name that is absolute or holds ``..``.
     """
     path = PurePosixPath(member.name)
     if path.is_absolute() or ".." in path.parts:
         raise ValueError(f"unsafe member path {member.name!r}")
     if member.issym() or member.islnk():
-        # A symbolic link resolves from its own folder, a hard link from the archive root.
-        base = path.parent if member.issym() else PurePosixPath()
-        target = PurePosixPath(os.path.normpath(base / member.linkname))
-        if PurePosixPath(member.linkname).is_absolute() or target.parts[:1] == ("..",):
-            raise ValueError(f"member {member.name!r} links outside the archive ({member.linkname!r})")
-    elif not (member.isfile() or member.isdir()):
-        raise ValueError(f"member {member.name!r} is a device, FIFO or other special file")
+        raise ValueError(f"member {member.name!r} is a link; model artifacts hold no links")
+    if member.issparse() or not (member.isfile() or member.isdir()):
+        raise ValueError(f"member {member.name!r} is not a regular file or folder")
+    return PurePosixPath(*path.parts) if path.parts else None
+
+
+def _copy_member(source: IO[bytes], dest: Path, archive: Path) -> None:
+    try:  # O_EXCL: a name that appears twice is refused, never overwritten
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    except (FileExistsError, IsADirectoryError, NotADirectoryError):
+        raise archive_error(archive, f"member {dest.name!r} appears twice or clashes with a folder") from None
+    except OSError as exc:
+        raise storage_error(exc) from exc
+    with os.fdopen(fd, "wb") as out:
+        while True:
+            try:
+                chunk = source.read(COPY_CHUNK)
+            except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+                raise archive_error(archive, f"corrupt data: {redact_paths(str(exc))}") from exc
+            if not chunk:
+                return
+            try:
+                out.write(chunk)
+            except OSError as exc:
+                raise storage_error(exc) from exc
+
+
+def _make_folder(folder: Path, archive: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise archive_error(archive, f"folder {folder.name!r} clashes with a file") from None
+    except OSError as exc:
+        raise storage_error(exc) from exc
+
+
+def _next_member(tar: tarfile.TarFile, archive: Path) -> tarfile.TarInfo | None:
+    try:
+        return tar.next()
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise archive_error(archive, f"not a readable tar archive: {redact_paths(str(exc))}") from exc
+
+
+def extract(archive: Path, dest: Path, limits: ArchiveLimits) -> None:
+    """Write ``archive``'s files and folders under ``dest`` (which exists), within ``limits``."""
+    try:
+        tar = tarfile.open(archive, "r|*")  # a stream: each header is checked before its data is read
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+        raise archive_error(archive, f"not a readable tar archive: {redact_paths(str(exc))}") from exc
+    count = total = 0
+    with tar:
+        while (member := _next_member(tar, archive)) is not None:
+            count += 1
+            if count > limits.members:
+                raise too_large(archive, f"more than {limits.members} members (DOGBREED_MAX_ARCHIVE_MEMBERS)")
+            try:
+                relative = member_path(member)
+            except ValueError as exc:
+                raise archive_error(archive, str(exc)) from None
+            if relative is None:
+                continue
+            target = dest / relative
+            if member.isdir():
+                _make_folder(target, archive)
+                continue
+            if member.size > limits.member_bytes:
+                raise too_large(archive, f"member {member.name!r} is {member.size} bytes; the limit is "
+                                         f"{limits.member_bytes} (DOGBREED_MAX_MEMBER_MB)")
+            total += member.size
+            if total > limits.total_bytes:
+                raise too_large(archive, f"it unpacks to over {limits.total_bytes} bytes (DOGBREED_MAX_UNPACKED_MB)")
+            _make_folder(target.parent, archive)
+            source = tar.extractfile(member)
+            if source is None:
+                raise archive_error(archive, f"member {member.name!r} has no data")
+            _copy_member(source, target, archive)
+
+
+def too_large(archive: Path, reason: str) -> InferenceError:
+    return InferenceError(400, "ModelArchiveTooLarge", f"cannot unpack {archive.name}: {reason}")
 
 
 def default_unpack_dir() -> Path:
@@ -93,58 +257,158 @@ def archive_key(archive: Path) -> str:
     return hashlib.sha256(f"{archive.resolve()}:{info.st_size}:{info.st_mtime_ns}".encode()).hexdigest()[:20]
 
 
-def unpack(archive: Path, unpack_dir: Path | None = None) -> Path:
-    """Unpack ``archive`` once into the unpack folder and return the artifact folder."""
+def _lock_path(unpack_dir: Path, key: str) -> Path:
+    return unpack_dir / f".{key}.lock"
+
+
+@contextmanager
+def _key_lock(unpack_dir: Path, key: str, blocking: bool = True) -> Iterator[bool]:
+    """Hold the archive version's lock file (exclusive); yields False when ``blocking`` is off and it is taken.
+
+    An evicted version's lock file is deleted while held; a waiter that then gets the lock on the deleted
+    file sees that the path names another file (or none) and takes the lock again.
+    """
+    path = _lock_path(unpack_dir, key)
+    while True:
+        handle = open(path, "a+")
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                current = os.stat(path)
+            except FileNotFoundError:
+                continue
+            if os.fstat(handle.fileno()).st_ino != current.st_ino:
+                continue
+            yield True
+            return
+        finally:
+            handle.close()
+
+
+@contextmanager
+def unpacked(archive: Path, unpack_dir: Path | None = None, limits: ArchiveLimits | None = None,
+             cache_limits: CacheLimits | None = None) -> Iterator[Path]:
+    """The artifact folder of ``archive``, unpacked once; no other worker evicts it while the block runs."""
     unpack_dir = unpack_dir or default_unpack_dir()
-    unpack_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        unpack_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise storage_error(exc) from exc
     key = archive_key(archive)
     dest = unpack_dir / key
-    if dest.is_dir():
-        return dest
-    with open(unpack_dir / f".{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one worker unpacks; the others wait, then reuse it
-        if dest.is_dir():
-            return dest
-        staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=unpack_dir))
-        try:
-            with tarfile.open(archive, "r:*") as tar:
-                members = tar.getmembers()
-                for member in members:
-                    check_member(member)
-                if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4 (Debian bookworm ships 3.11.2)
-                    tar.extractall(staging, members=members, filter="data")
-                else:
-                    tar.extractall(staging, members=members)
-            os.rename(staging, dest)
-        except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
-            raise InferenceError(400, "ModelArchiveError", f"cannot unpack {archive.name}: {exc}") from exc
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return dest
+    with _key_lock(unpack_dir, key):
+        if not dest.is_dir():
+            _unpack_into(archive, dest, limits or ArchiveLimits.from_env())
+            evict(unpack_dir, cache_limits or CacheLimits.from_env(), keep={key})
+        os.utime(dest)  # its last use, for eviction
+        yield dest
 
 
-class ModelCache:
-    """Loaded models by key, least recently used evicted past ``capacity``."""
+def _unpack_into(archive: Path, dest: Path, limits: ArchiveLimits) -> None:
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}{STAGING_MARK}", dir=dest.parent))
+    except OSError as exc:
+        raise storage_error(exc) from exc
+    try:
+        log.info("unpacking %s", archive.name)
+        extract(archive, staging, limits)
+        os.rename(staging, dest)
+    except OSError as exc:
+        raise storage_error(exc) from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
-    def __init__(self, capacity: int, loader: Callable[[Path], Any]):
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def evict(unpack_dir: Path, limits: CacheLimits, keep: set[str] = frozenset()) -> list[str]:
+    """Remove least recently used unpacked folders until the folder fits ``limits``; returns their keys.
+
+    A folder in ``keep``, or one whose lock another worker holds (unpacking or loading it), stays.
+    """
+    entries = []
+    for folder in unpack_dir.iterdir():
+        if folder.is_dir() and not folder.name.startswith("."):
+            entries.append((folder.stat().st_mtime, folder.name, _folder_bytes(folder)))
+    entries.sort()
+    total = sum(size for _, _, size in entries)
+    count = len(entries)
+    removed = []
+    for _, key, size in entries:
+        if total <= limits.total_bytes and count <= limits.entries:
+            break
+        if key in keep:
+            continue
+        with _key_lock(unpack_dir, key, blocking=False) as locked:
+            if not locked:
+                continue
+            shutil.rmtree(unpack_dir / key, ignore_errors=True)
+            _lock_path(unpack_dir, key).unlink(missing_ok=True)
+        total -= size
+        count -= 1
+        removed.append(key)
+    if removed:
+        log.info("unpack cache: removed %d least recently used model folder(s)", len(removed))
+    return removed
+
+
+def clean_staging(unpack_dir: Path) -> list[str]:
+    """Remove staging folders whose unpacking no live worker holds (a worker killed mid-unpack left them)."""
+    removed = []
+    if not unpack_dir.is_dir():
+        return removed
+    for folder in unpack_dir.iterdir():
+        if not (folder.is_dir() and folder.name.startswith(".") and STAGING_MARK in folder.name):
+            continue
+        key = folder.name[1:].split(STAGING_MARK, 1)[0]
+        with _key_lock(unpack_dir, key, blocking=False) as locked:
+            if locked:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder.name)
+    if removed:
+        log.info("removed %d staging folder(s) left by an interrupted unpack", len(removed))
+    return removed
+
+
+class LRU:
+    """At most ``capacity`` values by key, the least recently used dropped first; thread-safe."""
+
+    def __init__(self, capacity: int):
         self.capacity = max(1, capacity)
-        self.loader = loader
-        self._models: OrderedDict[str, Any] = OrderedDict()
+        self._items: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: str, path: Path) -> Any:
+    def get(self, key: str) -> Any | None:
         with self._lock:
-            if key in self._models:
-                self._models.move_to_end(key)
-                return self._models[key]
-        model = self.loader(path)
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key: str, value: Any) -> None:
         with self._lock:
-            self._models[key] = model
-            self._models.move_to_end(key)
-            while len(self._models) > self.capacity:
-                self._models.popitem(last=False)
-        return model
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
 
     def keys(self) -> list[str]:
         with self._lock:
-            return list(self._models)
+            return list(self._items)
+
+
+class ModelCache(LRU):
+    """Loaded models by key, least recently used evicted past ``capacity``."""
+
+    def get_or_load(self, key: str, load: Callable[[], Any]) -> Any:
+        model = self.get(key)
+        if model is None:
+            model = load()
+            self.put(key, model)
+        return model

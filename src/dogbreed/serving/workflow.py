@@ -9,6 +9,11 @@ Two ways a model is chosen:
   is exactly one; otherwise the answer is 400 with the list of targets.
 - direct: the handler's model folder is itself an artifact, as when the
   SageMaker multi-model platform loads each model with ``POST /models``.
+
+An archive that cannot be served (corrupt, unsafe, too large, not an
+artifact) is refused once and remembered until the file changes, so a broken
+target costs no decompression on later requests. No answer names a server
+path; the log has the detail.
 """
 
 from __future__ import annotations
@@ -21,16 +26,19 @@ from pathlib import Path
 
 from dogbreed.artifact import METADATA_FILE, load_artifact
 from dogbreed.errors import ArtifactError
-from dogbreed.serving.errors import InferenceError, bad_request
+from dogbreed.serving.errors import InferenceError, bad_request, redact_paths
 from dogbreed.serving.inference import (JSON_TYPE, Predictor, check_accept, decode_request, encode_response,
                                         parse_custom_attributes)
-from dogbreed.serving.store import ModelCache, archive_key, list_targets, resolve_target, unpack
+from dogbreed.serving.store import (LRU, ModelCache, TargetListing, archive_key, clean_staging, default_unpack_dir,
+                                    resolve_target, unpacked)
 
 log = logging.getLogger(__name__)
 
 TARGET_HEADER = "x-amzn-sagemaker-target-model"
 ATTRIBUTES_HEADER = "x-amzn-sagemaker-custom-attributes"
 DEFAULT_CACHE_SIZE = 8
+# Archives remembered as unservable, per worker.
+REFUSED_ARCHIVES = 256
 
 
 @dataclass
@@ -50,33 +58,57 @@ def cache_size() -> int:
     return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_CACHE_SIZE
 
 
-def load_predictor(path: Path) -> Predictor:
-    folder = unpack(path) if path.is_file() else path
+def load_predictor(folder: Path, target: str) -> Predictor:
     try:
         return Predictor(*load_artifact(folder))
     except ArtifactError as exc:
-        raise InferenceError(400, "ModelArtifactError", str(exc)) from exc
+        log.warning("target %s: %s", target, exc)
+        raise InferenceError(400, "ModelArtifactError",
+                             f"target model {target!r} is not a valid model artifact: {redact_paths(str(exc))}") from exc
     except MemoryError as exc:
-        raise InferenceError(507, "InsufficientMemory", f"not enough memory to load {path.name}") from exc
+        raise InferenceError(507, "InsufficientMemory", f"not enough memory to load {target!r}") from exc
 
 
 class Workflow:
     def __init__(self, model_dir: Path):
         self.model_dir = Path(model_dir)
         self.direct = (self.model_dir / METADATA_FILE).is_file()
-        self.cache = ModelCache(1 if self.direct else cache_size(), load_predictor)
+        self.cache = ModelCache(1 if self.direct else cache_size())
+        self.refused = LRU(REFUSED_ARCHIVES)
+        self.targets = TargetListing(self.model_dir)
         self.max_payload = max_payload()
+        self.unpack_dir = default_unpack_dir()
+        clean_staging(self.unpack_dir)
 
     def _choose(self, target: str | None) -> tuple[str, Path]:
         if self.direct:
             return self.model_dir.name, self.model_dir
         if not target:
-            targets = list_targets(self.model_dir)
+            targets = self.targets()
             if len(targets) != 1:
                 raise bad_request(f"set the X-Amzn-SageMaker-Target-Model header; available targets: "
                                   f"{', '.join(targets) or 'none'}")
             target = targets[0]
-        return target, resolve_target(self.model_dir, target)
+        return target, resolve_target(self.model_dir, target, self.targets)
+
+    def _predictor(self, target: str, path: Path) -> Predictor:
+        if not path.is_file():
+            return self.cache.get_or_load(target, lambda: load_predictor(path, target))
+        # A replaced archive is another version: it gets its own entries.
+        key = f"{target}@{archive_key(path)}"
+        refusal = self.refused.get(key)
+        if refusal is not None:
+            raise InferenceError(*refusal)
+        try:
+            return self.cache.get_or_load(key, lambda: self._load_archive(path, target))
+        except InferenceError as exc:
+            if exc.status < 500:  # the archive's fault, until it changes; a server-side failure may pass
+                self.refused.put(key, (exc.status, exc.code, exc.message))
+            raise
+
+    def _load_archive(self, archive: Path, target: str) -> Predictor:
+        with unpacked(archive, self.unpack_dir) as folder:
+            return load_predictor(folder, target)
 
     def handle(self, headers: Mapping[str, str], body: bytes | None) -> Response:
         lower = {k.lower(): v for k, v in headers.items()}
@@ -87,15 +119,14 @@ class Workflow:
             check_accept(lower.get("accept"))
             options = parse_custom_attributes(lower.get(ATTRIBUTES_HEADER))
             target, path = self._choose(lower.get(TARGET_HEADER))
-            # A replaced archive is another version: it gets its own cache entry.
-            key = f"{target}@{archive_key(path)}" if path.is_file() else target
-            predictor = self.cache.get(key, path)
-            images = decode_request(body, lower.get("content-type"), options, predictor.draft_size)
+            predictor = self._predictor(target, path)
+            images = decode_request(body, lower.get("content-type"), options)
             probabilities = predictor.probabilities(images)
             return Response(200, encode_response(probabilities, predictor.labels, options, target))
         except InferenceError as exc:
             log.info("request refused: %d %s", exc.status, exc.message)
             return Response(exc.status, exc.body())
-        except Exception as exc:  # a bug, not the client's fault: say so without a traceback in the body
+        except Exception:  # a bug, not the client's fault: say so, and leave the detail to the log
             log.exception("request failed")
-            return Response(500, InferenceError(500, "InternalError", f"{type(exc).__name__}: {exc}").body())
+            return Response(500, InferenceError(500, "InternalError", "the server failed to answer; "
+                                                "its log has the detail").body())
