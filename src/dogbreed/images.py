@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -27,8 +29,28 @@ class ImageDecodeError(ValueError):
     """The input is not a complete, decodable image of acceptable size."""
 
 
-def _as_file(source: str | Path | bytes | BinaryIO) -> str | Path | BinaryIO:
-    return io.BytesIO(source) if isinstance(source, (bytes, bytearray, memoryview)) else source
+@contextmanager
+def _opened(source: str | Path | bytes | BinaryIO) -> Iterator[Image.Image]:
+    """The image, opened lazily (header only) and refused past :data:`MAX_PIXELS`; Pillow's errors as ImageDecodeError."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = io.BytesIO(source)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as img:
+                width, height = img.size
+                if width * height > MAX_PIXELS:
+                    raise ImageDecodeError(f"image is too large ({width}x{height} pixels)")
+                yield img
+    except ImageDecodeError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"image is too large: {exc}") from exc
+    except Image.UnidentifiedImageError:
+        raise ImageDecodeError("not an image (unrecognised format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        # Pillow reports truncated and corrupt data as OSError or SyntaxError.
+        raise ImageDecodeError(f"corrupt or truncated image: {exc}") from exc
 
 
 def image_size(source: str | Path | bytes | BinaryIO) -> tuple[int, int]:
@@ -36,20 +58,8 @@ def image_size(source: str | Path | bytes | BinaryIO) -> tuple[int, int]:
 
     Raises :class:`ImageDecodeError` for what is not an image, or one larger than :data:`MAX_PIXELS`.
     """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(_as_file(source)) as img:
-                width, height = img.size
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"image is too large: {exc}") from exc
-    except Image.UnidentifiedImageError:
-        raise ImageDecodeError("not an image (unrecognised format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageDecodeError(f"corrupt or truncated image: {exc}") from exc
-    if width * height > MAX_PIXELS:
-        raise ImageDecodeError(f"image is too large ({width}x{height} pixels)")
-    return width, height
+    with _opened(source) as img:
+        return img.size
 
 
 def open_rgb(source: str | Path | bytes | BinaryIO, draft_size: int | None = None) -> Image.Image:
@@ -60,24 +70,9 @@ def open_rgb(source: str | Path | bytes | BinaryIO, draft_size: int | None = Non
     times faster and the later resize sees the same content.
     Raises :class:`ImageDecodeError` for anything that is not a whole image.
     """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(_as_file(source)) as img:
-                width, height = img.size
-                if width * height > MAX_PIXELS:
-                    raise ImageDecodeError(f"image is too large ({width}x{height} pixels)")
-                if draft_size is not None and img.format == "JPEG":
-                    img.draft("RGB", (draft_size, draft_size))
-                img.load()
-                ImageOps.exif_transpose(img, in_place=True)
-                return img.convert("RGB")
-    except ImageDecodeError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"image is too large: {exc}") from exc
-    except Image.UnidentifiedImageError:
-        raise ImageDecodeError("not an image (unrecognised format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        # Pillow reports truncated and corrupt data as OSError or SyntaxError.
-        raise ImageDecodeError(f"corrupt or truncated image: {exc}") from exc
+    with _opened(source) as img:
+        if draft_size is not None and img.format == "JPEG":
+            img.draft("RGB", (draft_size, draft_size))
+        img.load()
+        ImageOps.exif_transpose(img, in_place=True)
+        return img.convert("RGB")
