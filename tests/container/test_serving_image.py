@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
+import tarfile
 import time
 
 import pytest
@@ -140,3 +142,71 @@ def test_single_model_mode_as_batch_transform_runs_it(images, trained_models, tm
     assert len(answer["results"]) == 1 and answer["results"][0]["predictions"]
     status, answer = server.invoke(b"not an image")
     assert status == 400 and server.healthy()
+
+
+def _register(server, body):
+    status, _, data = server.request("POST", "/models", json.dumps(body).encode(), {"Content-Type": "application/json"})
+    return status, json.loads(data)
+
+
+def test_routing_mode_serves_no_management_api(serving):
+    server, _ = serving
+    for method, path in (("POST", "/models?model_name=x&url=http://example.com/evil.mar&handler=evil:handle"),
+                         ("POST", "/models?model_name=fs&url=/"), ("DELETE", "/models/model"),
+                         ("PUT", "/models/model?min_worker=4")):
+        status, _, _ = server.request(method, path)
+        assert 400 <= status < 500, (method, path, status)
+    status, answer = server.invoke(IMAGE_PATH.read_bytes(), RESNET)
+    assert status == 200 and answer["model"] == RESNET
+    assert server.healthy()
+
+
+def test_multi_model_mode_refuses_remote_outside_and_handler_choices(images, trained_models, tmp_path, container_name):
+    store = tmp_path / "models"
+    shutil.copytree(trained_models["resnet18"], store / "resnet")
+    server = run_container(images["serve"], container_name, store, "SAGEMAKER_MULTI_MODEL=true")
+    for url in ("http://169.254.169.254/latest/meta-data/", "https://example.com/m.mar", "/", "/etc",
+                "/opt/ml/models", "/opt/ml/models/../../etc", "/opt/ml/model"):
+        status, answer = _register(server, {"model_name": "x", "url": url})
+        assert status == 400, (url, answer)
+    status, answer = _register(server, {"model_name": "x", "url": "/opt/ml/models/resnet", "handler": "os:system"})
+    assert status == 400 and "handler" in answer["message"]
+    assert server.json("GET", "/models")[1]["models"] == []
+    assert server.healthy()
+
+
+def _hostile_store(root):
+    root.mkdir()
+    with tarfile.open(root / "chain.tar.gz", "w:gz") as tar:
+        for name, target in (("d/y", "."), ("d/x", "y/y/y/../../../../")):
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.SYMTYPE
+            info.linkname = target
+            tar.addfile(info)
+        info = tarfile.TarInfo("d/x/escaped.txt")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"pwnd"))
+    with tarfile.open(root / "bomb.tar.gz", "w:gz") as tar:
+        info = tarfile.TarInfo("model.pth")
+        info.size = 64 * 1024 * 1024
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    return root
+
+
+def test_hostile_archives_in_the_container(images, tmp_path, container_name):
+    """The image's Python is Debian's 3.11.2, without tarfile's data filter; the links are refused anyway."""
+    python = subprocess.run(["docker", "run", "--rm", "--entrypoint", "python", images["serve"], "-c",
+                             "import sys, tarfile; print(sys.version.split()[0], hasattr(tarfile, 'data_filter'))"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert python == ["3.11.2", "False"], python
+    server = run_container(images["serve"], container_name, _hostile_store(tmp_path / "store"),
+                           "DOGBREED_MAX_MEMBER_MB=32")
+    status, answer = server.invoke(IMAGE_PATH.read_bytes(), "chain.tar.gz")
+    assert status == 400 and "is a link" in answer["message"]
+    status, answer = server.invoke(IMAGE_PATH.read_bytes(), "bomb.tar.gz")
+    assert status == 400 and answer["type"] == "ModelArchiveTooLarge"
+    left = subprocess.run(["docker", "exec", container_name, "find", "/tmp", "/home", "/opt/ml", "-name",
+                           "escaped.txt", "-o", "-name", "*.staging.*", "-o", "-name", "model.pth"],
+                          capture_output=True, text=True)
+    assert left.returncode == 0 and left.stdout.strip() == "", left.stdout
+    assert server.healthy()
