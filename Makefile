@@ -114,6 +114,8 @@ JOB_SETTINGS = $(if $(DATA),--data $(DATA)) --instance-type $(TRAIN_INSTANCE_TYP
 	$(if $(filter true,$(SPOT)),--spot) $(if $(filter false,$(WAIT)),--no-wait) $(REMOTE_HPARAMS)
 
 PYTEST_ARGS ?=
+# make bench-serve: also serve the code at this git revision, alternating, to measure a change
+BENCH_BASELINE_REF ?=
 
 VENV_PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
@@ -288,8 +290,8 @@ bench-train: $(VENV_STAMP) ## Training pipeline throughput vs a bare in-memory l
 	$(VENV_PY) bench/train_throughput.py
 
 .PHONY: bench-serve
-bench-serve: $(VENV_STAMP) $(MMS_GUARD) ## Serving latency and throughput through MMS vs in-process, and cold start
-	$(VENV_PY) bench/serve_latency.py
+bench-serve: $(VENV_STAMP) $(MMS_GUARD) ## Serving latency and throughput through MMS vs in-process (and BENCH_BASELINE_REF), cold start
+	$(VENV_PY) bench/serve_latency.py $(if $(BENCH_BASELINE_REF),--baseline-ref $(BENCH_BASELINE_REF))
 
 .PHONY: clean
 clean: ## Remove build outputs (keeps the venv)

@@ -6,15 +6,19 @@ For ResNet18 at batch 1 on the same JPEGs (the sample images re-encoded at
 - in-process: decode + preprocess + forward + encode, called directly;
 - through MMS: ``POST /invocations`` with ``X-Amzn-SageMaker-Target-Model`` on
   a keep-alive connection, one worker, concurrency 1 (= the worker count);
+- with ``--baseline-ref REF``: the same through the server as the project's
+  code at git revision REF serves it (its ``src/`` from ``git archive``, in
+  the same venv), to measure what a change costs;
 - cold start: the first request to a target that is not loaded yet (unpack +
   load + answer), against a warm request.
 
-The two sides alternate request by request (one in-process, one through
-MMS, ...), so the machine's noise falls on both alike. Requests are
-sequential: concurrency 1 equals the single worker, so requests/s is the
-number of requests over the time they took.
+The sides alternate request by request (in-process, server, baseline server,
+in an order that rotates every round), so the machine's noise falls on all
+alike. Requests are sequential:
+concurrency 1 equals the single worker, so requests/s is the number of
+requests over the time they took.
 
-    python bench/serve_latency.py [--requests 200] [--image-size 224]
+    python bench/serve_latency.py [--requests 200] [--image-size 224] [--baseline-ref 25b9aaf]
 """
 
 from __future__ import annotations
@@ -40,7 +44,8 @@ from dogbreed.models import build_model
 from dogbreed.package import pack_artifact
 from dogbreed.serving.inference import Options, Predictor, decode_request, encode_response
 
-SAMPLE = Path(__file__).resolve().parent.parent / "local_data" / "sample"
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "local_data" / "sample"
 TARGET = "dog-breed-classifier/model.tar.gz"
 COLD_TARGET = "cold/model.tar.gz"
 
@@ -67,99 +72,152 @@ def summary(latencies: list[float]) -> dict[str, float]:
 def in_process_call(predictor: Predictor, body: bytes) -> float:
     t0 = time.perf_counter()
     options = Options()
-    images = decode_request(body, "image/jpeg", options, predictor.draft_size)
+    images = decode_request(body, "image/jpeg", options)
     encode_response(predictor.probabilities(images), predictor.labels, options, TARGET)
     return time.perf_counter() - t0
 
 
-def free_port() -> int:
+def free_port(taken: set[int]) -> int:
+    """A free 127.0.0.1 port not in ``taken`` (a server started before takes seconds to bind its own)."""
     import socket
 
-    with socket.socket() as s:
-        for port in range(23000, 32000):
+    for port in range(23000, 32000):
+        if port in taken:
+            continue
+        with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
+                taken.add(port)
                 return port
             except OSError:
                 continue
     raise RuntimeError("no free port")
 
 
+class Served:
+    """One server process on a free 127.0.0.1 port, called over one keep-alive connection."""
+
+    ports: set[int] = set()
+
+    def __init__(self, name: str, store: Path, work: Path, pythonpath: Path | None = None):
+        self.name = name
+        self.port = free_port(self.ports)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = work / f"{name}.log"
+        env = dict(os.environ, SAGEMAKER_BIND_TO_PORT=str(self.port), DOGBREED_BIND_HOST="127.0.0.1",
+                   DOGBREED_UNPACK_DIR=str(work / f"unpacked-{name}"), SAGEMAKER_MODEL_SERVER_WORKERS="1")
+        if pythonpath is not None:
+            env["PYTHONPATH"] = str(pythonpath)
+        with open(self.log_path, "w") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "dogbreed.serving.server", "--model-store",
+                                             str(store)], env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.http = urllib3.PoolManager(maxsize=1)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if self.http.request("GET", self.url + "/ping", timeout=2, retries=False).status == 200:
+                    return
+            except urllib3.exceptions.HTTPError:
+                pass
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise SystemExit(f"{self.name} server did not start:\n{self.log_path.read_text()[-2000:]}")
+            time.sleep(0.3)
+
+    def invoke(self, body: bytes, target: str) -> float:
+        t0 = time.perf_counter()
+        response = self.http.request("POST", self.url + "/invocations", body=body, retries=False, headers={
+            "Content-Type": "image/jpeg", "X-Amzn-SageMaker-Target-Model": target})
+        took = time.perf_counter() - t0
+        if response.status != 200:
+            raise SystemExit(f"{self.name}: request failed: {response.status} {response.data[:300]!r}")
+        return took
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=60)
+
+
+def baseline_source(ref: str, work: Path) -> Path:
+    """The project's src/ at git revision ``ref``."""
+    dest = work / "baseline"
+    dest.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "src"], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest / "src"
+
+
+def make_store(work: Path, image_size: int) -> tuple[Path, Path]:
+    folders = sorted(p.name for p in (SAMPLE / "train").iterdir())
+    model_dir = work / "artifact"
+    save_artifact(model_dir, build_model("resnet18", len(folders)).state_dict(), make_metadata(
+        architecture="resnet18", class_folders=folders, input_size=image_size,
+        mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225], metrics={}, hyperparameters={}))
+    store = work / "store"
+    pack_artifact(model_dir, store / TARGET)
+    pack_artifact(model_dir, store / COLD_TARGET)
+    return model_dir, store
+
+
+def measure(servers: list[Served], predictor: Predictor, bodies: list[bytes], requests: int) -> dict:
+    for body in bodies[:10]:
+        in_process_call(predictor, body)
+        for server in servers:
+            server.invoke(body, TARGET)
+    warm = {s.name: statistics.median([s.invoke(bodies[i % len(bodies)], TARGET) for i in range(20)])
+            for s in servers}
+    cold = {s.name: s.invoke(bodies[0], COLD_TARGET) for s in servers}
+    local: list[float] = []
+    served: dict[str, list[float]] = {s.name: [] for s in servers}
+    # The order rotates every round: a side that always ran right after in-process inference would find
+    # torch's threads in this process still spinning.
+    sides = [lambda body: local.append(in_process_call(predictor, body))]
+    sides += [lambda body, s=server: served[s.name].append(s.invoke(body, TARGET)) for server in servers]
+    for i in range(requests):
+        body = bodies[i % len(bodies)]
+        for k in range(len(sides)):
+            sides[(i + k) % len(sides)](body)
+    baseline = summary(local)
+    result: dict = {"in_process": baseline}
+    for name, latencies in served.items():
+        stats = summary(latencies)
+        result[name] = {**stats, "p50_ratio": round(stats["p50_ms"] / baseline["p50_ms"], 3),
+                        "throughput_ratio": round(stats["requests_per_s"] / baseline["requests_per_s"], 3),
+                        "warm_ms": round(warm[name] * 1000, 1), "cold_start_ms": round(cold[name] * 1000, 1),
+                        "cold_start_extra_ms": round((cold[name] - warm[name]) * 1000, 1)}
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--baseline-ref", help="also serve the project's code at this git revision, alternating")
     opts = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    server = None
+    servers: list[Served] = []
     try:
-        folders = sorted(p.name for p in (SAMPLE / "train").iterdir())
-        model_dir = work / "artifact"
-        save_artifact(model_dir, build_model("resnet18", len(folders)).state_dict(), make_metadata(
-            architecture="resnet18", class_folders=folders, input_size=opts.image_size,
-            mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225], metrics={}, hyperparameters={}))
-        store = work / "store"
-        pack_artifact(model_dir, store / TARGET)
-        pack_artifact(model_dir, store / COLD_TARGET)
-        bodies = photos(20)
+        model_dir, store = make_store(work, opts.image_size)
         predictor = Predictor(*load_artifact(model_dir))
-
-        port = free_port()
-        env = dict(os.environ, SAGEMAKER_BIND_TO_PORT=str(port), DOGBREED_BIND_HOST="127.0.0.1",
-                   DOGBREED_UNPACK_DIR=str(work / "unpacked"), SAGEMAKER_MODEL_SERVER_WORKERS="1")
-        log = open(work / "server.log", "w")
-        server = subprocess.Popen([sys.executable, "-m", "dogbreed.serving.server", "--model-store", str(store)],
-                                  env=env, stdout=log, stderr=subprocess.STDOUT)
-        http = urllib3.PoolManager(maxsize=1)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if http.request("GET", url + "/ping", timeout=2, retries=False).status == 200:
-                    break
-            except urllib3.exceptions.HTTPError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit(f"server did not start:\n{(work / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.3)
-
-        def invoke(body: bytes, target: str) -> float:
-            t0 = time.perf_counter()
-            response = http.request("POST", url + "/invocations", body=body, retries=False, headers={
-                "Content-Type": "image/jpeg", "X-Amzn-SageMaker-Target-Model": target})
-            took = time.perf_counter() - t0
-            if response.status != 200:
-                raise SystemExit(f"request failed: {response.status} {response.data[:300]!r}")
-            return took
-
-        for body in bodies[:10]:
-            invoke(body, TARGET)
-            in_process_call(predictor, body)
-        warm = [invoke(bodies[i % len(bodies)], TARGET) for i in range(20)]
-        cold = invoke(bodies[0], COLD_TARGET)
-        local, served = [], []
-        for i in range(opts.requests):
-            body = bodies[i % len(bodies)]
-            local.append(in_process_call(predictor, body))
-            served.append(invoke(body, TARGET))
+        servers.append(Served("mms", store, work))
+        if opts.baseline_ref:
+            servers.append(Served(f"mms@{opts.baseline_ref}", store, work, baseline_source(opts.baseline_ref, work)))
+        for server in servers:
+            server.wait_ready()
+        result = measure(servers, predictor, photos(20), opts.requests)
     finally:
-        if server is not None:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=60)
+        for server in servers:
+            server.stop()
         shutil.rmtree(work, ignore_errors=True)
 
-    baseline, served = summary(local), summary(served)
-    warm_ms = statistics.median(warm) * 1000
-    result = {
-        "model": "resnet18", "image_size": opts.image_size, "batch": 1, "workers": 1, "cpus": os.cpu_count(),
-        "in_process": baseline, "mms": served,
-        "p50_ratio": round(served["p50_ms"] / baseline["p50_ms"], 3),
-        "throughput_ratio": round(served["requests_per_s"] / baseline["requests_per_s"], 3),
-        "warm_ms": round(warm_ms, 1), "cold_start_ms": round(cold * 1000, 1),
-        "cold_start_extra_ms": round(cold * 1000 - warm_ms, 1),
-    }
-    print(json.dumps(result))
+    if opts.baseline_ref:
+        new, old = result["mms"], result[f"mms@{opts.baseline_ref}"]
+        result["vs_baseline"] = {"p50_ratio": round(new["p50_ms"] / old["p50_ms"], 3),
+                                 "throughput_ratio": round(new["requests_per_s"] / old["requests_per_s"], 3)}
+    print(json.dumps({"model": "resnet18", "image_size": opts.image_size, "batch": 1, "workers": 1,
+                      "cpus": os.cpu_count(), **result}))
 
 
 if __name__ == "__main__":

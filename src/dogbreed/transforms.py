@@ -1,40 +1,43 @@
-"""Image preprocessing shared by training, evaluation and serving.
+"""Image preprocessing for torch: training's augmentation, and evaluation as tensors.
 
-Serving calls :func:`eval_transform` with the values stored in the model's
-metadata, so a served model sees exactly what its evaluation saw.
+Evaluation is :func:`dogbreed.preprocess.eval_array` (Pillow and NumPy, no
+torch) wrapped as a tensor, so training's evaluation and serving share one
+source.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import torch
+from PIL import Image
 from torchvision import transforms
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from dogbreed.preprocess import IMAGENET_MEAN, IMAGENET_STD, eval_array, resize_size
 
-# torchvision's classification references resize to 256 before a 224 crop.
-RESIZE_RATIO = 256 / 224
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "eval_transform", "resize_size", "train_transform"]
 
 
-def resize_size(image_size: int) -> int:
-    return int(round(image_size * RESIZE_RATIO))
+@dataclass(frozen=True)
+class EvalTransform:
+    """A PIL RGB image to a CHW float tensor; a class, not a closure, so DataLoader workers can pickle it."""
+
+    image_size: int
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(eval_array(image, self.image_size, self.mean, self.std))
 
 
 def eval_transform(
     image_size: int,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
-) -> transforms.Compose:
-    """Resize, centre-crop, to tensor, normalise: a PIL RGB image to a CHW float tensor."""
-    return transforms.Compose(
-        [
-            transforms.Resize(resize_size(image_size)),
-            transforms.CenterCrop(image_size),
-            transforms.ToTensor(),
-            transforms.Normalize(list(mean), list(std)),
-        ]
-    )
+) -> EvalTransform:
+    """Resize, centre-crop, scale, normalise: a PIL RGB image to a CHW float tensor."""
+    return EvalTransform(image_size, tuple(mean), tuple(std))
 
 
 def train_transform(

@@ -348,3 +348,18 @@ def test_error_bodies_name_no_server_path(server, hostile_store, trained_models,
             assert secret not in body, body
     assert "metadata.json is missing" in bodies[0] and "model.pth" in bodies[1]
     assert server.healthy()
+
+
+def test_the_unpack_folder_stays_bounded_and_staging_is_cleaned_at_start(model_store, tmp_path):
+    unpack_dir = tmp_path / "unpacked"
+    abandoned = unpack_dir / ".0123abcd.staging.killed"  # what a worker killed mid-unpack leaves
+    (abandoned / "sub").mkdir(parents=True)
+    (abandoned / "sub" / "model.pth").write_bytes(b"half")
+    with running_server(model_store, tmp_path, DOGBREED_UNPACK_DIR=str(unpack_dir),
+                        DOGBREED_UNPACK_CACHE_ENTRIES="1") as server:
+        assert not abandoned.exists()
+        for target in (RESNET, "dog-breed-classifier-mobile/model.tar.gz", RESNET):
+            assert server.invoke(IMAGE, target)[0] == 200
+            unpacked = [p for p in unpack_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+            assert len(unpacked) == 1, unpacked
+        assert server.healthy()

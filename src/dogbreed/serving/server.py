@@ -60,8 +60,6 @@ STOP_GRACE_SECONDS = 20
 
 # A class of the guard's: its presence tells the guard folder is built.
 GUARD_CLASS = Path("dogbreed/mms/GuardedManagementHandler.class")
-# MMS's own names for a model archive's manifest; a manifest may name a handler, which MMS would import.
-MANIFEST_NAMES = ("manifest.json",)
 
 
 class ServeError(Exception):
@@ -102,7 +100,7 @@ def max_payload_bytes(env: Environment) -> int:
 
 def mms_properties(host: str, port: int, env: Environment, management_address: str) -> dict[str, str]:
     max_request = MMS_LIMIT_FACTOR * max_payload_bytes(env)
-    properties = {
+    return {
         "inference_address": f"http://{host}:{port}",
         "management_address": management_address,
         # As in sagemaker-inference: model URLs are absolute paths, resolved against "/". The guard
@@ -119,7 +117,6 @@ def mms_properties(host: str, port: int, env: Environment, management_address: s
         "async_logging": "true",
         "vmargs": os.environ.get("SAGEMAKER_MODEL_SERVER_VMARGS", DEFAULT_VMARGS),
     }
-    return properties
 
 
 def mms_command(config_file: Path, model_store: Path, multi_model: bool) -> list[str]:
@@ -133,13 +130,16 @@ def mms_command(config_file: Path, model_store: Path, multi_model: bool) -> list
 
 
 def find_manifest(folder: Path) -> Path | None:
-    """A MANIFEST.json where MMS looks for one (the folder, MAR-INF/, or one level down), if any."""
+    """A MANIFEST.json (any case) where MMS looks for one: the folder, MAR-INF/, or one level down.
+
+    A manifest may name a handler, which MMS would import instead of this project's.
+    """
     candidates = [folder, folder / "MAR-INF"]
     candidates += sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
     for candidate in candidates:
         if candidate.is_dir():
             for entry in candidate.iterdir():
-                if entry.name.lower() in MANIFEST_NAMES:
+                if entry.name.lower() == "manifest.json":
                     return entry
     return None
 
@@ -153,7 +153,7 @@ def check_setup(model_store: Path, multi_model: bool) -> None:
     if not model_store.is_dir():
         raise ServeError(f"model store {model_store} is not a directory (set --model-store or DOGBREED_MODEL_STORE)")
     manifest = find_manifest(model_store)
-    if manifest is not None:  # MMS would import the handler it names instead of this project's
+    if manifest is not None:
         raise ServeError(f"model store {model_store} holds an MMS manifest ({manifest}); remove it")
 
 

@@ -52,7 +52,8 @@ import software.amazon.ai.mms.servingsdk.ModelServerEndpoint;
 public class GuardedManagementHandler extends ManagementRequestHandler {
 
     static final String ROOT_ENV = "DOGBREED_MODEL_ROOT";
-    private static final Pattern MODEL_NAME = Pattern.compile("[A-Za-z0-9][A-Za-z0-9._-]{0,199}");
+    // SageMaker's model_name is opaque; it names a folder and a URL path segment, so no slash or control character.
+    private static final Pattern MODEL_NAME = Pattern.compile("(?!\\.{1,2}$)[^/\\\\\\p{Cntrl}]{1,255}");
     private static final Pattern SCHEME = Pattern.compile("^[A-Za-z][A-Za-z0-9+.-]*:.*", Pattern.DOTALL);
     private static final Set<String> FIXED_FIELDS =
             Set.of("batch_size", "max_batch_delay", "response_timeout", "preload_model");
@@ -161,7 +162,7 @@ public class GuardedManagementHandler extends ManagementRequestHandler {
         }
         String name = stringField(body, "model_name");
         if (name == null || !MODEL_NAME.matcher(name).matches()) {
-            throw new BadRequestException("model_name must be 1-200 letters, digits, '.', '_' or '-'");
+            throw new BadRequestException("model_name must be 1-255 characters without '/', '\\' or control characters");
         }
         File folder = modelFolder(stringField(body, "url"), System.getenv(ROOT_ENV));
 
