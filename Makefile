@@ -21,6 +21,9 @@ PRETRAINED ?= false
 FREEZE_BACKBONE ?= false
 TRAIN_ARGS ?=
 TRAIN_OUT ?= $(BUILD_DIR)/train
+# make export-onnx: an artifact folder, and optionally a dataset with its classes (parity on real images, int8)
+MODEL_DIR ?=
+EXPORT_DATA_DIR ?=
 
 # The real dataset (make data).
 DATA_URL ?= https://s3-us-west-1.amazonaws.com/udacity-aind/dog-project/dogImages.zip
@@ -153,6 +156,11 @@ train: $(VENV_STAMP) ## Train natively on DATA_DIR into TRAIN_OUT (fresh run: ol
 .PHONY: train-mobile
 train-mobile: ## Train a MobileNetV2 the same way into MOBILE_TRAIN_OUT (the second served model)
 	$(MAKE) train MODEL=mobilenet_v2 TRAIN_OUT=$(MOBILE_TRAIN_OUT)
+
+.PHONY: export-onnx
+export-onnx: $(VENV_STAMP) ## Add model.onnx to the artifact in MODEL_DIR (and model.int8.onnx with EXPORT_DATA_DIR)
+	@test -n "$(MODEL_DIR)" || { echo "error: set MODEL_DIR to an artifact folder (with model.pth and metadata.json)" >&2; exit 1; }
+	$(VENV_PY) -m dogbreed.training.export_cli --model-dir $(MODEL_DIR) $(if $(EXPORT_DATA_DIR),--data-dir $(EXPORT_DATA_DIR))
 
 .PHONY: model-store
 model-store: $(VENV_STAMP) ## Pack the trained models as model.tar.gz under their TargetModel paths in MODEL_STORE

@@ -44,7 +44,7 @@ def local_train(images, tmp_path_factory):
 def test_local_train_yields_the_documented_artifact(local_train, tmp_path):
     _, model_archive, _, _ = local_train
     with tarfile.open(model_archive) as tar:
-        assert sorted(tar.getnames()) == ["metadata.json", "model.pth"]
+        assert sorted(tar.getnames()) == ["metadata.json", "model.int8.onnx", "model.onnx", "model.pth"]
         tar.extractall(tmp_path, filter="data")
     model, metadata = load_artifact(tmp_path)
     assert metadata["architecture"] == "resnet18" and metadata["input_size"] == 32
@@ -91,7 +91,7 @@ def test_make_local_hpo_runs_hpo_py_trials_in_the_same_image_and_reports_the_bes
     assert f"best: {summary['best']['hyperparameters']}" in result.stdout
     for trial in trials:
         with tarfile.open(trial["model"]) as tar:
-            assert sorted(tar.getnames()) == ["metadata.json", "model.pth"]
+            assert sorted(tar.getnames()) == ["metadata.json", "model.int8.onnx", "model.onnx", "model.pth"]
 
 
 def _sagemaker_tree(root, data_source, hyperparameters):

@@ -104,7 +104,16 @@ def get_args_parser(prog: str = "train_model.py", description: str | None = None
                     help="early stopping: epochs without a validation-accuracy gain (0: off)")
     hp.add_argument("--seed", type=_number(int, minimum=0), default=42)
     hp.add_argument("--amp", default=False, **bool_flag,
-                    help="mixed precision: float16 on CUDA, bfloat16 on CPU")
+                    help="mixed precision: float16 on CUDA; bfloat16 on CPU when a timed trial finds it faster")
+
+    onnx = parser.add_argument_group("ONNX variants for serving (model.onnx always; model.int8.onnx unless --int8 false)")
+    onnx.add_argument("--int8", default=True, **bool_flag, help="also write the int8-quantized model.int8.onnx")
+    onnx.add_argument("--int8-calibration-images", type=_number(int, minimum=1), default=64,
+                      help="training images (through the evaluation transform) that calibrate int8")
+    onnx.add_argument("--int8-max-accuracy-drop", type=_number(float, minimum=0, maximum=100), default=1.0,
+                      help="serve int8 only if its test accuracy is at most this many points below fp32's")
+    onnx.add_argument("--int8-min-agreement", type=_number(float, minimum=0, maximum=1), default=0.98,
+                      help="serve int8 only if it agrees with fp32 on the top-1 class for this share of test images")
 
     runtime = parser.add_argument_group("runtime")
     runtime.add_argument("--workers", type=_number(int, minimum=0), default=min(4, sagemaker_env.num_cpus()),

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
+import random
 import signal
 import time
 from argparse import Namespace
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +29,9 @@ from dogbreed.training import reports
 from dogbreed.training.checkpoint import load_checkpoint, save_checkpoint
 from dogbreed.training.data import DatasetSplits, ImageFileDataset, discover, resolve_split_dirs
 from dogbreed.training.debugger import DebugHook, create_hook
+from dogbreed.training.export import Int8Gate, write_onnx_variants
 from dogbreed.training.metrics import format_metrics
+from dogbreed.training.precision import choose_precision
 from dogbreed.training.progress import Progress
 
 log = logging.getLogger(__name__)
@@ -35,8 +40,10 @@ metrics_log = logging.getLogger("dogbreed.metrics")
 # The flags recorded in the artifact as the job's hyperparameters.
 HYPERPARAMETERS = (
     "model", "pretrained", "freeze_backbone", "epochs", "batch_size", "learning_rate", "optimizer",
-    "momentum", "weight_decay", "image_size", "seed", "patience", "amp",
+    "momentum", "weight_decay", "image_size", "seed", "patience", "amp", "int8", "int8_calibration_images",
+    "int8_max_accuracy_drop", "int8_min_agreement",
 )
+PARITY_BATCHES = 2
 
 
 class Interrupted(Exception):
@@ -102,8 +109,9 @@ class Trainer:
         ).to(device)
         self.criterion = nn.CrossEntropyLoss()
         self.optimizer = make_optimizer(args, self.model.parameters())
-        self.amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-        self.scaler = torch.amp.GradScaler(device.type, enabled=args.amp and device.type == "cuda")
+        self.precision = choose_precision(args.amp, device, self.model, self.criterion, args.image_size,
+                                          self.num_classes)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.enabled and device.type == "cuda")
         hook.register(self.model, self.criterion)
         self.loaders = self._make_loaders()
 
@@ -122,7 +130,7 @@ class Trainer:
         return loaders
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.args.amp)
+        return torch.autocast(self.device.type, dtype=self.precision.dtype, enabled=self.precision.enabled)
 
     def train_one_epoch(self, epoch: int, stop: dict) -> tuple[float, float]:
         set_train_mode(self.model, self.args.model, self.args.freeze_backbone)
@@ -172,6 +180,20 @@ class Trainer:
         predictions_t = torch.cat(all_predictions)
         n = max(len(targets_t), 1)
         return EvalResult(total_loss / n, float((targets_t == predictions_t).sum()) / n, targets_t, predictions_t)
+
+    def plain_copy(self) -> nn.Module:
+        """The model's weights in a fresh CPU module in eval mode, without the smdebug hook's callbacks."""
+        plain = build_model(self.args.model, self.num_classes, pretrained=False)
+        plain.load_state_dict({k: v.detach().cpu() for k, v in self.model.state_dict().items()})
+        return plain.eval()
+
+    def calibration_batches(self) -> Iterator[torch.Tensor]:
+        """A seeded sample of training images through the evaluation transform, to calibrate int8."""
+        samples = self.data.splits["train"].samples
+        chosen = random.Random(self.args.seed).sample(samples, min(self.args.int8_calibration_images, len(samples)))
+        dataset = ImageFileDataset(chosen, eval_transform(self.args.image_size), resize_size(self.args.image_size))
+        loader = DataLoader(dataset, batch_size=self.args.batch_size, num_workers=self.args.workers)
+        return (images for images, _ in loader)
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -249,6 +271,12 @@ def fit(args: Namespace) -> dict[str, Any]:
     test = trainer.evaluate("test", "test")
     metrics_log.info(format_metrics(test_loss=test.loss, test_accuracy=test.accuracy))
     hook.close()
+    onnx_section = write_onnx_variants(
+        trainer.plain_copy(), args.model_dir, args.image_size,
+        parity_batches=(images for images, _ in itertools.islice(trainer.loaders["test"], PARITY_BATCHES)),
+        test_loader=trainer.loaders["test"],
+        calibration_batches=trainer.calibration_batches() if args.int8 else None,
+        gate=Int8Gate(args.int8_max_accuracy_drop / 100, args.int8_min_agreement))
 
     final = {"best_epoch": best["epoch"], "val_loss": best["val_loss"], "val_accuracy": best["val_accuracy"],
              "test_loss": test.loss, "test_accuracy": test.accuracy}
@@ -258,14 +286,15 @@ def fit(args: Namespace) -> dict[str, Any]:
         mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), metrics=final,
         hyperparameters={k: getattr(args, k) for k in HYPERPARAMETERS},
     )
+    metadata["onnx"] = onnx_section
     save_artifact(args.model_dir, trainer.model.state_dict(), metadata)
     log.info("model artifact written to %s", args.model_dir)
-    write_reports(args.output_data_dir, data, history, final, test, labels, stopped_early)
+    write_reports(args.output_data_dir, data, history, final, test, labels, stopped_early, onnx_section)
     return final
 
 
 def write_reports(output_dir: Path, data: DatasetSplits, history, final, test: EvalResult, labels,
-                  stopped_early: bool) -> None:
+                  stopped_early: bool, onnx_section: dict[str, Any]) -> None:
     matrix = reports.confusion_matrix(test.targets, test.predictions, len(data.class_folders))
     reports.write_metrics(output_dir, {
         **final,
@@ -282,6 +311,9 @@ def write_reports(output_dir: Path, data: DatasetSplits, history, final, test: E
         "labels": labels,
         "class_counts": {s: data.class_counts(s) for s in ("train", "valid", "test")},
         "skipped_images": [{"path": str(p), "reason": why} for p, why in data.skipped],
+        "serving_variant": {"variant": onnx_section["serve"], "reason": onnx_section["reason"],
+                            **{f"{name}_test_accuracy": v["test_accuracy"]
+                               for name, v in onnx_section["variants"].items()}},
     })
     if history:
         reports.plot_learning_curves(output_dir, history)

@@ -1,0 +1,100 @@
+"""Add the ONNX variants to an artifact that was written before training made them (``make export-onnx``).
+
+    python -m dogbreed.training.export_cli --model-dir build/train/model [--data-dir local_data/sample]
+
+With ``--data-dir`` (a dogImages-style folder with the artifact's classes),
+the parity check runs on its test images, int8 is calibrated on its training
+images and gated on its test split, exactly as at the end of training.
+Without it, parity runs on a fixed batch of random inputs and no int8 is
+made: int8 needs real images to calibrate and to be judged on.
+``metadata.json`` gets the ``onnx`` section either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import random
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from dogbreed.artifact import METADATA_FILE, load_artifact
+from dogbreed.errors import DataError, DogbreedError
+from dogbreed.training.data import ImageFileDataset, discover, resolve_split_dirs
+from dogbreed.training.export import Int8Gate, write_onnx_variants
+from dogbreed.transforms import eval_transform, resize_size
+
+log = logging.getLogger(__name__)
+
+RANDOM_PARITY_IMAGES = 16
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m dogbreed.training.export_cli",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, required=True, help="an artifact folder written by train_model.py")
+    parser.add_argument("--data-dir", type=Path, help="dogImages-style folder with the artifact's classes")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--int8-calibration-images", type=int, default=64)
+    parser.add_argument("--int8-max-accuracy-drop", type=float, default=1.0, help="points")
+    parser.add_argument("--int8-min-agreement", type=float, default=0.98)
+    return parser
+
+
+def _loader(samples, metadata, batch_size: int) -> DataLoader:
+    size = metadata["input_size"]
+    dataset = ImageFileDataset(samples, eval_transform(size, metadata["mean"], metadata["std"]), resize_size(size))
+    return DataLoader(dataset, batch_size=batch_size)
+
+
+def export_with_data(model, metadata, args) -> dict:
+    data = discover(resolve_split_dirs(args.data_dir, {}))
+    if data.class_folders != metadata["class_folders"]:
+        raise DataError(f"{args.data_dir} holds classes {data.class_folders[:3]}..., not the artifact's "
+                        f"{metadata['class_folders'][:3]}...")
+    test = _loader(data.splits["test"].samples, metadata, args.batch_size)
+    train = data.splits["train"].samples
+    chosen = random.Random(0).sample(train, min(args.int8_calibration_images, len(train)))
+    return write_onnx_variants(
+        model, args.model_dir, metadata["input_size"],
+        parity_batches=(images for images, _ in itertools.islice(test, 2)), test_loader=test,
+        calibration_batches=(images for images, _ in _loader(chosen, metadata, args.batch_size)),
+        gate=Int8Gate(args.int8_max_accuracy_drop / 100, args.int8_min_agreement))
+
+
+def export_without_data(model, metadata, args) -> dict:
+    size = metadata["input_size"]
+    inputs = torch.randn(RANDOM_PARITY_IMAGES, 3, size, size, generator=torch.Generator().manual_seed(0))
+    section = write_onnx_variants(model, args.model_dir, size, parity_batches=[inputs])
+    section["parity"]["inputs"] = "random"
+    section["reason"] = "int8 was not made: it needs --data-dir to calibrate and to be judged on"
+    return section
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    try:
+        model, metadata = load_artifact(args.model_dir)
+        section = export_with_data(model, metadata, args) if args.data_dir else \
+            export_without_data(model, metadata, args)
+        metadata["onnx"] = section
+        tmp = args.model_dir / (METADATA_FILE + ".tmp")
+        tmp.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(args.model_dir / METADATA_FILE)
+    except (DogbreedError, OSError) as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {', '.join(v['file'] for v in section['variants'].values())} in {args.model_dir}; "
+          f"serving uses {section['serve']}: {section['reason']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
