@@ -199,7 +199,7 @@ build-train: base-image ## Build the training image TRAIN_IMAGE:TAG
 .PHONY: build-serve
 build-serve: base-image ## Build the serving image SERVE_IMAGE:TAG
 	docker build --network=host -f docker/serve.Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) \
-		--build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) -t $(SERVE_IMAGE):$(TAG) \
+		-t $(SERVE_IMAGE):$(TAG) \
 		$(if $(filter true,$(LATEST)),-t $(SERVE_IMAGE):latest) .
 
 .PHONY: push

@@ -3,7 +3,8 @@
 For ResNet18 at batch 1 on the same JPEGs (the sample images re-encoded at
 500x375, a typical dogImages photo), in one run:
 
-- in-process: decode + preprocess + forward + encode, called directly;
+- in-process: decode + preprocess + forward + encode with torch eager on the
+  same weights, called directly (the reference the server is held against);
 - through MMS: ``POST /invocations`` with ``X-Amzn-SageMaker-Target-Model`` on
   a keep-alive connection, one worker, concurrency 1 (= the worker count);
 - with ``--baseline-ref REF``: the same through the server as the project's
@@ -36,13 +37,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 import urllib3
 from PIL import Image
 
 from dogbreed.artifact import load_artifact, make_metadata, save_artifact
 from dogbreed.models import build_model
 from dogbreed.package import pack_artifact
-from dogbreed.serving.inference import Options, Predictor, decode_request, encode_response
+from dogbreed.serving.inference import Options, decode_image, decode_request, encode_response
+from dogbreed.training.export import write_onnx_variants
+from dogbreed.transforms import eval_transform
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "local_data" / "sample"
@@ -69,12 +73,22 @@ def summary(latencies: list[float]) -> dict[str, float]:
             "requests_per_s": round(len(latencies) / sum(latencies), 2)}
 
 
-def in_process_call(predictor: Predictor, body: bytes) -> float:
-    t0 = time.perf_counter()
-    options = Options()
-    images = decode_request(body, "image/jpeg", options)
-    encode_response(predictor.probabilities(images), predictor.labels, options, TARGET)
-    return time.perf_counter() - t0
+class TorchEager:
+    """The artifact's torch model in-process: what serving ran before ONNX Runtime."""
+
+    def __init__(self, model_dir: Path):
+        self.model, metadata = load_artifact(model_dir)
+        self.labels = metadata["labels"]
+        self.transform = eval_transform(metadata["input_size"], metadata["mean"], metadata["std"])
+
+    @torch.inference_mode()
+    def __call__(self, body: bytes) -> float:
+        t0 = time.perf_counter()
+        options = Options()
+        images = [self.transform(decode_image(data)) for data in decode_request(body, "image/jpeg", options)]
+        probabilities = torch.softmax(self.model(torch.stack(images)), 1).numpy()
+        encode_response(probabilities, self.labels, options, TARGET)
+        return time.perf_counter() - t0
 
 
 def free_port(taken: set[int]) -> int:
@@ -149,20 +163,24 @@ def baseline_source(ref: str, work: Path) -> Path:
 
 
 def make_store(work: Path, image_size: int) -> tuple[Path, Path]:
+    """A random-init ResNet18 artifact with its fp32 ONNX graph, packed as two targets."""
     folders = sorted(p.name for p in (SAMPLE / "train").iterdir())
     model_dir = work / "artifact"
-    save_artifact(model_dir, build_model("resnet18", len(folders)).state_dict(), make_metadata(
-        architecture="resnet18", class_folders=folders, input_size=image_size,
-        mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225], metrics={}, hyperparameters={}))
+    model = build_model("resnet18", len(folders)).eval()
+    metadata = make_metadata(architecture="resnet18", class_folders=folders, input_size=image_size,
+                             mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225], metrics={}, hyperparameters={})
+    metadata["onnx"] = write_onnx_variants(model, model_dir, image_size,
+                                           parity_batches=[torch.randn(2, 3, image_size, image_size)])
+    save_artifact(model_dir, model.state_dict(), metadata)
     store = work / "store"
     pack_artifact(model_dir, store / TARGET)
     pack_artifact(model_dir, store / COLD_TARGET)
     return model_dir, store
 
 
-def measure(servers: list[Served], predictor: Predictor, bodies: list[bytes], requests: int) -> dict:
+def measure(servers: list[Served], in_process_call: TorchEager, bodies: list[bytes], requests: int) -> dict:
     for body in bodies[:10]:
-        in_process_call(predictor, body)
+        in_process_call(body)
         for server in servers:
             server.invoke(body, TARGET)
     warm = {s.name: statistics.median([s.invoke(bodies[i % len(bodies)], TARGET) for i in range(20)])
@@ -172,7 +190,7 @@ def measure(servers: list[Served], predictor: Predictor, bodies: list[bytes], re
     served: dict[str, list[float]] = {s.name: [] for s in servers}
     # The order rotates every round: a side that always ran right after in-process inference would find
     # torch's threads in this process still spinning.
-    sides = [lambda body: local.append(in_process_call(predictor, body))]
+    sides = [lambda body: local.append(in_process_call(body))]
     sides += [lambda body, s=server: served[s.name].append(s.invoke(body, TARGET)) for server in servers]
     for i in range(requests):
         body = bodies[i % len(bodies)]
@@ -200,7 +218,7 @@ def main() -> None:
     servers: list[Served] = []
     try:
         model_dir, store = make_store(work, opts.image_size)
-        predictor = Predictor(*load_artifact(model_dir))
+        predictor = TorchEager(model_dir)
         servers.append(Served("mms", store, work))
         if opts.baseline_ref:
             servers.append(Served(f"mms@{opts.baseline_ref}", store, work, baseline_source(opts.baseline_ref, work)))

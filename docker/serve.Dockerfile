@@ -23,7 +23,7 @@ RUN /tmp/mms-guard/build.sh /tmp/mms/bin/python /out/mms-guard
 FROM ${BASE_IMAGE}
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 LABEL org.opencontainers.image.title="dogbreed-serve" \
-      org.opencontainers.image.description="SageMaker multi-model serving image (MMS, TargetModel routing)" \
+      org.opencontainers.image.description="SageMaker multi-model serving image (MMS, ONNX Runtime, TargetModel routing)" \
       com.amazonaws.sagemaker.capabilities.multi-models=true \
       com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true
 # python3, python3-venv: the interpreter and its venv; ca-certificates: TLS for
@@ -35,13 +35,10 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 1000 --shell /usr/sbin/nologin model-server \
     && mkdir -p /opt/ml/models /opt/ml/model
-# Empty: torch from the default registry (CUDA build, runs on CPU too).
-# https://download.pytorch.org/whl/cpu: the much smaller CPU-only build.
-ARG TORCH_INDEX_URL=
 COPY requirements/serve.txt requirements/constraints.txt /tmp/requirements/
 RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --upgrade pip \
-    && /opt/venv/bin/pip install --no-cache-dir ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
+    && /opt/venv/bin/pip install --no-cache-dir \
         -c /tmp/requirements/constraints.txt -r /tmp/requirements/serve.txt \
     && rm -rf /tmp/requirements \
     && find /opt/venv -name __pycache__ -prune -exec rm -rf {} +

@@ -23,25 +23,11 @@ import torchvision
 from torch import nn
 
 import dogbreed
+from dogbreed.artifact_format import (FORMAT_VERSION, METADATA_FILE, REQUIRED_FIELDS, WEIGHTS_FILE,  # noqa: F401
+                                      read_metadata, validate_metadata)
 from dogbreed.errors import ArtifactError, ConfigError
 from dogbreed.labels import display_label
 from dogbreed.models import build_model
-
-WEIGHTS_FILE = "model.pth"
-METADATA_FILE = "metadata.json"
-FORMAT_VERSION = 1
-
-REQUIRED_FIELDS = {
-    "format_version": int,
-    "architecture": str,
-    "num_classes": int,
-    "class_folders": list,
-    "labels": list,
-    "input_size": int,
-    "mean": list,
-    "std": list,
-}
-
 
 def library_versions() -> dict[str, str]:
     return {
@@ -85,49 +71,6 @@ def save_artifact(model_dir: Path, state_dict: dict[str, torch.Tensor], metadata
     torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
     tmp.replace(model_dir / WEIGHTS_FILE)
     (model_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
-
-
-def validate_metadata(metadata: Any, source: str = "metadata") -> None:
-    """Check that ``metadata`` describes a model this code can rebuild."""
-    if not isinstance(metadata, dict):
-        raise ArtifactError(f"{source}: expected a JSON object")
-    for field, kind in REQUIRED_FIELDS.items():
-        if field not in metadata:
-            raise ArtifactError(f"{source}: missing field {field!r}")
-        if not isinstance(metadata[field], kind) or isinstance(metadata[field], bool):
-            raise ArtifactError(f"{source}: field {field!r} must be {kind.__name__}")
-    if metadata["format_version"] != FORMAT_VERSION:
-        raise ArtifactError(
-            f"{source}: format_version {metadata['format_version']} is not supported (expected {FORMAT_VERSION})"
-        )
-    n = metadata["num_classes"]
-    if len(metadata["class_folders"]) != n or len(metadata["labels"]) != n:
-        raise ArtifactError(
-            f"{source}: num_classes is {n} but there are {len(metadata['class_folders'])} class folders "
-            f"and {len(metadata['labels'])} labels"
-        )
-    if not all(isinstance(x, str) for x in metadata["class_folders"] + metadata["labels"]):
-        raise ArtifactError(f"{source}: class folders and labels must be strings")
-    for field in ("mean", "std"):
-        values = metadata[field]
-        if len(values) != 3 or not all(isinstance(v, (int, float)) for v in values):
-            raise ArtifactError(f"{source}: {field} must be 3 numbers")
-    if any(v <= 0 for v in metadata["std"]):
-        raise ArtifactError(f"{source}: std must be positive")
-    if not 16 <= metadata["input_size"] <= 2048:
-        raise ArtifactError(f"{source}: input_size {metadata['input_size']} is out of range 16..2048")
-
-
-def read_metadata(model_dir: Path) -> dict[str, Any]:
-    path = model_dir / METADATA_FILE
-    if not path.is_file():
-        raise ArtifactError(f"{path} is missing: not a model artifact written by train_model.py")
-    try:
-        metadata = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{path} is not valid JSON: {exc}") from exc
-    validate_metadata(metadata, str(path))
-    return metadata
 
 
 def load_artifact(model_dir: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:

@@ -3,8 +3,9 @@
     python -m dogbreed.package --model-dir build/train/model --store build/model-store \\
         --target dog-breed-classifier/model.tar.gz
 
-The artifact is checked first (metadata complete and consistent), so a
-broken model never reaches a store. Files sit at the archive's root, as
+The artifact is checked first (metadata complete and consistent, every file
+it names present), so a broken model never reaches a store. The ONNX variants
+go in too: serving runs them. Files sit at the archive's root, as
 SageMaker packs ``SM_MODEL_DIR``.
 """
 
@@ -15,7 +16,7 @@ import sys
 import tarfile
 from pathlib import Path, PurePosixPath
 
-from dogbreed.artifact import METADATA_FILE, WEIGHTS_FILE, read_metadata
+from dogbreed.artifact_format import METADATA_FILE, WEIGHTS_FILE, read_metadata
 from dogbreed.errors import ArtifactError
 
 
@@ -25,14 +26,23 @@ def is_target_path(target: str) -> bool:
         and all(part not in ("", ".", "..") for part in target.split("/"))
 
 
+def artifact_files(model_dir: Path) -> list[str]:
+    """The files of the artifact in ``model_dir``: weights, metadata and the ONNX variants it names."""
+    metadata = read_metadata(model_dir)
+    names = [WEIGHTS_FILE, METADATA_FILE]
+    names += [variant["file"] for variant in metadata.get("onnx", {}).get("variants", {}).values()]
+    for name in names:
+        if not (model_dir / name).is_file():
+            raise ArtifactError(f"{model_dir / name} is missing")
+    return names
+
+
 def pack_artifact(model_dir: Path, archive: Path) -> Path:
-    read_metadata(model_dir)
-    if not (model_dir / WEIGHTS_FILE).is_file():
-        raise ArtifactError(f"{model_dir / WEIGHTS_FILE} is missing")
+    names = artifact_files(model_dir)
     archive.parent.mkdir(parents=True, exist_ok=True)
     tmp = archive.with_name(archive.name + ".tmp")
     with tarfile.open(tmp, "w:gz") as tar:
-        for name in (WEIGHTS_FILE, METADATA_FILE):
+        for name in names:
             tar.add(model_dir / name, arcname=name)
     tmp.replace(archive)  # a server reading the store never sees half an archive
     return archive

@@ -214,3 +214,31 @@ def test_multi_model_contract(trained_models, tmp_path):
         assert server.json("GET", "/models/mobile")[0] == 404
         assert server.json("POST", "/models/mobile/invoke", IMAGE, {"Content-Type": "application/x-image"})[0] == 404
         assert server.healthy()
+
+
+def test_the_onnx_variant_that_answered_is_named(server, trained_models):
+    status, headers, data = server.request("POST", "/invocations", IMAGE, {
+        "Content-Type": "image/jpeg", "X-Amzn-SageMaker-Target-Model": RESNET})
+    answer = json.loads(data)
+    chosen = json.loads((trained_models["resnet18"] / "metadata.json").read_text())["onnx"]["serve"]
+    assert status == 200 and answer["variant"] == chosen
+    assert {k.lower(): v for k, v in headers.items()}["x-dogbreed-model-variant"] == chosen
+
+
+def test_an_artifact_without_onnx_gets_400_naming_the_conversion(server, model_store, trained_models, tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    shutil.copy(trained_models["resnet18"] / "model.pth", old)
+    metadata = json.loads((trained_models["resnet18"] / "metadata.json").read_text())
+    del metadata["onnx"]  # as train_model.py wrote artifacts before it exported ONNX
+    (old / "metadata.json").write_text(json.dumps(metadata))
+    (model_store / "old").mkdir()
+    try:
+        with tarfile.open(model_store / "old" / "model.tar.gz", "w:gz") as tar:
+            for name in ("model.pth", "metadata.json"):
+                tar.add(old / name, arcname=name)
+        status, answer = server.invoke(IMAGE, "old/model.tar.gz")
+        assert status == 400 and "make export-onnx" in answer["message"]
+        assert server.healthy()
+    finally:
+        shutil.rmtree(model_store / "old")

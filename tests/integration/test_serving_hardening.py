@@ -286,8 +286,8 @@ def test_exif_orientation_is_applied(server):
     upright_answer = _probabilities(server, _encode(as_viewed, "PNG"), "image/png")
     sideways_answer = _probabilities(server, _encode(stored, "JPEG"), "image/jpeg")
     assert torch.allclose(served, upright_answer, atol=2e-6), (served, upright_answer)
-    assert (served - sideways_answer).abs().max() > 0.01, "the picture's orientation does not change the answer"
-    assert served.argmax() != sideways_answer.argmax(), (served, sideways_answer)
+    # The stored pixels, read without their tag, get a clearly different answer: the tag is what changes it.
+    assert (served - sideways_answer).abs().max() > 0.05, (served, sideways_answer)
     assert server.healthy()
 
 

@@ -47,7 +47,7 @@ def test_out_of_memory_while_loading_is_507(clean_env, tmp_path, monkeypatch):
     def exhausted(*_args, **_kwargs):
         raise MemoryError
 
-    monkeypatch.setattr(workflow, "load_artifact", exhausted)
+    monkeypatch.setattr(workflow, "read_metadata", exhausted)
     response = Workflow(tmp_path).handle({"X-Amzn-SageMaker-Target-Model": "m", "Content-Type": "image/jpeg"}, b"x")
     assert response.status == 507 and json.loads(response.body)["type"] == "InsufficientMemory"
 

@@ -100,11 +100,10 @@ def test_a_batch_past_the_pixel_budget_is_413_before_any_image_is_decoded(monkey
 
 
 def test_images_are_decoded_one_at_a_time(tmp_path, monkeypatch):
-    from dogbreed.artifact import load_artifact
     from dogbreed.serving import inference
 
     _artifact(tmp_path)
-    predictor = Predictor(*load_artifact(tmp_path))
+    predictor = _predictor(tmp_path)
     alive = []
     real = inference.open_rgb
 
@@ -149,22 +148,38 @@ def test_accept_and_custom_attributes():
     assert _status(parse_custom_attributes, "top_k=zero")[0] == 400
 
 
-def _artifact(folder, classes=("001.Affenpinscher", "002.Afghan_hound", "003.Basenji")):
-    model = build_model("mobilenet_v2", len(classes))
-    save_artifact(folder, model.state_dict(), make_metadata(
-        architecture="mobilenet_v2", class_folders=list(classes), input_size=32, mean=[0.5] * 3, std=[0.5] * 3,
-        metrics={}, hyperparameters={}))
+def _artifact(folder, classes=("001.Affenpinscher", "002.Afghan_hound", "003.Basenji"), onnx=True):
+    """A random-init MobileNetV2 artifact, with model.onnx as training writes it (unless ``onnx`` is off)."""
+    from dogbreed.training.export import write_onnx_variants
+
+    model = build_model("mobilenet_v2", len(classes)).eval()
+    metadata = make_metadata(architecture="mobilenet_v2", class_folders=list(classes), input_size=32,
+                             mean=[0.5] * 3, std=[0.5] * 3, metrics={}, hyperparameters={})
+    if onnx:
+        metadata["onnx"] = write_onnx_variants(model, folder, 32, parity_batches=[torch.randn(4, 3, 32, 32)])
+    save_artifact(folder, model.state_dict(), metadata)
     return model
 
 
-def test_predict_and_encode_top_k_and_probabilities(tmp_path):
-    from dogbreed.artifact import load_artifact
+def _predictor(folder) -> Predictor:
+    from dogbreed.artifact_format import read_metadata
 
-    _artifact(tmp_path)
-    predictor = Predictor(*load_artifact(tmp_path))
+    return Predictor(folder, read_metadata(folder))
+
+
+def test_predict_and_encode_top_k_and_probabilities(tmp_path):
+    from dogbreed.transforms import eval_transform
+
+    model = _artifact(tmp_path)
+    predictor = _predictor(tmp_path)
     probs = predictor.probabilities(decode_request(JPEG, "image/jpeg", Options()) * 2)
-    assert probs.shape == (2, 3) and torch.allclose(probs.sum(1), torch.ones(2))
-    answer = json.loads(encode_response(probs, predictor.labels, Options(top_k=2, probabilities=True), "m"))
+    assert probs.shape == (2, 3) and abs(probs.sum(1) - 1).max() < 1e-9
+    with torch.no_grad():  # ONNX Runtime answers as the torch model does
+        expected = torch.softmax(model(eval_transform(32, [0.5] * 3, [0.5] * 3)(decode_image(JPEG))[None]), 1)
+    assert abs(probs[0] - expected[0].numpy()).max() < 1e-5
+    answer = json.loads(encode_response(probs, predictor.labels, Options(top_k=2, probabilities=True), "m",
+                                        predictor.variant))
+    assert answer["variant"] == predictor.variant == "fp32"
     first = answer["results"][0]
     assert [p["probability"] for p in first["predictions"]] == sorted((p["probability"] for p in first["predictions"]), reverse=True)
     assert len(first["predictions"]) == 2 and len(first["probabilities"]) == 3
@@ -174,3 +189,28 @@ def test_predict_and_encode_top_k_and_probabilities(tmp_path):
     # k larger than the class count gives every class; no probabilities unless asked.
     plain = json.loads(encode_response(probs, predictor.labels, Options(top_k=10), None))
     assert len(plain["results"][0]["predictions"]) == 3 and "probabilities" not in plain["results"][0]
+
+
+def test_an_artifact_without_onnx_names_the_conversion_command(tmp_path):
+    from dogbreed.errors import ArtifactError
+
+    _artifact(tmp_path, onnx=False)
+    with pytest.raises(ArtifactError, match="make export-onnx"):
+        _predictor(tmp_path)
+
+
+def test_the_variant_training_chose_is_served(tmp_path):
+    import shutil
+
+    _artifact(tmp_path)
+    metadata = json.loads((tmp_path / "metadata.json").read_text())
+    shutil.copy(tmp_path / "model.onnx", tmp_path / "model.int8.onnx")  # any graph will do for the choice
+    metadata["onnx"]["variants"]["int8"] = {"file": "model.int8.onnx"}
+    metadata["onnx"]["serve"] = "int8"
+    (tmp_path / "metadata.json").write_text(json.dumps(metadata))
+    assert _predictor(tmp_path).variant == "int8"
+    (tmp_path / "model.int8.onnx").write_bytes(b"not a graph")
+    from dogbreed.errors import ArtifactError
+
+    with pytest.raises(ArtifactError, match="not a loadable ONNX graph"):
+        _predictor(tmp_path)

@@ -7,13 +7,11 @@ MMS imports this module in each worker and calls :func:`handle` once with
 from __future__ import annotations
 
 import logging
-import os
 from http import HTTPStatus
 from pathlib import Path
 
-import torch
-
-from dogbreed.serving.workflow import Workflow
+from dogbreed.serving.inference import intra_op_threads
+from dogbreed.serving.workflow import VARIANT_HEADER, Workflow
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +34,10 @@ class HandlerService:
         self.workflow: Workflow | None = None
 
     def initialize(self, context) -> None:
-        threads = os.environ.get("DOGBREED_TORCH_THREADS", "")
-        if threads.isdigit() and int(threads) > 0:
-            torch.set_num_threads(int(threads))
         model_dir = Path(context.system_properties["model_dir"])
         self.workflow = Workflow(model_dir)
-        log.info("serving %s (%s mode), %d torch threads", model_dir,
-                 "artifact" if self.workflow.direct else "routing", torch.get_num_threads())
+        log.info("serving %s (%s mode), %s ONNX Runtime threads", model_dir,
+                 "artifact" if self.workflow.direct else "routing", intra_op_threads() or "default")
 
     def handle(self, data, context):
         if self.workflow is None:
@@ -57,6 +52,8 @@ class HandlerService:
             if response.status != 200:
                 context.set_response_status(code=response.status, phrase=HTTPStatus(response.status).phrase, idx=idx)
             context.set_response_content_type(idx, response.content_type)
+            if response.variant:
+                context.set_response_header(idx, VARIANT_HEADER, response.variant)
             answers.append(response.body)
         return answers
 

@@ -9,9 +9,10 @@ Request bodies:
 - ``application/json``: a list of base64-encoded images, or an object
   ``{"instances": [...], "top_k": 3, "probabilities": true}``.
 
-Answer (``application/json``), one entry per image in ``results``::
+Answer (``application/json``), one entry per image in ``results``; ``variant``
+is the ONNX graph that answered (``fp32`` or ``int8``)::
 
-    {"model": "dog-breed-classifier/model.tar.gz",
+    {"model": "dog-breed-classifier/model.tar.gz", "variant": "int8",
      "results": [{"predictions": [{"label": "Affenpinscher", "class_index": 0, "probability": 0.93}, ...],
                   "probabilities": [...]}]}
 
@@ -34,11 +35,15 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-import torch
+from pathlib import Path
 
+import numpy as np
+
+from dogbreed.artifact_format import EXPORT_COMMAND, served_onnx_file
+from dogbreed.errors import ArtifactError
 from dogbreed.images import ImageDecodeError, image_size, open_rgb
+from dogbreed.preprocess import eval_array, resize_size
 from dogbreed.serving.errors import InferenceError, bad_request
-from dogbreed.transforms import eval_transform, resize_size
 
 IMAGE_TYPES = frozenset({"application/x-image", "image/jpeg", "image/png"})
 JSON_TYPE = "application/json"
@@ -189,36 +194,63 @@ def parse_request(body: bytes | bytearray | None, content_type: str | None, opti
     return images
 
 
-class Predictor:
-    """A loaded model with its preprocessing, as the artifact's metadata describes it."""
+def intra_op_threads() -> int | None:
+    """ONNX Runtime's threads per worker: the launcher sizes them with the worker count, so cores are not
+    oversubscribed."""
+    value = os.environ.get("DOGBREED_INTRA_OP_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
-    def __init__(self, model: torch.nn.Module, metadata: dict[str, Any]):
-        self.model = model.eval()
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+class Predictor:
+    """An ONNX Runtime session over the variant training chose (fp32 or int8), with the artifact's preprocessing."""
+
+    def __init__(self, folder: Path, metadata: dict[str, Any], threads: int | None = None):
+        import onnxruntime
+
         self.metadata = metadata
         self.labels: list[str] = metadata["labels"]
-        self.transform = eval_transform(metadata["input_size"], metadata["mean"], metadata["std"])
-        self.draft_size = resize_size(metadata["input_size"])
+        self.variant, file = served_onnx_file(metadata)
+        self.input_size: int = metadata["input_size"]
+        self.mean, self.std = tuple(metadata["mean"]), tuple(metadata["std"])
+        self.draft_size = resize_size(self.input_size)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads or intra_op_threads() or 0
+        options.inter_op_num_threads = 1
+        path = folder / file
+        if not path.is_file():
+            raise ArtifactError(f"{file} is missing from the artifact; convert it again with {EXPORT_COMMAND}")
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types for a corrupt graph
+            raise ArtifactError(f"{file} is not a loadable ONNX graph: {str(exc).splitlines()[0][:200]}") from exc
+        self.input_name = self.session.get_inputs()[0].name
 
-    @torch.inference_mode()
-    def probabilities(self, images: list[bytes]) -> torch.Tensor:
-        """Class probabilities for encoded images, decoded and preprocessed one at a time."""
-        batch = torch.stack([self.transform(decode_image(data, self.draft_size, i if len(images) > 1 else None))
-                             for i, data in enumerate(images)])
-        return torch.softmax(self.model(batch).float(), dim=1)
+    def probabilities(self, images: list[bytes]) -> np.ndarray:
+        """Class probabilities for encoded images: decoded and preprocessed one at a time, run as one batch."""
+        batch = np.stack([eval_array(decode_image(data, self.draft_size, i if len(images) > 1 else None),
+                                     self.input_size, self.mean, self.std) for i, data in enumerate(images)])
+        return softmax(self.session.run(None, {self.input_name: batch})[0])
 
 
-def encode_response(probabilities: torch.Tensor, labels: list[str], options: Options, target: str | None) -> bytes:
+def encode_response(probabilities: np.ndarray, labels: list[str], options: Options, target: str | None,
+                    variant: str | None = None) -> bytes:
     k = min(options.top_k, len(labels))
-    top = torch.topk(probabilities, k, dim=1)
     results = []
-    for row, (values, indices) in enumerate(zip(top.values.tolist(), top.indices.tolist())):
+    for row in probabilities:
+        top = np.argsort(-row, kind="stable")[:k]
         entry: dict[str, Any] = {"predictions": [
-            {"label": labels[i], "class_index": i, "probability": round(p, 6)} for p, i in zip(values, indices)
+            {"label": labels[i], "class_index": int(i), "probability": round(float(row[i]), 6)} for i in top
         ]}
         if options.probabilities:
-            entry["probabilities"] = [round(p, 6) for p in probabilities[row].tolist()]
+            entry["probabilities"] = [round(float(p), 6) for p in row]
         results.append(entry)
-    answer: dict[str, Any] = {"model": target, "results": results}
+    answer: dict[str, Any] = {"model": target, "variant": variant, "results": results}
     if options.probabilities:
         answer["labels"] = labels
     return json.dumps(answer).encode("utf-8")

@@ -44,6 +44,8 @@ from pathlib import Path
 
 from sagemaker_inference.environment import Environment
 
+from dogbreed.artifact_format import METADATA_FILE
+
 HANDLER = "dogbreed.serving.handler_service:handle"
 ROUTER_MODEL_NAME = "model"
 DEFAULT_WORKERS = 1
@@ -73,7 +75,7 @@ def default_model_store() -> Path:
     # A single model SageMaker unpacked (batch transform, single-model endpoints) comes first: the image
     # has an empty /opt/ml/models too.
     single = Path("/opt/ml/model")
-    if (single / "metadata.json").is_file():  # dogbreed.artifact.METADATA_FILE; that module would load torch here
+    if (single / METADATA_FILE).is_file():
         return single
     models = Path("/opt/ml/models")
     return models if models.is_dir() else single
@@ -211,8 +213,8 @@ def child_environment(args: argparse.Namespace, work_dir: Path, env: Environment
     child_env = dict(os.environ)
     # MMS keeps its pid file in the temp folder: one folder per server lets several run side by side.
     child_env.update(TMPDIR=str(work_dir), TEMP=str(work_dir))
-    # Workers and torch threads are sized together: each worker gets its share of the cores.
-    child_env.setdefault("DOGBREED_TORCH_THREADS", str(max(1, (os.cpu_count() or 1) // worker_count(env))))
+    # Workers and ONNX Runtime's threads are sized together: each worker gets its share of the cores.
+    child_env.setdefault("DOGBREED_INTRA_OP_THREADS", str(max(1, (os.cpu_count() or 1) // worker_count(env))))
     child_env["DOGBREED_MAX_PAYLOAD_BYTES"] = str(max_payload_bytes(env))
     child_env["DOGBREED_MODEL_ROOT"] = str(args.model_store.resolve())
     # Unpacked archives live with this server and go with it, unless a folder is set.

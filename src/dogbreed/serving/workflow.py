@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from dogbreed.artifact import METADATA_FILE, load_artifact
+from dogbreed.artifact_format import METADATA_FILE, read_metadata
 from dogbreed.errors import ArtifactError
 from dogbreed.serving.errors import InferenceError, bad_request, redact_paths
 from dogbreed.serving.inference import (JSON_TYPE, Predictor, check_accept, decode_request, encode_response,
@@ -35,6 +35,8 @@ from dogbreed.serving.store import (LRU, ModelCache, TargetListing, archive_key,
 log = logging.getLogger(__name__)
 
 TARGET_HEADER = "x-amzn-sagemaker-target-model"
+# The ONNX variant that answered, also in the JSON body as "variant".
+VARIANT_HEADER = "X-Dogbreed-Model-Variant"
 ATTRIBUTES_HEADER = "x-amzn-sagemaker-custom-attributes"
 DEFAULT_CACHE_SIZE = 8
 # Archives remembered as unservable, per worker.
@@ -46,6 +48,7 @@ class Response:
     status: int
     body: bytes
     content_type: str = JSON_TYPE
+    variant: str | None = None
 
 
 def max_payload() -> int | None:
@@ -60,7 +63,7 @@ def cache_size() -> int:
 
 def load_predictor(folder: Path, target: str) -> Predictor:
     try:
-        return Predictor(*load_artifact(folder))
+        return Predictor(folder, read_metadata(folder))
     except ArtifactError as exc:
         log.warning("target %s: %s", target, exc)
         raise InferenceError(400, "ModelArtifactError",
@@ -122,7 +125,8 @@ class Workflow:
             predictor = self._predictor(target, path)
             images = decode_request(body, lower.get("content-type"), options)
             probabilities = predictor.probabilities(images)
-            return Response(200, encode_response(probabilities, predictor.labels, options, target))
+            return Response(200, encode_response(probabilities, predictor.labels, options, target, predictor.variant),
+                            variant=predictor.variant)
         except InferenceError as exc:
             log.info("request refused: %d %s", exc.status, exc.message)
             return Response(exc.status, exc.body())
