@@ -297,9 +297,15 @@ test: $(VENV_STAMP) $(MMS_GUARD) ## Run the whole test suite
 bench-train: $(VENV_STAMP) ## Training pipeline throughput vs a bare in-memory loop
 	$(VENV_PY) bench/train_throughput.py
 
+# TorchServe 0.12 (archived), only for the serving benchmark's comparison, outside the venv.
+TORCHSERVE_HOME := build/torchserve
+
+$(TORCHSERVE_HOME)/ts/__init__.py: $(VENV_STAMP)
+	$(VENV_PY) -m pip install --quiet --no-deps --target $(TORCHSERVE_HOME) torchserve==0.12.0 torch-model-archiver==0.12.0
+
 .PHONY: bench-serve
-bench-serve: $(VENV_STAMP) $(MMS_GUARD) ## Serving latency and throughput through MMS vs in-process (and BENCH_BASELINE_REF), cold start
-	$(VENV_PY) bench/serve_latency.py $(if $(BENCH_BASELINE_REF),--baseline-ref $(BENCH_BASELINE_REF))
+bench-serve: $(VENV_STAMP) $(MMS_GUARD) $(TORCHSERVE_HOME)/ts/__init__.py ## Serving speed: MMS+ONNX Runtime vs torch in-process, ORT in-process and TorchServe
+	$(VENV_PY) bench/serve_latency.py --torchserve $(if $(BENCH_BASELINE_REF),--baseline-ref $(BENCH_BASELINE_REF))
 
 .PHONY: clean
 clean: ## Remove build outputs (keeps the venv)

@@ -3,9 +3,11 @@
     python -m dogbreed.package --model-dir build/train/model --store build/model-store \\
         --target dog-breed-classifier/model.tar.gz
 
-The artifact is checked first (metadata complete and consistent, every file
-it names present), so a broken model never reaches a store. The ONNX variants
-go in too: serving runs them. Files sit at the archive's root, as
+The artifact is checked first (metadata complete and consistent, the ONNX
+graph it serves present), so a broken model never reaches a store. Only what
+serving reads goes in: ``metadata.json`` and that graph (``model.onnx`` or
+``model.int8.onnx``). An artifact written before training exported ONNX is
+refused with the command that converts it. Files sit at the archive's root, as
 SageMaker packs ``SM_MODEL_DIR``.
 """
 
@@ -16,7 +18,7 @@ import sys
 import tarfile
 from pathlib import Path, PurePosixPath
 
-from dogbreed.artifact_format import METADATA_FILE, WEIGHTS_FILE, read_metadata
+from dogbreed.artifact_format import METADATA_FILE, read_metadata, served_onnx_file
 from dogbreed.errors import ArtifactError
 
 
@@ -27,10 +29,12 @@ def is_target_path(target: str) -> bool:
 
 
 def artifact_files(model_dir: Path) -> list[str]:
-    """The files of the artifact in ``model_dir``: weights, metadata and the ONNX variants it names."""
-    metadata = read_metadata(model_dir)
-    names = [WEIGHTS_FILE, METADATA_FILE]
-    names += [variant["file"] for variant in metadata.get("onnx", {}).get("variants", {}).values()]
+    """What serving needs from the artifact in ``model_dir``: the metadata and the ONNX graph it serves.
+
+    ``model.pth`` and the variant not served stay out: a smaller archive unpacks faster on a cold start.
+    """
+    _, served = served_onnx_file(read_metadata(model_dir))
+    names = [METADATA_FILE, served]
     for name in names:
         if not (model_dir / name).is_file():
             raise ArtifactError(f"{model_dir / name} is missing")

@@ -169,6 +169,8 @@ def test_make_local_serve_serves_the_local_train_model_and_make_stop_ends_only_i
             (SAMPLE_DATA / "test" / "001.Crimson_disc" / "Crimson_disc_00001.jpg").read_bytes(),
             "dog-breed-classifier/model.tar.gz")
         assert status == 200 and answer["results"][0]["predictions"]
+        with tarfile.open(tmp_path / "store" / "dog-breed-classifier" / "model.tar.gz") as packed:
+            assert answer["variant"] == json.load(packed.extractfile("metadata.json"))["onnx"]["serve"]
         # The cloud CLI's invoke, pointed at the local container: the same client path as an endpoint.
         invoked = make("invoke", *settings, "LOCAL=true", "TOP_K=2", "TARGETS=dog-breed-classifier/model.tar.gz")
         assert invoked.returncode == 0, invoked.stdout[-2000:] + invoked.stderr[-2000:]

@@ -543,7 +543,7 @@ def test_deploy_replaces_a_failed_endpoint_and_refuses_one_in_flight(aws_cloud, 
     aws_cloud.done()
 
 
-def test_deploy_refuses_bad_targets_and_broken_archives_before_any_call(aws_cloud, tmp_path):
+def test_deploy_refuses_bad_targets_and_broken_archives_before_any_call(aws_cloud, tmp_path, model_store):
     broken = tmp_path / "model.tar.gz"
     broken.write_bytes(b"not a tar")
     code, _, err = aws_cloud.run("deploy", *SETTINGS, "--model", f"../escape.tar.gz={broken}")
@@ -557,6 +557,17 @@ def test_deploy_refuses_bad_targets_and_broken_archives_before_any_call(aws_clou
     not_found(aws_cloud, "describe_endpoint", 'endpoint "dogbreed"')
     code, _, err = aws_cloud.run("add-model", *SETTINGS, "--model", f"extra/model.tar.gz={no_metadata}")
     assert code == 1 and "is not a model artifact" in err
+    pth_only = tmp_path / "pth-only.tar.gz"  # an artifact from before training exported ONNX
+    metadata = tmp_path / "metadata.json"
+    with tarfile.open(model_store / cloud.DEFAULT_TARGETS[0]) as packed:
+        served = json.load(packed.extractfile("metadata.json"))
+    metadata.write_text(json.dumps({k: v for k, v in served.items() if k != "onnx"}))
+    with tarfile.open(pth_only, "w:gz") as tar:
+        tar.add(metadata, arcname="metadata.json")
+        tar.add(broken, arcname="model.pth")
+    not_found(aws_cloud, "describe_endpoint", 'endpoint "dogbreed"')
+    code, _, err = aws_cloud.run("add-model", *SETTINGS, "--model", f"extra/model.tar.gz={pth_only}")
+    assert code == 1 and "make export-onnx" in err
     assert aws_cloud.keys() == []  # nothing was uploaded
     aws_cloud.done()
 

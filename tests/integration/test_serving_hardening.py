@@ -331,13 +331,15 @@ def test_error_bodies_name_no_server_path(server, hostile_store, trained_models,
     no_metadata = hostile_store / "broken" / "no-metadata.tar.gz"
     with tarfile.open(no_metadata, "w:gz") as tar:
         tar.add(trained_models["resnet18"] / "model.pth", arcname="model.pth")
-    bad_weights = hostile_store / "broken" / "bad-weights.tar.gz"
-    (tmp_path / "model.pth").write_bytes(b"not a state dict")
-    with tarfile.open(bad_weights, "w:gz") as tar:
+    bad_graph = hostile_store / "broken" / "bad-graph.tar.gz"
+    served = json.loads((trained_models["resnet18"] / "metadata.json").read_text())["onnx"]
+    served_file = served["variants"][served["serve"]]["file"]
+    (tmp_path / served_file).write_bytes(b"not an ONNX graph")
+    with tarfile.open(bad_graph, "w:gz") as tar:
         tar.add(trained_models["resnet18"] / "metadata.json", arcname="metadata.json")
-        tar.add(tmp_path / "model.pth", arcname="model.pth")
+        tar.add(tmp_path / served_file, arcname=served_file)
     bodies = []
-    for target in ("broken/no-metadata.tar.gz", "broken/bad-weights.tar.gz", "broken/corrupt.tar.gz",
+    for target in ("broken/no-metadata.tar.gz", "broken/bad-graph.tar.gz", "broken/corrupt.tar.gz",
                    "no/such/model.tar.gz"):
         status, _, data = server.request("POST", "/invocations", IMAGE, {"Content-Type": "image/jpeg",
                                                                         "X-Amzn-SageMaker-Target-Model": target})
@@ -346,7 +348,7 @@ def test_error_bodies_name_no_server_path(server, hostile_store, trained_models,
     for body in bodies:
         for secret in ("/tmp", str(hostile_store), "unpacked", "dogbreed-mms", "/home", "/root"):
             assert secret not in body, body
-    assert "metadata.json is missing" in bodies[0] and "model.pth" in bodies[1]
+    assert "metadata.json is missing" in bodies[0] and "not a loadable ONNX graph" in bodies[1]
     assert server.healthy()
 
 

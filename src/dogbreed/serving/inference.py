@@ -222,6 +222,8 @@ class Predictor:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or intra_op_threads() or 0
         options.inter_op_num_threads = 1
+        # Idle threads sleep instead of spinning: the worker shares the cores with MMS's JVM and other workers.
+        options.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("DOGBREED_ORT_SPIN", "0"))
         path = folder / file
         if not path.is_file():
             raise ArtifactError(f"{file} is missing from the artifact; convert it again with {EXPORT_COMMAND}")

@@ -118,26 +118,29 @@ def models_prefix(args, bucket: str) -> tuple[str, str]:
 
 
 def check_archive(path: Path) -> dict[str, Any]:
-    """A model.tar.gz as train_model.py writes it; its metadata. Nothing broken gets uploaded."""
-    from dogbreed.artifact import METADATA_FILE, WEIGHTS_FILE, validate_metadata
+    """A model.tar.gz that the serving image can serve; its metadata. Nothing broken gets uploaded."""
+    from dogbreed.artifact_format import METADATA_FILE, served_onnx_file, validate_metadata
+    from dogbreed.errors import ArtifactError
 
     if not path.is_file():
         raise CloudError(f"model archive {path} does not exist")
     try:
         with tarfile.open(path, "r:gz") as tar:
-            names = set(tar.getnames())
-            if not {METADATA_FILE, WEIGHTS_FILE} <= names:
-                raise CloudError(f"{path} is not a model artifact: it must hold {WEIGHTS_FILE} and {METADATA_FILE} "
-                                 f"at its root (make local-train or train-remote writes one)")
-            metadata = json.load(tar.extractfile(METADATA_FILE))
+            names = {name.removeprefix("./") for name in tar.getnames()}
+            if METADATA_FILE not in names:
+                raise CloudError(f"{path} is not a model artifact: it must hold {METADATA_FILE} at its root "
+                                 f"(make local-train, train-remote or make model-store writes one)")
+            metadata = json.load(tar.extractfile(next(m for m in tar.getmembers()
+                                                      if m.name.removeprefix("./") == METADATA_FILE)))
     except (tarfile.TarError, OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CloudError(f"{path} is not a readable model.tar.gz: {exc}") from None
-    from dogbreed.errors import ArtifactError
-
     try:
         validate_metadata(metadata, f"{path}:{METADATA_FILE}")
+        _, served = served_onnx_file(metadata)
     except ArtifactError as exc:
-        raise CloudError(str(exc)) from None
+        raise CloudError(f"{path}: {exc}") from None
+    if served not in names:
+        raise CloudError(f"{path} does not hold {served}, the ONNX graph its metadata serves")
     return metadata
 
 
