@@ -119,6 +119,8 @@ JOB_SETTINGS = $(if $(DATA),--data $(DATA)) --instance-type $(TRAIN_INSTANCE_TYP
 PYTEST_ARGS ?=
 # make bench-serve: also serve the code at this git revision, alternating, to measure a change
 BENCH_BASELINE_REF ?=
+# make bench-serve: resnet18, mobilenet_v2 or resnet50
+BENCH_MODEL ?= resnet18
 
 VENV_PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
@@ -305,7 +307,8 @@ $(TORCHSERVE_HOME)/ts/__init__.py: $(VENV_STAMP)
 
 .PHONY: bench-serve
 bench-serve: $(VENV_STAMP) $(MMS_GUARD) $(TORCHSERVE_HOME)/ts/__init__.py ## Serving speed: MMS+ONNX Runtime vs torch in-process, ORT in-process and TorchServe
-	$(VENV_PY) bench/serve_latency.py --torchserve $(if $(BENCH_BASELINE_REF),--baseline-ref $(BENCH_BASELINE_REF))
+	$(VENV_PY) bench/serve_latency.py --torchserve --model $(BENCH_MODEL) \
+		$(if $(BENCH_BASELINE_REF),--baseline-ref $(BENCH_BASELINE_REF))
 
 .PHONY: clean
 clean: ## Remove build outputs (keeps the venv)

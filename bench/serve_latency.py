@@ -1,7 +1,7 @@
 """Serving speed: the server (MMS + ONNX Runtime) against torch eager in-process, ONNX Runtime in-process
 and TorchServe, in one run.
 
-ResNet18 at batch 1 on the same JPEGs (the sample images re-encoded at
+ResNet18 (``--model``) at batch 1 on the same JPEGs (the sample images re-encoded at
 500x375, a typical dogImages photo), random-init weights:
 
 - ``torch_in_process``: decode + preprocess + forward + encode with torch
@@ -28,7 +28,8 @@ rotates every round, so the machine's noise falls on all alike; requests/s
 is the number of requests over the time they took. Concurrency 2: two
 clients at once, in alternating blocks per server.
 
-    python bench/serve_latency.py [--requests 200] [--image-size 224] [--torchserve] [--baseline-ref REF]
+    python bench/serve_latency.py [--requests 200] [--model resnet18] [--image-size 224] [--torchserve]
+        [--baseline-ref REF]
 """
 
 from __future__ import annotations
@@ -240,17 +241,17 @@ class TorchServe(HttpServer):
 # ---- the run ---------------------------------------------------------------------------------------------
 
 
-def make_artifacts(work: Path, image_size: int, bodies: list[bytes]) -> tuple[Path, Path, Path]:
-    """Two artifacts of one random-init ResNet18, serving fp32 and int8, and a store holding both."""
+def make_artifacts(work: Path, arch: str, image_size: int, bodies: list[bytes]) -> tuple[Path, Path, Path]:
+    """Two artifacts of one random-init model, serving fp32 and int8, and a store holding both."""
     folders = sorted(p.name for p in (SAMPLE / "train").iterdir())
-    model = build_model("resnet18", len(folders)).eval()
+    model = build_model(arch, len(folders)).eval()
     mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
     batch = torch.from_numpy(np.stack([eval_array(open_rgb(b), image_size, mean, std) for b in bodies]))
     labels = torch.zeros(len(bodies), dtype=torch.long)
     dirs = {}
     for variant in ("fp32", "int8"):
         model_dir = dirs[variant] = work / f"artifact-{variant}"
-        metadata = make_metadata(architecture="resnet18", class_folders=folders, input_size=image_size, mean=mean,
+        metadata = make_metadata(architecture=arch, class_folders=folders, input_size=image_size, mean=mean,
                                  std=std, metrics={}, hyperparameters={})
         metadata["onnx"] = write_onnx_variants(
             model, model_dir, image_size, parity_batches=[batch], test_loader=[(batch, labels)],
@@ -294,7 +295,7 @@ def concurrent(sides: dict, bodies: list[bytes], requests: int) -> dict[str, flo
 
 def run(opts, work: Path, servers: list[HttpServer]) -> dict:
     bodies = photos(20)
-    fp32_dir, int8_dir, store = make_artifacts(work, opts.image_size, bodies)
+    fp32_dir, int8_dir, store = make_artifacts(work, opts.model, opts.image_size, bodies)
     mms = Mms("mms", store, work)
     servers.append(mms)
     extra: dict = {}
@@ -342,6 +343,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--model", default="resnet18", choices=["resnet18", "mobilenet_v2", "resnet50"])
     parser.add_argument("--torchserve", action="store_true", help="also serve the torch weights with TorchServe")
     parser.add_argument("--baseline-ref", help="also serve the project's code at this git revision")
     opts = parser.parse_args()
@@ -354,7 +356,7 @@ def main() -> None:
         for server in servers:
             server.stop()
         shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps({"model": "resnet18", "image_size": opts.image_size, "batch": 1, "workers": 1,
+    print(json.dumps({"model": opts.model, "image_size": opts.image_size, "batch": 1, "workers": 1,
                       "cpus": os.cpu_count(), **result}))
 
 

@@ -33,9 +33,8 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
