@@ -43,6 +43,7 @@ from dogbreed.errors import ArtifactError
 from dogbreed.images import ImageDecodeError, image_size, open_rgb
 from dogbreed.preprocess import eval_array, resize_size
 from dogbreed.serving.errors import InferenceError, bad_request
+from dogbreed.settings import positive_int
 
 IMAGE_TYPES = frozenset({"application/x-image", "image/jpeg", "image/png"})
 JSON_TYPE = "application/json"
@@ -56,8 +57,7 @@ DEFAULT_MAX_REQUEST_PIXELS = 100_000_000
 
 
 def max_request_pixels() -> int:
-    value = os.environ.get("DOGBREED_MAX_REQUEST_PIXELS", "")
-    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_MAX_REQUEST_PIXELS
+    return positive_int("DOGBREED_MAX_REQUEST_PIXELS", DEFAULT_MAX_REQUEST_PIXELS)
 
 
 @dataclass
@@ -196,8 +196,7 @@ def parse_request(body: bytes | bytearray | None, content_type: str | None, opti
 def intra_op_threads() -> int | None:
     """ONNX Runtime's threads per worker: the launcher sizes them with the worker count, so cores are not
     oversubscribed."""
-    value = os.environ.get("DOGBREED_INTRA_OP_THREADS", "")
-    return int(value) if value.isdigit() and int(value) > 0 else None
+    return positive_int("DOGBREED_INTRA_OP_THREADS")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -47,19 +47,17 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from dogbreed.serving.errors import InferenceError, bad_request, not_found, redact_paths
+from dogbreed.settings import positive_int
 
 log = logging.getLogger(__name__)
 
 MB = 1024 * 1024
 STAGING_MARK = ".staging."
 COPY_CHUNK = 1 * MB
+# What reading a corrupt, truncated or non-tar archive raises (gzip's own errors are OSError or zlib.error).
+ARCHIVE_READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
 # How long a listing of the store's targets is reused before the store is walked again.
 TARGET_LIST_TTL_SECONDS = 5.0
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "")
-    return int(value) if value.isdigit() and int(value) > 0 else default
 
 
 @dataclass(frozen=True)
@@ -72,9 +70,9 @@ class ArchiveLimits:
 
     @classmethod
     def from_env(cls) -> "ArchiveLimits":
-        return cls(members=_env_int("DOGBREED_MAX_ARCHIVE_MEMBERS", cls.members),
-                   member_bytes=_env_int("DOGBREED_MAX_MEMBER_MB", cls.member_bytes // MB) * MB,
-                   total_bytes=_env_int("DOGBREED_MAX_UNPACKED_MB", cls.total_bytes // MB) * MB)
+        return cls(members=positive_int("DOGBREED_MAX_ARCHIVE_MEMBERS", cls.members),
+                   member_bytes=positive_int("DOGBREED_MAX_MEMBER_MB", cls.member_bytes // MB) * MB,
+                   total_bytes=positive_int("DOGBREED_MAX_UNPACKED_MB", cls.total_bytes // MB) * MB)
 
 
 @dataclass(frozen=True)
@@ -86,8 +84,8 @@ class CacheLimits:
 
     @classmethod
     def from_env(cls) -> "CacheLimits":
-        return cls(total_bytes=_env_int("DOGBREED_UNPACK_CACHE_MB", cls.total_bytes // MB) * MB,
-                   entries=_env_int("DOGBREED_UNPACK_CACHE_ENTRIES", cls.entries))
+        return cls(total_bytes=positive_int("DOGBREED_UNPACK_CACHE_MB", cls.total_bytes // MB) * MB,
+                   entries=positive_int("DOGBREED_UNPACK_CACHE_ENTRIES", cls.entries))
 
 
 def resolve_target(root: Path, target: str, listing: Callable[[], list[str]] | None = None) -> Path:
@@ -182,7 +180,7 @@ def _copy_member(source: IO[bytes], dest: Path, archive: Path) -> None:
         while True:
             try:
                 chunk = source.read(COPY_CHUNK)
-            except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            except ARCHIVE_READ_ERRORS as exc:
                 raise archive_error(archive, f"corrupt data: {redact_paths(str(exc))}") from exc
             if not chunk:
                 return
@@ -201,19 +199,23 @@ def _make_folder(folder: Path, archive: Path) -> None:
         raise storage_error(exc) from exc
 
 
+def _unreadable(archive: Path, exc: Exception) -> InferenceError:
+    return archive_error(archive, f"not a readable tar archive: {redact_paths(str(exc))}")
+
+
 def _next_member(tar: tarfile.TarFile, archive: Path) -> tarfile.TarInfo | None:
     try:
         return tar.next()
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        raise archive_error(archive, f"not a readable tar archive: {redact_paths(str(exc))}") from exc
+    except ARCHIVE_READ_ERRORS as exc:
+        raise _unreadable(archive, exc) from exc
 
 
 def extract(archive: Path, dest: Path, limits: ArchiveLimits) -> None:
     """Write ``archive``'s files and folders under ``dest`` (which exists), within ``limits``."""
     try:
         tar = tarfile.open(archive, "r|*")  # a stream: each header is checked before its data is read
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        raise archive_error(archive, f"not a readable tar archive: {redact_paths(str(exc))}") from exc
+    except ARCHIVE_READ_ERRORS as exc:
+        raise _unreadable(archive, exc) from exc
     count = total = 0
     with tar:
         while (member := _next_member(tar, archive)) is not None:

@@ -31,6 +31,7 @@ from dogbreed.serving.inference import (JSON_TYPE, Predictor, check_accept, deco
                                         parse_custom_attributes)
 from dogbreed.serving.store import (LRU, ModelCache, TargetListing, archive_key, clean_staging, default_unpack_dir,
                                     resolve_target, unpacked)
+from dogbreed.settings import positive_int
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,7 @@ def max_payload() -> int | None:
 
 
 def cache_size() -> int:
-    value = os.environ.get("DOGBREED_MAX_LOADED_MODELS", "")
-    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_CACHE_SIZE
+    return positive_int("DOGBREED_MAX_LOADED_MODELS", DEFAULT_CACHE_SIZE)
 
 
 def load_predictor(folder: Path, target: str) -> Predictor:
