@@ -13,7 +13,6 @@ the tensors; nothing stored in the artifact is ever executed.
 
 from __future__ import annotations
 
-import json
 import platform
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ import torchvision
 from torch import nn
 
 import dogbreed
-from dogbreed.artifact_format import (FORMAT_VERSION, METADATA_FILE, REQUIRED_FIELDS, WEIGHTS_FILE,  # noqa: F401
-                                      read_metadata, validate_metadata)
+from dogbreed.artifact_format import (FORMAT_VERSION, METADATA_FILE, WEIGHTS_FILE, read_metadata, validate_metadata,
+                                      write_metadata)
 from dogbreed.errors import ArtifactError, ConfigError
 from dogbreed.labels import display_label
 from dogbreed.models import build_model
@@ -70,7 +69,7 @@ def save_artifact(model_dir: Path, state_dict: dict[str, torch.Tensor], metadata
     tmp = model_dir / (WEIGHTS_FILE + ".tmp")
     torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
     tmp.replace(model_dir / WEIGHTS_FILE)
-    (model_dir / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    write_metadata(model_dir, metadata)
 
 
 def load_artifact(model_dir: Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:

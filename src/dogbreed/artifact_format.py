@@ -73,6 +73,13 @@ def read_metadata(model_dir: Path) -> dict[str, Any]:
     return metadata
 
 
+def write_metadata(model_dir: Path, metadata: dict[str, Any]) -> None:
+    """Write ``metadata.json`` whole or not at all: a reader never sees half of it."""
+    tmp = model_dir / (METADATA_FILE + ".tmp")
+    tmp.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(model_dir / METADATA_FILE)
+
+
 def served_onnx_file(metadata: dict[str, Any]) -> tuple[str, str]:
     """(variant, file name) of the ONNX graph serving should use, as training chose it."""
     onnx = metadata.get("onnx")

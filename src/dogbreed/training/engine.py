@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import copy
-import itertools
 import logging
-import random
 import signal
 import time
 from argparse import Namespace
@@ -29,7 +27,7 @@ from dogbreed.training import reports
 from dogbreed.training.checkpoint import load_checkpoint, save_checkpoint
 from dogbreed.training.data import DatasetSplits, ImageFileDataset, discover, resolve_split_dirs
 from dogbreed.training.debugger import DebugHook, create_hook
-from dogbreed.training.export import Int8Gate, write_onnx_variants
+from dogbreed.training.export import Int8Gate, calibration_batches, parity_batches, write_onnx_variants
 from dogbreed.training.metrics import format_metrics
 from dogbreed.training.precision import choose_precision
 from dogbreed.training.progress import Progress
@@ -43,7 +41,6 @@ HYPERPARAMETERS = (
     "momentum", "weight_decay", "image_size", "seed", "patience", "amp", "int8", "int8_calibration_images",
     "int8_max_accuracy_drop", "int8_min_agreement",
 )
-PARITY_BATCHES = 2
 
 
 class Interrupted(Exception):
@@ -189,11 +186,10 @@ class Trainer:
 
     def calibration_batches(self) -> Iterator[torch.Tensor]:
         """A seeded sample of training images through the evaluation transform, to calibrate int8."""
-        samples = self.data.splits["train"].samples
-        chosen = random.Random(self.args.seed).sample(samples, min(self.args.int8_calibration_images, len(samples)))
-        dataset = ImageFileDataset(chosen, eval_transform(self.args.image_size), resize_size(self.args.image_size))
-        loader = DataLoader(dataset, batch_size=self.args.batch_size, num_workers=self.args.workers)
-        return (images for images, _ in loader)
+        args = self.args
+        return calibration_batches(self.data.splits["train"].samples, args.int8_calibration_images, args.seed,
+                                   eval_transform(args.image_size), resize_size(args.image_size), args.batch_size,
+                                   args.workers)
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -273,10 +269,8 @@ def fit(args: Namespace) -> dict[str, Any]:
     hook.close()
     onnx_section = write_onnx_variants(
         trainer.plain_copy(), args.model_dir, args.image_size,
-        parity_batches=(images for images, _ in itertools.islice(trainer.loaders["test"], PARITY_BATCHES)),
-        test_loader=trainer.loaders["test"],
-        calibration_batches=trainer.calibration_batches() if args.int8 else None,
-        gate=Int8Gate(args.int8_max_accuracy_drop / 100, args.int8_min_agreement))
+        parity_batches=parity_batches(trainer.loaders["test"]), test_loader=trainer.loaders["test"],
+        calibration_batches=trainer.calibration_batches() if args.int8 else None, gate=Int8Gate.from_args(args))
 
     final = {"best_epoch": best["epoch"], "val_loss": best["val_loss"], "val_accuracy": best["val_accuracy"],
              "test_loss": test.loss, "test_accuracy": test.accuracy}

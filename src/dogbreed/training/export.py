@@ -17,7 +17,9 @@ What was measured and chosen goes into ``metadata.json`` under ``onnx``.
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
+import random
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -27,8 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from dogbreed.errors import ArtifactError
+from dogbreed.training.data import ImageFileDataset
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,7 @@ INT8_FILE = "model.int8.onnx"
 ONNX_OPSET = 17
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
+PARITY_BATCHES = 2
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,24 @@ class Int8Gate:
 
     max_accuracy_drop: float = 0.01
     min_agreement: float = 0.98
+
+    @classmethod
+    def from_args(cls, args) -> "Int8Gate":
+        """From the ``--int8-max-accuracy-drop`` (points) and ``--int8-min-agreement`` flags."""
+        return cls(args.int8_max_accuracy_drop / 100, args.int8_min_agreement)
+
+
+def parity_batches(loader: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[torch.Tensor]:
+    """The images of the first :data:`PARITY_BATCHES` batches of a test loader: what the parity check runs on."""
+    return (images for images, _ in itertools.islice(loader, PARITY_BATCHES))
+
+
+def calibration_batches(samples: list, count: int, seed: int, transform, draft_size: int, batch_size: int,
+                        workers: int = 0) -> Iterator[torch.Tensor]:
+    """A seeded sample of ``count`` images from ``samples`` through ``transform`` (the evaluation one), batched."""
+    chosen = random.Random(seed).sample(samples, min(count, len(samples)))
+    loader = DataLoader(ImageFileDataset(chosen, transform, draft_size), batch_size=batch_size, num_workers=workers)
+    return (images for images, _ in loader)
 
 
 def export_onnx(model: nn.Module, path: Path, image_size: int) -> None:

@@ -13,20 +13,18 @@ made: int8 needs real images to calibrate and to be judged on.
 from __future__ import annotations
 
 import argparse
-import itertools
-import json
 import logging
-import random
 import sys
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
-from dogbreed.artifact import METADATA_FILE, load_artifact
+from dogbreed.artifact import load_artifact
+from dogbreed.artifact_format import write_metadata
 from dogbreed.errors import DataError, DogbreedError
 from dogbreed.training.data import ImageFileDataset, discover, resolve_split_dirs
-from dogbreed.training.export import Int8Gate, write_onnx_variants
+from dogbreed.training.export import Int8Gate, calibration_batches, parity_batches, write_onnx_variants
 from dogbreed.transforms import eval_transform, resize_size
 
 log = logging.getLogger(__name__)
@@ -46,25 +44,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _loader(samples, metadata, batch_size: int) -> DataLoader:
-    size = metadata["input_size"]
-    dataset = ImageFileDataset(samples, eval_transform(size, metadata["mean"], metadata["std"]), resize_size(size))
-    return DataLoader(dataset, batch_size=batch_size)
-
-
 def export_with_data(model, metadata, args) -> dict:
     data = discover(resolve_split_dirs(args.data_dir, {}))
     if data.class_folders != metadata["class_folders"]:
         raise DataError(f"{args.data_dir} holds classes {data.class_folders[:3]}..., not the artifact's "
                         f"{metadata['class_folders'][:3]}...")
-    test = _loader(data.splits["test"].samples, metadata, args.batch_size)
-    train = data.splits["train"].samples
-    chosen = random.Random(0).sample(train, min(args.int8_calibration_images, len(train)))
+    size = metadata["input_size"]
+    transform = eval_transform(size, metadata["mean"], metadata["std"])
+    test = DataLoader(ImageFileDataset(data.splits["test"].samples, transform, resize_size(size)),
+                      batch_size=args.batch_size)
     return write_onnx_variants(
-        model, args.model_dir, metadata["input_size"],
-        parity_batches=(images for images, _ in itertools.islice(test, 2)), test_loader=test,
-        calibration_batches=(images for images, _ in _loader(chosen, metadata, args.batch_size)),
-        gate=Int8Gate(args.int8_max_accuracy_drop / 100, args.int8_min_agreement))
+        model, args.model_dir, size, parity_batches=parity_batches(test), test_loader=test,
+        calibration_batches=calibration_batches(data.splits["train"].samples, args.int8_calibration_images, 0,
+                                                transform, resize_size(size), args.batch_size),
+        gate=Int8Gate.from_args(args))
 
 
 def export_without_data(model, metadata, args) -> dict:
@@ -85,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         section = export_with_data(model, metadata, args) if args.data_dir else \
             export_without_data(model, metadata, args)
         metadata["onnx"] = section
-        tmp = args.model_dir / (METADATA_FILE + ".tmp")
-        tmp.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(args.model_dir / METADATA_FILE)
+        write_metadata(args.model_dir, metadata)
     except (DogbreedError, OSError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1
