@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import subprocess
-import tarfile
 import time
 
 import pytest
 
 from tests.conftest import SAMPLE_DATA, free_port
+from tests.hostile_archives import bomb, symlink_chain
 from tests.serving import Server
 
 RESNET = "dog-breed-classifier/model.tar.gz"
@@ -176,20 +175,8 @@ def test_multi_model_mode_refuses_remote_outside_and_handler_choices(images, tra
 
 
 def _hostile_store(root):
-    root.mkdir()
-    with tarfile.open(root / "chain.tar.gz", "w:gz") as tar:
-        for name, target in (("d/y", "."), ("d/x", "y/y/y/../../../../")):
-            info = tarfile.TarInfo(name)
-            info.type = tarfile.SYMTYPE
-            info.linkname = target
-            tar.addfile(info)
-        info = tarfile.TarInfo("d/x/escaped.txt")
-        info.size = 4
-        tar.addfile(info, io.BytesIO(b"pwnd"))
-    with tarfile.open(root / "bomb.tar.gz", "w:gz") as tar:
-        info = tarfile.TarInfo("model.pth")
-        info.size = 64 * 1024 * 1024
-        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    symlink_chain(root / "chain.tar.gz")
+    bomb(root / "bomb.tar.gz", member_mb=64)
     return root
 
 

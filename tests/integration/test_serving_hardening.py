@@ -21,6 +21,7 @@ from PIL import Image
 
 
 from tests.conftest import SAMPLE_DATA, free_port
+from tests.hostile_archives import bomb, symlink_chain
 from tests.serving import running_server
 
 pytestmark = pytest.mark.integration
@@ -70,19 +71,8 @@ def hostile_store(tmp_path_factory, model_store):
     shutil.copytree(model_store, store, dirs_exist_ok=True)
     (store / "broken").mkdir()
     (store / "broken" / "corrupt.tar.gz").write_bytes(b"\x1f\x8b\x08 definitely not a tarball")
-    with tarfile.open(store / "broken" / "chain.tar.gz", "w:gz") as tar:
-        for name, target in (("d/y", "."), ("d/x", "y/y/y/../../../../")):
-            info = tarfile.TarInfo(name)
-            info.type = tarfile.SYMTYPE
-            info.linkname = target
-            tar.addfile(info)
-        info = tarfile.TarInfo("d/x/escaped.txt")
-        info.size = 4
-        tar.addfile(info, io.BytesIO(b"pwnd"))
-    with tarfile.open(store / "broken" / "bomb.tar.gz", "w:gz") as tar:
-        info = tarfile.TarInfo("model.pth")
-        info.size = 120 * 1024 * 1024  # about 120 kB packed
-        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    symlink_chain(store / "broken" / "chain.tar.gz")
+    bomb(store / "broken" / "bomb.tar.gz", member_mb=120)  # about 120 kB packed
     return store
 
 

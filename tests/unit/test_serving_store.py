@@ -24,6 +24,7 @@ from dogbreed.serving.store import (ArchiveLimits, CacheLimits, ModelCache, Targ
 from dogbreed.serving.workflow import Workflow
 
 from tests.conftest import REPO_ROOT
+from tests.hostile_archives import bomb, symlink_chain
 
 
 def _status(fn, *args, **kwargs):
@@ -133,16 +134,7 @@ def test_the_symlink_chain_that_escapes_a_lexical_check_is_refused(tmp_path):
     victim = tmp_path / "victim"
     victim.mkdir()
     cache = victim / "deep" / "er" / "unpacked"
-    archive = tmp_path / "chain.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        for name, target in (("d/y", "."), ("d/x", "y/y/y/../../../../")):
-            info = tarfile.TarInfo(name)
-            info.type = tarfile.SYMTYPE
-            info.linkname = target
-            tar.addfile(info)
-        info = tarfile.TarInfo("d/x/file")
-        info.size = 4
-        tar.addfile(info, io.BytesIO(b"pwnd"))
+    archive = symlink_chain(tmp_path / "chain.tar.gz", payload="file")
     status, message = _status(unpack, archive, cache)
     assert status == 400 and "is a link" in message
     assert [p for p in victim.rglob("*") if p.name == "file"] == []
@@ -164,11 +156,7 @@ def test_archives_past_their_bounds_are_refused_and_leave_nothing(tmp_path):
 
 def test_a_small_bomb_is_refused_from_its_header(tmp_path, monkeypatch):
     """50 MB of zeros packs into about 50 kB; the size in its header refuses it before inflating."""
-    archive = tmp_path / "bomb.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        info = tarfile.TarInfo("model.pth")
-        info.size = 50 * 1024 * 1024
-        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    archive = bomb(tmp_path / "bomb.tar.gz", member_mb=50)
     assert archive.stat().st_size < 200_000
     copied = []
     monkeypatch.setattr(store, "_copy_member", lambda *args: copied.append(args))
