@@ -6,8 +6,9 @@ ResNet18 (``--model``) at batch 1 on the same JPEGs (the sample images re-encode
 
 - ``torch_in_process``: decode + preprocess + forward + encode with torch
   eager on the same weights, called directly: the reference;
-- ``ort_in_process``: the same with this project's ONNX Runtime predictor
-  (fp32): the limit a server can approach;
+- ``ort_in_process`` and ``ort_int8_in_process``: the same with this
+  project's ONNX Runtime predictor, on the fp32 and the int8 graph: the
+  limits a server can approach;
 - ``mms_fp32`` and ``mms_int8``: ``POST /invocations`` to this project's
   server, one worker, keep-alive; two targets packed from the same weights,
   one serving the fp32 graph and one the int8 graph (calibrated on the
@@ -306,6 +307,7 @@ def run(opts, work: Path, servers: list[HttpServer]) -> dict:
     for server in servers:
         server.wait_ready()
     sides = {"torch_in_process": TorchEager(fp32_dir), "ort_in_process": OrtInProcess(fp32_dir),
+             "ort_int8_in_process": OrtInProcess(int8_dir),
              **{name: mms.caller(target) for name, target in TARGETS.items()}}
     two_clients = {name: mms.caller(target) for name, target in TARGETS.items()}
     for server in servers[1:]:
@@ -321,6 +323,8 @@ def run(opts, work: Path, servers: list[HttpServer]) -> dict:
         "mms_fp32_p50_vs_torch_in_process": round(result["c1"]["mms_fp32"]["p50_ms"] / reference["p50_ms"], 3),
         "mms_int8_throughput_vs_torch_in_process":
             round(result["c1"]["mms_int8"]["requests_per_s"] / reference["requests_per_s"], 3),
+        "mms_int8_c2_throughput_vs_torch_in_process":
+            round(result["c2_requests_per_s"]["mms_int8"] / reference["requests_per_s"], 3),
         "mms_fp32_p50_vs_ort_in_process":
             round(result["c1"]["mms_fp32"]["p50_ms"] / result["c1"]["ort_in_process"]["p50_ms"], 3),
     }

