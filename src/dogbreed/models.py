@@ -26,6 +26,10 @@ class Architecture:
     builder: Callable[..., nn.Module]
     weights: models.WeightsEnum
     head: str  # attribute holding the classifier
+    # Recompute BatchNorm's running statistics before each evaluation when the backbone trains. MobileNetV2's
+    # 52 BatchNorm layers let the running averages lag the fast-moving weights of a young network so far that
+    # eval mode answered one class for every image (chance on the sample) while batch statistics scored 0.98.
+    recompute_batchnorm: bool = False
 
     def replace_head(self, model: nn.Module, num_classes: int) -> None:
         if self.head == "fc":
@@ -46,9 +50,24 @@ ARCHITECTURES: dict[str, Architecture] = {
     "resnet18": Architecture("resnet18", models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1, "fc"),
     "resnet50": Architecture("resnet50", models.resnet50, models.ResNet50_Weights.IMAGENET1K_V2, "fc"),
     "mobilenet_v2": Architecture(
-        "mobilenet_v2", models.mobilenet_v2, models.MobileNet_V2_Weights.IMAGENET1K_V2, "classifier"
+        "mobilenet_v2", models.mobilenet_v2, models.MobileNet_V2_Weights.IMAGENET1K_V2, "classifier",
+        recompute_batchnorm=True,
     ),
 }
+
+
+# How many training images (a seeded sample) the recomputed BatchNorm statistics average over.
+BATCHNORM_STATS_IMAGES = 1024
+
+
+def recomputes_batchnorm(arch_name: str, requested: bool | None, freeze_backbone: bool) -> bool:
+    """Whether training recomputes BatchNorm statistics: as ``requested``, else the architecture's default.
+
+    Never for a frozen backbone: its BatchNorm layers stay in eval mode and keep the pretrained statistics.
+    """
+    if freeze_backbone:
+        return False
+    return get_architecture(arch_name).recompute_batchnorm if requested is None else requested
 
 
 def get_architecture(name: str) -> Architecture:

@@ -5,7 +5,7 @@ import torch
 
 from dogbreed import models
 from dogbreed.errors import ConfigError, WeightsError
-from dogbreed.models import ARCHITECTURES, build_model, find_weights_file
+from dogbreed.models import ARCHITECTURES, build_model, find_weights_file, recomputes_batchnorm
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
@@ -88,3 +88,12 @@ def test_failed_download_names_the_offline_alternatives(monkeypatch):
     monkeypatch.setitem(ARCHITECTURES, "resnet18", models.Architecture("resnet18", offline, arch.weights, "fc"))
     with pytest.raises(WeightsError, match=r"could not download .*--pretrained-weights.*--pretrained false"):
         build_model("resnet18", 4, pretrained=True)
+
+
+def test_batchnorm_recompute_defaults_per_architecture_and_never_for_a_frozen_backbone():
+    assert recomputes_batchnorm("mobilenet_v2", None, freeze_backbone=False)
+    assert not recomputes_batchnorm("resnet18", None, freeze_backbone=False)
+    assert not recomputes_batchnorm("resnet50", None, freeze_backbone=False)
+    assert recomputes_batchnorm("resnet18", True, freeze_backbone=False)
+    assert not recomputes_batchnorm("mobilenet_v2", False, freeze_backbone=False)
+    assert not recomputes_batchnorm("mobilenet_v2", True, freeze_backbone=True)

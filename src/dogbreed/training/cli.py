@@ -16,7 +16,7 @@ from pathlib import Path
 
 from dogbreed import sagemaker_env
 from dogbreed.errors import DogbreedError
-from dogbreed.models import ARCHITECTURES
+from dogbreed.models import ARCHITECTURES, BATCHNORM_STATS_IMAGES
 from dogbreed.training.data import BAD_IMAGE_POLICIES
 from dogbreed.training.debugger import DEBUG_COLLECTIONS
 
@@ -103,6 +103,10 @@ def get_args_parser(prog: str = "train_model.py", description: str | None = None
     hp.add_argument("--patience", type=_number(int, minimum=0), default=3,
                     help="early stopping: epochs without a validation-accuracy gain (0: off)")
     hp.add_argument("--seed", type=_number(int, minimum=0), default=42)
+    hp.add_argument("--recompute-bn-stats", default=None, **bool_flag,
+                    help="before each evaluation, recompute BatchNorm's running statistics on up to "
+                         f"{BATCHNORM_STATS_IMAGES} training images (evaluation transform) when the backbone "
+                         "trains; default: per architecture (true for mobilenet_v2, false for the ResNets)")
     hp.add_argument("--amp", default=False, **bool_flag,
                     help="mixed precision: float16 on CUDA; bfloat16 on CPU when a timed trial finds it faster")
 

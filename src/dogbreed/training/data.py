@@ -9,13 +9,15 @@ names the file, never with a traceback in the middle of an epoch.
 from __future__ import annotations
 
 import logging
+import random
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from dogbreed.errors import DataError
 from dogbreed.images import IMAGE_EXTENSIONS, ImageDecodeError, open_rgb
@@ -196,3 +198,14 @@ class ImageFileDataset(Dataset):
             # The file changed after validation; name it rather than crash obscurely.
             raise DataError(f"bad image {path}: {exc}") from exc
         return self.transform(image), label
+
+
+def sampled_batches(samples: list, count: int, seed: int, transform, draft_size: int, batch_size: int,
+                    workers: int = 0) -> Iterator[torch.Tensor]:
+    """A seeded sample of ``count`` images from ``samples`` through ``transform``, batched, without labels.
+
+    It draws from its own ``random.Random(seed)``, so taking a sample leaves the training run's random state alone.
+    """
+    chosen = random.Random(seed).sample(samples, min(count, len(samples)))
+    loader = DataLoader(ImageFileDataset(chosen, transform, draft_size), batch_size=batch_size, num_workers=workers)
+    return (images for images, _ in loader)

@@ -21,13 +21,13 @@ from dogbreed import sagemaker_env
 from dogbreed.artifact import make_metadata, save_artifact
 from dogbreed.errors import ConfigError
 from dogbreed.labels import display_label
-from dogbreed.models import build_model, set_train_mode
+from dogbreed.models import BATCHNORM_STATS_IMAGES, build_model, recomputes_batchnorm, set_train_mode
 from dogbreed.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, resize_size, train_transform
 from dogbreed.training import reports
 from dogbreed.training.checkpoint import load_checkpoint, save_checkpoint
-from dogbreed.training.data import DatasetSplits, ImageFileDataset, discover, resolve_split_dirs
+from dogbreed.training.data import DatasetSplits, ImageFileDataset, discover, resolve_split_dirs, sampled_batches
 from dogbreed.training.debugger import DebugHook, create_hook
-from dogbreed.training.export import Int8Gate, calibration_batches, parity_batches, write_onnx_variants
+from dogbreed.training.export import Int8Gate, parity_batches, write_onnx_variants
 from dogbreed.training.metrics import format_metrics
 from dogbreed.training.precision import choose_precision
 from dogbreed.training.progress import Progress
@@ -39,7 +39,7 @@ metrics_log = logging.getLogger("dogbreed.metrics")
 HYPERPARAMETERS = (
     "model", "pretrained", "freeze_backbone", "epochs", "batch_size", "learning_rate", "optimizer",
     "momentum", "weight_decay", "image_size", "seed", "patience", "amp", "int8", "int8_calibration_images",
-    "int8_max_accuracy_drop", "int8_min_agreement",
+    "int8_max_accuracy_drop", "int8_min_agreement", "recompute_bn_stats",
 )
 
 
@@ -111,6 +111,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.enabled and device.type == "cuda")
         hook.register(self.model, self.criterion)
         self.loaders = self._make_loaders()
+        self.recompute_batchnorm = recomputes_batchnorm(args.model, args.recompute_bn_stats, args.freeze_backbone)
+        if self.recompute_batchnorm:
+            log.info("BatchNorm statistics are recomputed on %d training images before each evaluation",
+                     min(BATCHNORM_STATS_IMAGES, len(data.splits["train"].samples)))
 
     def _make_loaders(self) -> dict[str, DataLoader]:
         args = self.args
@@ -178,6 +182,25 @@ class Trainer:
         n = max(len(targets_t), 1)
         return EvalResult(total_loss / n, float((targets_t == predictions_t).sum()) / n, targets_t, predictions_t)
 
+    def refresh_batchnorm_stats(self) -> None:
+        """Replace BatchNorm's running averages with statistics of the current weights (precise BatchNorm).
+
+        The pass runs on a hook-free copy, so smdebug sees no extra steps, over a seeded sample through the
+        evaluation transform. Dropout in the copy and the loader's worker seeds draw random numbers, so the pass
+        runs on forked generators: training goes on exactly as it would without it.
+        """
+        if not self.recompute_batchnorm:
+            return
+        args = self.args
+        cuda_devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda_devices):
+            model = self.plain_copy().to(self.device)
+            batches = sampled_batches(self.data.splits["train"].samples, BATCHNORM_STATS_IMAGES, args.seed,
+                                      eval_transform(args.image_size), resize_size(args.image_size),
+                                      args.batch_size, args.workers)
+            torch.optim.swa_utils.update_bn(batches, model, self.device)
+        self.model.load_state_dict(model.state_dict())
+
     def plain_copy(self) -> nn.Module:
         """The model's weights in a fresh CPU module in eval mode, without the smdebug hook's callbacks."""
         plain = build_model(self.args.model, self.num_classes, pretrained=False)
@@ -187,7 +210,7 @@ class Trainer:
     def calibration_batches(self) -> Iterator[torch.Tensor]:
         """A seeded sample of training images through the evaluation transform, to calibrate int8."""
         args = self.args
-        return calibration_batches(self.data.splits["train"].samples, args.int8_calibration_images, args.seed,
+        return sampled_batches(self.data.splits["train"].samples, args.int8_calibration_images, args.seed,
                                    eval_transform(args.image_size), resize_size(args.image_size), args.batch_size,
                                    args.workers)
 
@@ -235,6 +258,7 @@ def fit(args: Namespace) -> dict[str, Any]:
                 break
             started = time.monotonic()
             train_loss, train_acc = trainer.train_one_epoch(epoch, stop)
+            trainer.refresh_batchnorm_stats()
             val = trainer.evaluate("valid", f"epoch {epoch}/{args.epochs} valid")
             elapsed = time.monotonic() - started
             row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
@@ -278,7 +302,8 @@ def fit(args: Namespace) -> dict[str, Any]:
     metadata = make_metadata(
         architecture=args.model, class_folders=data.class_folders, input_size=args.image_size,
         mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), metrics=final,
-        hyperparameters={k: getattr(args, k) for k in HYPERPARAMETERS},
+        hyperparameters={**{k: getattr(args, k) for k in HYPERPARAMETERS},
+                         "recompute_bn_stats": trainer.recompute_batchnorm},  # the choice made, not the flag
     )
     metadata["onnx"] = onnx_section
     save_artifact(args.model_dir, trainer.model.state_dict(), metadata)

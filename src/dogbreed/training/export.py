@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
-import random
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -29,10 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from dogbreed.errors import ArtifactError
-from dogbreed.training.data import ImageFileDataset
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +65,6 @@ class Int8Gate:
 def parity_batches(loader: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[torch.Tensor]:
     """The images of the first :data:`PARITY_BATCHES` batches of a test loader: what the parity check runs on."""
     return (images for images, _ in itertools.islice(loader, PARITY_BATCHES))
-
-
-def calibration_batches(samples: list, count: int, seed: int, transform, draft_size: int, batch_size: int,
-                        workers: int = 0) -> Iterator[torch.Tensor]:
-    """A seeded sample of ``count`` images from ``samples`` through ``transform`` (the evaluation one), batched."""
-    chosen = random.Random(seed).sample(samples, min(count, len(samples)))
-    loader = DataLoader(ImageFileDataset(chosen, transform, draft_size), batch_size=batch_size, num_workers=workers)
-    return (images for images, _ in loader)
 
 
 def export_onnx(model: nn.Module, path: Path, image_size: int) -> None:

@@ -23,8 +23,8 @@ from torch.utils.data import DataLoader
 from dogbreed.artifact import load_artifact
 from dogbreed.artifact_format import write_metadata
 from dogbreed.errors import DataError, DogbreedError
-from dogbreed.training.data import ImageFileDataset, discover, resolve_split_dirs
-from dogbreed.training.export import Int8Gate, calibration_batches, parity_batches, write_onnx_variants
+from dogbreed.training.data import ImageFileDataset, discover, resolve_split_dirs, sampled_batches
+from dogbreed.training.export import Int8Gate, parity_batches, write_onnx_variants
 from dogbreed.transforms import eval_transform, resize_size
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def export_with_data(model, metadata, args) -> dict:
                       batch_size=args.batch_size)
     return write_onnx_variants(
         model, args.model_dir, size, parity_batches=parity_batches(test), test_loader=test,
-        calibration_batches=calibration_batches(data.splits["train"].samples, args.int8_calibration_images, 0,
+        calibration_batches=sampled_batches(data.splits["train"].samples, args.int8_calibration_images, 0,
                                                 transform, resize_size(size), args.batch_size),
         gate=Int8Gate.from_args(args))
 
