@@ -30,7 +30,7 @@ from PIL import Image
 from dogbreed.training.cli import get_args_parser
 from dogbreed.training.data import discover, resolve_split_dirs
 from dogbreed.training.debugger import create_hook
-from dogbreed.training.engine import Trainer
+from dogbreed.training.engine import EpochProgress, Trainer
 
 SAMPLE = Path(__file__).resolve().parent.parent / "local_data" / "sample"
 PHOTO_SIZE = (500, 375)
@@ -97,9 +97,9 @@ def main() -> None:
         trainer = Trainer(args, data, torch.device("cpu"), hook)
         stop = {"signal": None}
         images = len(data.splits["train"].samples)
-        trainer.train_one_epoch(1, stop)  # warm-up: starts the persistent workers
+        trainer.train_one_epoch(EpochProgress(1), stop)  # warm-up: starts the persistent workers
         start = time.perf_counter()
-        trainer.train_one_epoch(2, stop)
+        trainer.train_one_epoch(EpochProgress(2), stop)
         pipeline = (images // opts.batch_size) * opts.batch_size / (time.perf_counter() - start)
         bare = bare_loop(trainer, images // opts.batch_size, opts.batch_size, opts.image_size)
         hook.close()

@@ -25,7 +25,7 @@ LABEL org.opencontainers.image.title="dogbreed-train" \
       org.opencontainers.image.description="SageMaker training image: train_model.py and hpo.py with smdebug"
 # python3, python3-venv: the interpreter and its venv; ca-certificates: TLS to
 # S3 and torchvision's weight download; tini: PID 1 that forwards SIGTERM
-# (spot interruptions) and reaps DataLoader workers.
+# (spot interruptions) to `train` and reaps DataLoader workers.
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         python3 python3-venv ca-certificates tini \
@@ -42,7 +42,8 @@ RUN python3 -m venv /opt/venv \
         -c /tmp/requirements/constraints.txt -r /tmp/requirements/train.txt \
     && rm -rf /tmp/wheels /tmp/requirements \
     && find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
-ENV PATH=/opt/venv/bin:$PATH \
+# /opt/dogbreed/bin first: its `train` is the toolkit's, relaying SIGTERM to the script.
+ENV PATH=/opt/dogbreed/bin:/opt/venv/bin:$PATH \
     PYTHONPATH=/opt/dogbreed \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -51,6 +52,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     SAGEMAKER_PROGRAM=train_model.py
 # Code last, so a code change rebuilds only these small layers.
 COPY src/dogbreed /opt/dogbreed/dogbreed
+COPY src/train/train /opt/dogbreed/bin/train
 COPY src/train/train_model.py src/train/hpo.py /opt/ml/code/
 WORKDIR /opt/ml/code
 # Runs as root: SageMaker mounts /opt/ml/{input,model,output,checkpoints}

@@ -109,6 +109,21 @@ def write_failure(reason: str) -> Path | None:
     return path
 
 
+def clear_failure() -> bool:
+    """Remove the failure file an earlier run left in this output tree (a stopped job run again in place).
+
+    SageMaker gives every job a fresh output folder; natively the tree is reused, and a job that resumes and
+    succeeds must not still read as failed. Returns whether there was one.
+    """
+    if not is_sagemaker_layout():
+        return False
+    try:
+        failure_file().unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def num_cpus() -> int:
     value = os.environ.get("SM_NUM_CPUS")
     if value and value.isdigit():

@@ -8,6 +8,7 @@ import subprocess
 import tarfile
 
 import pytest
+import torch
 
 from dogbreed.artifact import load_artifact
 from dogbreed.training.metrics import parse_metrics
@@ -150,6 +151,59 @@ def test_a_restarted_spot_job_resumes_from_the_checkpoints_sagemaker_restores(im
     assert len(epoch_lines) == 1 and "epoch=2 " in epoch_lines[0]  # epoch 1 was not trained again
     metrics = json.loads(next((tmp_path / "ml" / "output").rglob("metrics.json")).read_text())
     assert metrics["epochs_completed"] == 2
+
+
+def _mounts(root) -> list[str]:
+    """Each /opt/ml folder mounted on its own, as SageMaker does (the image's /opt/ml/code stays visible)."""
+    return [arg for name in ("input", "model", "output", "checkpoints")
+            for arg in ("-v", f"{root / name}:/opt/ml/{name}")]
+
+
+def test_docker_stop_checkpoints_the_step_and_the_restarted_job_ends_as_an_uninterrupted_one(images, tmp_path,
+                                                                                            container_name):
+    """docker stop reaches train_model.py through tini and the toolkit; the resumed job matches a straight run."""
+    hyperparameters = {"pretrained": "false", "freeze-backbone": "false", "image-size": "32", "batch-size": "16",
+                       "epochs": "2", "patience": "0", "log-interval": "1", "int8": "false",
+                       "model": "mobilenet_v2", "workers": "2"}
+    stopped, straight = tmp_path / "stopped", tmp_path / "straight"
+    for root in (stopped, straight):
+        _sagemaker_tree(root, SAMPLE_DATA, hyperparameters)
+    run = ["docker", "run", "--hostname", "algo-1"]
+    subprocess.run([*run, "-d", "--name", container_name, *_mounts(stopped), images["train"], "train"],
+                   check=True, capture_output=True, timeout=60)
+    logs = subprocess.Popen(["docker", "logs", "-f", container_name], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in logs.stdout:
+            if "epoch 2/2 train step 3/" in line:
+                break
+        stop = subprocess.run(["docker", "stop", "-t", "60", container_name], capture_output=True, timeout=90)
+        assert stop.returncode == 0
+    finally:
+        logs.kill()
+        logs.wait()
+    state = json.loads(subprocess.run(["docker", "inspect", container_name, "--format", "{{json .State}}"],
+                                      capture_output=True, text=True, check=True).stdout)
+    log = subprocess.run(["docker", "logs", container_name], capture_output=True, text=True).stdout
+    assert state["ExitCode"] not in (0, 137), f"exit {state['ExitCode']}: not a clean stop"  # 137: SIGKILLed
+    assert "stopped by SIGTERM in epoch 2 after step" in log
+    failure = (stopped / "output" / "failure").read_text()
+    assert failure.startswith("stopped by SIGTERM in epoch 2 after step ") and "checkpoint_s3_uri" in failure
+    checkpoint = torch.load(stopped / "checkpoints" / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert checkpoint["partial"]["epoch"] == 2 and checkpoint["partial"]["batches"] >= 3
+
+    (stopped / "output" / "failure").unlink()  # SageMaker gives the restarted job a fresh output folder
+    resumed = subprocess.run([*run, "--rm", *_mounts(stopped), images["train"], "train"], capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
+    assert f"in epoch 2 after step {checkpoint['partial']['batches']}" in resumed.stdout + resumed.stderr
+    uninterrupted = subprocess.run([*run, "--rm", *_mounts(straight), images["train"], "train"],
+                                   capture_output=True, text=True, timeout=600)
+    assert uninterrupted.returncode == 0, uninterrupted.stdout[-3000:]
+    a, b = (torch.load(root / "model" / "model.pth", map_location="cpu", weights_only=True)
+            for root in (stopped, straight))
+    assert a.keys() == b.keys()
+    assert max((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].numel()) <= 1e-6
 
 
 def test_make_local_serve_serves_the_local_train_model_and_make_stop_ends_only_it(local_train, tmp_path):

@@ -167,10 +167,15 @@ def main(args: argparse.Namespace, prog: str = "train_model.py") -> int:
     configure_logging()
     from dogbreed.training.engine import Interrupted, fit  # torch is imported after argument errors are out
 
+    if sagemaker_env.clear_failure():
+        log.info("removed the failure file of an earlier run in this output folder")
     try:
         fit(args)
     except Interrupted as exc:
-        log.warning("stopped by %s; the checkpoint in %s resumes the job", exc, args.checkpoint_dir)
+        message = (f"stopped by {exc}; the checkpoint in {args.checkpoint_dir} resumes the job from there: start "
+                   "it again with the same checkpoint folder (on SageMaker, the same checkpoint_s3_uri)")
+        log.warning(message)
+        sagemaker_env.write_failure(message)
         return sagemaker_env.EXIT_INTERRUPTED
     except DogbreedError as exc:
         message = str(exc)

@@ -16,8 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dogbreed.errors import DataError
 from dogbreed.images import IMAGE_EXTENSIONS, ImageDecodeError, open_rgb
@@ -190,14 +191,49 @@ class ImageFileDataset(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        """Sample ``key``: an index, or (index, seed) from :class:`SeededEpochOrder` for a random transform."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
         path, label = self.samples[index]
         try:
             image = open_rgb(path, draft_size=self.draft_size)
         except (ImageDecodeError, OSError) as exc:
             # The file changed after validation; name it rather than crash obscurely.
             raise DataError(f"bad image {path}: {exc}") from exc
-        return self.transform(image), label
+        if seed is None:
+            return self.transform(image), label
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(image), label
+
+
+class SeededEpochOrder(Sampler):
+    """The training order: a permutation per epoch, each position with its own augmentation seed.
+
+    Both come from (seed, epoch, position) alone, not from the worker count or from what ran before, so a job
+    resumed mid-epoch (``start``: the samples already trained on) gets exactly the batches and the random crops
+    and flips it would have had without the interruption.
+    """
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed = size, seed
+        self.epoch, self.start = 1, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __len__(self) -> int:
+        return max(self.size - self.start, 0)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(_seed(self.seed, self.epoch)))
+        for position in range(self.start, self.size):
+            yield order[position].item(), _seed(self.seed, self.epoch, position)
+
+
+def _seed(*words: int) -> int:
+    """A 32-bit seed mixed from ``words``: nearby inputs give unrelated streams."""
+    return int(np.random.SeedSequence(list(words)).generate_state(1)[0])
 
 
 def sampled_batches(samples: list, count: int, seed: int, transform, draft_size: int, batch_size: int,

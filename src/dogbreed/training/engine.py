@@ -9,7 +9,7 @@ import time
 from argparse import Namespace
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,8 @@ from dogbreed.models import BATCHNORM_STATS_IMAGES, build_model, recomputes_batc
 from dogbreed.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, resize_size, train_transform
 from dogbreed.training import reports
 from dogbreed.training.checkpoint import load_checkpoint, save_checkpoint
-from dogbreed.training.data import DatasetSplits, ImageFileDataset, discover, resolve_split_dirs, sampled_batches
+from dogbreed.training.data import (DatasetSplits, ImageFileDataset, SeededEpochOrder, discover,
+                                   resolve_split_dirs, sampled_batches)
 from dogbreed.training.debugger import DebugHook, create_hook
 from dogbreed.training.export import Int8Gate, parity_batches, write_onnx_variants
 from dogbreed.training.metrics import format_metrics
@@ -43,8 +44,23 @@ HYPERPARAMETERS = (
 )
 
 
+@dataclass
+class EpochProgress:
+    """How far a training epoch got: kept in a checkpoint when a stop signal ends the job mid-epoch."""
+
+    epoch: int
+    batches: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+
+
 class Interrupted(Exception):
-    """SIGTERM or SIGINT arrived; the last epoch checkpoint is kept for resuming."""
+    """SIGTERM or SIGINT arrived; the job stopped at a batch boundary and saved a checkpoint there."""
+
+    def __init__(self, signum: int, where: str):
+        self.signal_name = signal.Signals(signum).name
+        super().__init__(f"{self.signal_name} {where}")
 
 
 @dataclass
@@ -121,29 +137,35 @@ class Trainer:
         draft = resize_size(args.image_size)
         common = dict(batch_size=args.batch_size, num_workers=args.workers,
                       pin_memory=self.device.type == "cuda", persistent_workers=args.workers > 0)
-        self.shuffle_generator = torch.Generator()
         train_set = ImageFileDataset(self.data.splits["train"].samples, train_transform(args.image_size), draft)
-        loaders = {"train": DataLoader(train_set, shuffle=True, generator=self.shuffle_generator,
+        self.train_order = SeededEpochOrder(len(train_set), args.seed)
+        # Its own generator: worker seeds are drawn from it, not from the global one that dropout uses.
+        loaders = {"train": DataLoader(train_set, sampler=self.train_order, generator=torch.Generator(),
                                        drop_last=len(train_set) > args.batch_size, **common)}
         for split in ("valid", "test"):
             dataset = ImageFileDataset(self.data.splits[split].samples, eval_transform(args.image_size), draft)
-            loaders[split] = DataLoader(dataset, shuffle=False, **common)
+            loaders[split] = DataLoader(dataset, shuffle=False, generator=torch.Generator(), **common)
         return loaders
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.precision.dtype, enabled=self.precision.enabled)
 
-    def train_one_epoch(self, epoch: int, stop: dict) -> tuple[float, float]:
+    def train_one_epoch(self, progress: EpochProgress, stop: dict) -> EpochProgress:
+        """Train from ``progress`` (a fresh epoch, or one resumed mid-way) to the epoch's end.
+
+        A stop signal ends it at the next batch boundary with :class:`Interrupted`; ``progress`` then says how
+        far it got.
+        """
+        epoch = progress.epoch
         set_train_mode(self.model, self.args.model, self.args.freeze_backbone)
         self.hook.train()
-        self.shuffle_generator.manual_seed(self.args.seed + epoch)
+        self.train_order.set_epoch(epoch, start=progress.batches * self.args.batch_size)
         loader = self.loaders["train"]
-        progress = Progress(loader, total=len(loader), desc=f"epoch {epoch}/{self.args.epochs} train",
-                            log_every=self.args.log_interval)
-        total_loss, correct, seen = 0.0, 0, 0
-        for images, targets in progress:
+        bar = Progress(loader, total=progress.batches + len(loader), initial=progress.batches,
+                       desc=f"epoch {epoch}/{self.args.epochs} train", log_every=self.args.log_interval)
+        for images, targets in bar:
             if stop["signal"] is not None:
-                raise Interrupted(f"signal {stop['signal']} during epoch {epoch}")
+                raise Interrupted(stop["signal"], f"in epoch {epoch} after step {progress.batches}")
             images = images.to(self.device, non_blocking=True)
             targets = targets.to(self.device, non_blocking=True)
             self.optimizer.zero_grad(set_to_none=True)
@@ -153,14 +175,14 @@ class Trainer:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
-            batch = targets.size(0)
-            total_loss += loss.item() * batch
-            correct += int((outputs.argmax(1) == targets).sum())
-            seen += batch
-            progress.set_postfix(loss=total_loss / seen, acc=correct / seen)
+            progress.batches += 1
+            progress.loss_sum += loss.item() * targets.size(0)
+            progress.correct += int((outputs.argmax(1) == targets).sum())
+            progress.seen += targets.size(0)
+            bar.set_postfix(loss=progress.loss_sum / progress.seen, acc=progress.correct / progress.seen)
         if stop["signal"] is not None:
-            raise Interrupted(f"signal {stop['signal']} at the end of epoch {epoch}")
-        return total_loss / max(seen, 1), correct / max(seen, 1)
+            raise Interrupted(stop["signal"], f"at the end of epoch {epoch}'s training steps")
+        return progress
 
     @torch.no_grad()
     def evaluate(self, split: str, desc: str) -> EvalResult:
@@ -223,6 +245,96 @@ class Trainer:
         }
 
 
+@dataclass
+class TrainingState:
+    """What a checkpoint carries besides the model, optimizer and scaler."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best: dict[str, Any] = field(
+        default_factory=lambda: {"epoch": 0, "val_accuracy": -1.0, "val_loss": float("inf"), "state": None})
+    stale_epochs: int = 0
+    stopped_early: bool = False
+    epochs_done: int = 0
+    partial: EpochProgress | None = None  # the epoch a stop signal interrupted
+
+    def record_epoch(self, row: dict[str, float], model: nn.Module, patience: int, epochs: int) -> None:
+        """Add a finished epoch: history, the best weights so far, early stopping."""
+        self.history.append(row)
+        self.epochs_done, self.partial = int(row["epoch"]), None
+        if row["val_accuracy"] > self.best["val_accuracy"]:
+            self.best = {"epoch": self.epochs_done, "val_accuracy": row["val_accuracy"], "val_loss": row["val_loss"],
+                         "state": copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})}
+            self.stale_epochs = 0
+        else:
+            self.stale_epochs += 1
+        if patience and self.stale_epochs >= patience and self.epochs_done < epochs:
+            self.stopped_early = True
+            log.info("early stopping: no val_accuracy gain for %d epoch(s)", self.stale_epochs)
+
+
+def checkpoint_of(trainer: Trainer, state: TrainingState) -> dict[str, Any]:
+    """The checkpoint: enough to continue exactly, mid-epoch included (the global RNG drives dropout)."""
+    rng = {"torch": torch.get_rng_state()}
+    if trainer.device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {"identity": trainer.identity(), "epoch": state.epochs_done, "model": trainer.model.state_dict(),
+            "optimizer": trainer.optimizer.state_dict(), "scaler": trainer.scaler.state_dict(),
+            "history": state.history, "best": state.best, "stale_epochs": state.stale_epochs,
+            "stopped_early": state.stopped_early, "partial": asdict(state.partial) if state.partial else None,
+            "rng": rng}
+
+
+def resume(trainer: Trainer, directory: Path) -> TrainingState:
+    """The state of the checkpoint in ``directory``, loaded into ``trainer``; a fresh state when there is none."""
+    checkpoint = load_checkpoint(directory, trainer.identity())
+    if checkpoint is None:
+        return TrainingState()
+    trainer.model.load_state_dict(checkpoint["model"])
+    trainer.optimizer.load_state_dict(checkpoint["optimizer"])
+    trainer.scaler.load_state_dict(checkpoint["scaler"])
+    rng = checkpoint.get("rng") or {}
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and trainer.device.type == "cuda":
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    partial = checkpoint.get("partial")
+    state = TrainingState(history=checkpoint["history"], best=checkpoint["best"],
+                          stale_epochs=checkpoint["stale_epochs"], stopped_early=checkpoint["stopped_early"],
+                          epochs_done=checkpoint["epoch"], partial=EpochProgress(**partial) if partial else None)
+    if state.partial is None:
+        log.info("resuming from checkpoint %s after epoch %d", directory, state.epochs_done)
+    else:
+        log.info("resuming from checkpoint %s in epoch %d after step %d", directory, state.partial.epoch,
+                 state.partial.batches)
+    return state
+
+
+def train_epochs(trainer: Trainer, state: TrainingState, stop: dict) -> None:
+    """Train the epochs ``state`` has not done yet, checkpointing after each one and at a stop signal."""
+    args = trainer.args
+    while state.epochs_done < args.epochs and not state.stopped_early:
+        epoch = state.epochs_done + 1
+        started = time.monotonic()
+        state.partial = progress = state.partial or EpochProgress(epoch)
+        try:
+            trainer.train_one_epoch(progress, stop)
+        except Interrupted:
+            save_checkpoint(args.checkpoint_dir, checkpoint_of(trainer, state))
+            raise
+        trainer.refresh_batchnorm_stats()
+        val = trainer.evaluate("valid", f"epoch {epoch}/{args.epochs} valid")
+        row = {"epoch": epoch, "train_loss": progress.loss_sum / max(progress.seen, 1),
+               "train_accuracy": progress.correct / max(progress.seen, 1),
+               "val_loss": val.loss, "val_accuracy": val.accuracy}
+        metrics_log.info(format_metrics(**row))
+        elapsed = time.monotonic() - started
+        log.info("epoch %d took %.1fs (%.1f train images/s)", epoch, elapsed, progress.seen / elapsed)
+        state.record_epoch(row, trainer.model, args.patience, args.epochs)
+        save_checkpoint(args.checkpoint_dir, checkpoint_of(trainer, state))
+        if stop["signal"] is not None:
+            raise Interrupted(stop["signal"], f"after epoch {epoch}")
+
+
 def fit(args: Namespace) -> dict[str, Any]:
     """Train, evaluate and write the artifact and reports; returns the final metrics."""
     device = select_device(args.device)
@@ -238,52 +350,15 @@ def fit(args: Namespace) -> dict[str, Any]:
     log.info("device %s, model %s, pretrained=%s, freeze_backbone=%s, amp=%s", device, args.model,
              args.pretrained, args.freeze_backbone, args.amp)
     trainer = Trainer(args, data, device, hook)
-
-    history: list[dict[str, float]] = []
-    best = {"epoch": 0, "val_accuracy": -1.0, "val_loss": float("inf"), "state": None}
-    stale_epochs, start_epoch, stopped_early = 0, 1, False
-    checkpoint = load_checkpoint(args.checkpoint_dir, trainer.identity())
-    if checkpoint is not None:
-        trainer.model.load_state_dict(checkpoint["model"])
-        trainer.optimizer.load_state_dict(checkpoint["optimizer"])
-        trainer.scaler.load_state_dict(checkpoint["scaler"])
-        history, best, stale_epochs = checkpoint["history"], checkpoint["best"], checkpoint["stale_epochs"]
-        stopped_early = checkpoint["stopped_early"]
-        start_epoch = checkpoint["epoch"] + 1
-        log.info("resuming from checkpoint %s after epoch %d", args.checkpoint_dir, checkpoint["epoch"])
-
+    state = resume(trainer, args.checkpoint_dir)
     with stop_on_signals() as stop:
-        for epoch in range(start_epoch, args.epochs + 1):
-            if stopped_early:
-                break
-            started = time.monotonic()
-            train_loss, train_acc = trainer.train_one_epoch(epoch, stop)
-            trainer.refresh_batchnorm_stats()
-            val = trainer.evaluate("valid", f"epoch {epoch}/{args.epochs} valid")
-            elapsed = time.monotonic() - started
-            row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
-                   "val_loss": val.loss, "val_accuracy": val.accuracy}
-            history.append(row)
-            metrics_log.info(format_metrics(**row))
-            log.info("epoch %d took %.1fs (%.1f train images/s)", epoch, elapsed,
-                     len(data.splits["train"].samples) / elapsed)
-            if val.accuracy > best["val_accuracy"]:
-                best = {"epoch": epoch, "val_accuracy": val.accuracy, "val_loss": val.loss,
-                        "state": copy.deepcopy({k: v.cpu() for k, v in trainer.model.state_dict().items()})}
-                stale_epochs = 0
-            else:
-                stale_epochs += 1
-            if args.patience and stale_epochs >= args.patience and epoch < args.epochs:
-                stopped_early = True
-                log.info("early stopping: no val_accuracy gain for %d epoch(s)", stale_epochs)
-            save_checkpoint(args.checkpoint_dir, {
-                "identity": trainer.identity(), "epoch": epoch, "model": trainer.model.state_dict(),
-                "optimizer": trainer.optimizer.state_dict(), "scaler": trainer.scaler.state_dict(),
-                "history": history, "best": best, "stale_epochs": stale_epochs, "stopped_early": stopped_early,
-            })
-            if stop["signal"] is not None:
-                raise Interrupted(f"signal {stop['signal']} after epoch {epoch}")
+        train_epochs(trainer, state, stop)
+    return finish(trainer, state)
 
+
+def finish(trainer: Trainer, state: TrainingState) -> dict[str, Any]:
+    """Test the best weights, then write the artifact (with its ONNX variants) and the reports."""
+    args, data, hook, best = trainer.args, trainer.data, trainer.hook, state.best
     if best["state"] is not None:
         trainer.model.load_state_dict(best["state"])
     metrics_log.info(format_metrics(best_epoch=best["epoch"], val_loss=best["val_loss"],
@@ -308,7 +383,8 @@ def fit(args: Namespace) -> dict[str, Any]:
     metadata["onnx"] = onnx_section
     save_artifact(args.model_dir, trainer.model.state_dict(), metadata)
     log.info("model artifact written to %s", args.model_dir)
-    write_reports(args.output_data_dir, data, history, final, test, labels, stopped_early, onnx_section)
+    write_reports(args.output_data_dir, data, state.history, final, test, labels, state.stopped_early,
+                  onnx_section)
     return final
 
 

@@ -28,9 +28,10 @@ class Progress:
     """Wraps one pass over a DataLoader and reports rate and ETA."""
 
     def __init__(self, iterable: Iterable[T], *, total: int, desc: str, log_every: int = 20,
-                 interactive: bool | None = None, unit: str = "batch"):
+                 interactive: bool | None = None, unit: str = "batch", initial: int = 0):
         self.iterable = iterable
         self.total = total
+        self.initial = initial  # steps done before this pass (a resumed epoch)
         self.desc = desc
         self.unit = unit
         self.log_every = max(1, log_every)
@@ -45,18 +46,18 @@ class Progress:
 
     def __iter__(self) -> Iterator[T]:
         if self.interactive:
-            with tqdm(self.iterable, total=self.total, desc=self.desc, unit=self.unit,
+            with tqdm(self.iterable, total=self.total, desc=self.desc, unit=self.unit, initial=self.initial,
                       dynamic_ncols=True, leave=False) as bar:
                 self._bar = bar
                 yield from bar
             self._bar = None
             return
         start = time.monotonic()
-        for step, item in enumerate(self.iterable, start=1):
+        for step, item in enumerate(self.iterable, start=self.initial + 1):
             yield item
             if step % self.log_every == 0 or step == self.total:
                 elapsed = time.monotonic() - start
-                rate = step / elapsed if elapsed > 0 else 0.0
+                rate = (step - self.initial) / elapsed if elapsed > 0 else 0.0
                 eta = (self.total - step) / rate if rate > 0 else 0.0
                 extra = "".join(f" {k}={v}" for k, v in self._postfix.items())
                 log.info("%s step %d/%d %.2f %s/s eta %.0fs%s", self.desc, step, self.total, rate, self.unit, eta, extra)
