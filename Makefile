@@ -26,6 +26,11 @@ TRAIN_OUT ?= $(BUILD_DIR)/train
 MODEL_DIR ?=
 EXPORT_DATA_DIR ?=
 
+# make debug-report: a saved smdebug trial (a job's tensors folder) and, optionally, the folder holding its
+# metrics.json and plots, where the report goes (default: the trial's parent folder).
+DEBUG_DIR ?=
+DEBUG_OUTPUT_DIR ?=
+
 # The real dataset (make data).
 DATA_URL ?= https://s3-us-west-1.amazonaws.com/udacity-aind/dog-project/dogImages.zip
 DATA_SHA256 ?=
@@ -155,6 +160,11 @@ train: $(VENV_STAMP) ## Train natively on DATA_DIR into TRAIN_OUT (fresh run: ol
 		--image-size $(IMAGE_SIZE) --learning-rate $(LEARNING_RATE) --pretrained $(PRETRAINED) \
 		--freeze-backbone $(FREEZE_BACKBONE) $(TRAIN_ARGS)
 	@echo "model: $(TRAIN_OUT)/model  metrics and plots: $(TRAIN_OUT)/output/data"
+
+.PHONY: debug-report
+debug-report: $(VENV_STAMP) ## (Re)build rules.json and debugger-report.html from the smdebug trial in DEBUG_DIR
+	@test -n "$(DEBUG_DIR)" || { echo "make debug-report: set DEBUG_DIR to a trial, e.g. $(TRAIN_OUT)/output/data/tensors" >&2; exit 2; }
+	$(VENV_PY) -m dogbreed.training.debug_report $(DEBUG_DIR) $(if $(DEBUG_OUTPUT_DIR),--output-dir $(DEBUG_OUTPUT_DIR))
 
 .PHONY: train-mobile
 train-mobile: ## Train a MobileNetV2 the same way into MOBILE_TRAIN_OUT (the second served model)

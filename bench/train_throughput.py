@@ -3,8 +3,9 @@
 Both sides train the same model with the same optimizer, batch size and image
 size. The pipeline side is the real training code (``Trainer.train_one_epoch``):
 JPEG decoding and augmentation in DataLoader workers, the progress reporting
-and the default smdebug hook (losses every 100 steps). The bare side feeds
-pre-made tensors straight into forward/backward/step.
+and the default smdebug hook (losses every step; weight and gradient reductions every 10 steps). The
+same pipeline without the hook (``--debug-hook false``) runs in alternating epochs, which measures the
+hook's overhead. The bare side feeds pre-made tensors straight into forward/backward/step.
 
 The images are the bundled sample re-encoded at 500x375, the typical size of
 a dogImages photo, so decoding costs what it costs on the real dataset.
@@ -79,41 +80,61 @@ def main() -> None:
     parser.add_argument("--freeze-backbone", default="true", help="the training default: feature extraction")
     parser.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: the training default)")
     parser.add_argument("--copies", type=int, default=2, help="train split repetitions (160 images each)")
+    parser.add_argument("--rounds", type=int, default=3, help="timed epochs per side, alternating")
     opts = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     work = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    hooks = []
     try:
         data_dir = make_photo_dataset(work / "data", opts.copies)
-        argv = ["--data-dir", str(data_dir), "--model", opts.model, "--batch-size", str(opts.batch_size),
-                "--image-size", str(opts.image_size), "--pretrained", "false",
-                "--freeze-backbone", opts.freeze_backbone, "--debug-out-dir", str(work / "debug"),
-                "--checkpoint-dir", str(work / "ckpt"), "--log-interval", "1000000"]
-        if opts.workers is not None:
-            argv += ["--workers", str(opts.workers)]
-        args = get_args_parser(prog="bench").parse_args(argv)
-        data = discover(resolve_split_dirs(args.data_dir, {"train": None, "valid": None, "test": None}))
-        hook = create_hook(args.debug_out_dir, args.debug_save_interval, args.debug_collections)
-        trainer = Trainer(args, data, torch.device("cpu"), hook)
+        data = discover(resolve_split_dirs(data_dir, {"train": None, "valid": None, "test": None}))
+
+        def trainer(hook_on: bool) -> Trainer:
+            argv = ["--data-dir", str(data_dir), "--model", opts.model, "--batch-size", str(opts.batch_size),
+                    "--image-size", str(opts.image_size), "--pretrained", "false",
+                    "--freeze-backbone", opts.freeze_backbone, "--debug-hook", str(hook_on),
+                    "--debug-out-dir", str(work / f"debug-{hook_on}"), "--checkpoint-dir", str(work / "ckpt"),
+                    "--log-interval", "1000000"]
+            if opts.workers is not None:
+                argv += ["--workers", str(opts.workers)]
+            args = get_args_parser(prog="bench").parse_args(argv)
+            hook = create_hook(args.debug_out_dir, args.debug_save_interval, args.debug_collections, hook_on)
+            hooks.append(hook)
+            return Trainer(args, data, torch.device("cpu"), hook)
+
+        sides = {"hook": trainer(True), "no_hook": trainer(False)}
         stop = {"signal": None}
-        images = len(data.splits["train"].samples)
-        trainer.train_one_epoch(EpochProgress(1), stop)  # warm-up: starts the persistent workers
-        start = time.perf_counter()
-        trainer.train_one_epoch(EpochProgress(2), stop)
-        pipeline = (images // opts.batch_size) * opts.batch_size / (time.perf_counter() - start)
-        bare = bare_loop(trainer, images // opts.batch_size, opts.batch_size, opts.image_size)
-        hook.close()
+        images = (len(data.splits["train"].samples) // opts.batch_size) * opts.batch_size
+        elapsed = {name: 0.0 for name in sides}
+        for name, side in sides.items():
+            side.train_one_epoch(EpochProgress(1), stop)  # warm-up: starts the persistent workers
+        for epoch in range(2, 2 + opts.rounds):  # alternating epochs: both sides see the same noise
+            for name, side in sides.items():
+                start = time.perf_counter()
+                side.train_one_epoch(EpochProgress(epoch), stop)
+                elapsed[name] += time.perf_counter() - start
+        args = sides["hook"].args
+        bare = bare_loop(sides["no_hook"], images // opts.batch_size, opts.batch_size, opts.image_size)
     finally:
+        for hook in hooks:
+            hook.close()
         shutil.rmtree(work, ignore_errors=True)
 
+    pipeline = {name: images * opts.rounds / seconds for name, seconds in elapsed.items()}
     result = {
         "model": opts.model, "batch_size": opts.batch_size, "image_size": opts.image_size,
         "freeze_backbone": args.freeze_backbone, "workers": args.workers, "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "pipeline_images_per_s": round(pipeline, 2),
-        "bare_images_per_s": round(bare, 2), "ratio": round(pipeline / bare, 3),
+        "torch_threads": torch.get_num_threads(), "rounds": opts.rounds,
+        "pipeline_images_per_s": round(pipeline["hook"], 2),
+        "pipeline_no_hook_images_per_s": round(pipeline["no_hook"], 2),
+        "hook_overhead": round(elapsed["hook"] / elapsed["no_hook"] - 1, 4),
+        "bare_images_per_s": round(bare, 2), "ratio": round(pipeline["hook"] / bare, 3),
     }
     print(json.dumps(result))
-    print(f"pipeline {pipeline:.1f} img/s, bare loop {bare:.1f} img/s, ratio {pipeline / bare:.2f}", file=sys.stderr)
+    print(f"pipeline {pipeline['hook']:.1f} img/s ({pipeline['no_hook']:.1f} without the hook: overhead "
+          f"{result['hook_overhead'] * 100:.1f}%), bare loop {bare:.1f} img/s, ratio {result['ratio']:.2f}",
+          file=sys.stderr)
 
 
 if __name__ == "__main__":

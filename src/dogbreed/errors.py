@@ -1,5 +1,10 @@
 """Errors that end a job with a clear one-line reason instead of a traceback."""
 
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
 
 class DogbreedError(Exception):
     """Base class: the message is meant for the user, as it stands."""
@@ -23,3 +28,14 @@ class ArtifactError(DogbreedError):
 
 class CheckpointError(DogbreedError):
     """A checkpoint exists but cannot be resumed from."""
+
+
+def run_cli(prog: str, action: Callable[[], object], errors: tuple[type[Exception], ...] = (DogbreedError,)) -> int:
+    """Run a command-line tool's work: 0 when it returns, 1 with one line ``prog: error: ...`` when it raises
+    one of ``errors`` (the user's problem, said plainly; anything else is a bug and keeps its traceback)."""
+    try:
+        action()
+    except errors as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0

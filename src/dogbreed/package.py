@@ -19,7 +19,7 @@ import tarfile
 from pathlib import Path, PurePosixPath
 
 from dogbreed.artifact_format import METADATA_FILE, read_metadata, served_onnx_file
-from dogbreed.errors import ArtifactError
+from dogbreed.errors import ArtifactError, run_cli
 
 
 def is_target_path(target: str) -> bool:
@@ -61,13 +61,11 @@ def main(argv: list[str] | None = None) -> int:
     if not is_target_path(args.target):
         parser.error(f"--target must be a relative path ending in .tar.gz, got {args.target!r}")
     target = PurePosixPath(args.target)
-    try:
-        archive = pack_artifact(args.model_dir, args.store / target)
-    except ArtifactError as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 1
-    print(f"packed {args.model_dir} as {archive}")
-    return 0
+
+    def pack() -> None:
+        print(f"packed {args.model_dir} as {pack_artifact(args.model_dir, args.store / target)}")
+
+    return run_cli(parser.prog, pack, errors=(ArtifactError,))
 
 
 if __name__ == "__main__":

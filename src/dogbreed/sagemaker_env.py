@@ -48,6 +48,16 @@ def output_data_dir() -> Path:
     return _env_path("SM_OUTPUT_DATA_DIR", output_dir() / "data")
 
 
+def default_tensor_dir() -> Path:
+    """Where the smdebug hook writes when not told: SageMaker's place in a job, else the output data folder.
+
+    The toolkit sets ``SM_TRAINING_ENV`` in every SageMaker job, local mode included.
+    """
+    if os.environ.get("SM_TRAINING_ENV"):
+        return output_dir() / "tensors"
+    return output_data_dir() / "tensors"
+
+
 def checkpoint_dir() -> Path:
     """SageMaker syncs this folder with the job's S3 checkpoint location."""
     return _env_path("SM_CHECKPOINT_DIR", base_dir() / "checkpoints")

@@ -65,8 +65,14 @@ def test_reports_and_smdebug_tensors_come_back_from_the_container(local_train, t
     tensors = next(p for p in tmp_path.rglob("tensors") if p.is_dir())
     trial = create_trial(str(tensors))
     loss = trial.tensor(trial.tensor_names(collection="losses")[0])
-    assert len(loss.steps(mode=modes.TRAIN)) == 10  # 2 epochs x 10 batches, every 2nd step
-    assert trial.tensor_names(collection="weights")
+    assert len(loss.steps(mode=modes.TRAIN)) == 20  # 2 epochs x 10 batches: losses every step
+    weights = trial.tensor_names(collection="weights")
+    assert weights and len(trial.tensor(weights[0]).steps(mode=modes.TRAIN)) == 10  # every 2nd step
+    # The rules ran and the report was written in the container, and came back with the outputs.
+    rules = json.loads(next(tmp_path.rglob("rules.json")).read_text())
+    assert {r["rule"] for r in rules["rules"]} >= {"LossNotDecreasing", "ExplodingTensor", "VanishingGradient"}
+    assert "<h2>Rules</h2>" in next(tmp_path.rglob("debugger-report.html")).read_text()
+    assert json.loads(next(tmp_path.rglob("profile.json")).read_text())["summary"]["steps"] == 20
     assert parse_metrics(stdout)["test:accuracy"]
 
 

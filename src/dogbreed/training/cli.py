@@ -141,11 +141,15 @@ def get_args_parser(prog: str = "train_model.py", description: str | None = None
     paths.add_argument("--checkpoint-dir", type=Path, default=sagemaker_env.checkpoint_dir(),
                        help="epoch checkpoints; a checkpoint found here is resumed")
 
-    debug = parser.add_argument_group("SageMaker Debugger (ignored when the job has a Debugger config)")
-    debug.add_argument("--debug-out-dir", type=Path, default=None, help="write smdebug tensors here")
-    debug.add_argument("--debug-save-interval", type=_number(int, minimum=1), default=100,
-                       help="save tensors every N steps")
-    debug.add_argument("--debug-collections", type=_collections, default=["losses"],
+    debug = parser.add_argument_group("smdebug hook, rules and report (a job's Debugger config overrides the hook)")
+    debug.add_argument("--debug-hook", default=True, **bool_flag,
+                       help="save smdebug tensors, run the rules (rules.json) and write debugger-report.html")
+    debug.add_argument("--debug-out-dir", type=Path, default=None,
+                       help="write smdebug tensors here; default: /opt/ml/output/tensors in a SageMaker job, "
+                            "else tensors/ in the output data folder")
+    debug.add_argument("--debug-save-interval", type=_number(int, minimum=1), default=10,
+                       help="save weight and gradient reductions every N steps (losses: every step)")
+    debug.add_argument("--debug-collections", type=_collections, default=["losses", "weights", "gradients"],
                        help=f"comma-separated, from {','.join(DEBUG_COLLECTIONS)}")
     return parser
 

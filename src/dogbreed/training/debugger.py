@@ -6,13 +6,17 @@ The hook comes, in order of precedence, from:
    ``<input config dir>/debughookconfig.json``), as real jobs with a
    ``DebuggerHookConfig`` get it;
 2. an explicit ``--debug-out-dir``;
-3. nowhere: training runs without a hook.
+3. the default tensor folder: ``/opt/ml/output/tensors`` in a SageMaker job, where its Debugger hook
+   config would put them, and ``tensors/`` in the output data folder otherwise.
+
+``--debug-hook false`` turns the hook off (a Debugger config still wins).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 
 from torch import nn
@@ -64,10 +68,16 @@ class DebugHook:
             self._hook.close()
 
 
-def create_hook(out_dir: Path | None, save_interval: int, collections: list[str]) -> DebugHook:
+def create_hook(out_dir: Path | None, save_interval: int, collections: list[str], enabled: bool = True) -> DebugHook:
+    """The job's hook: from SageMaker's Debugger config, else writing to ``out_dir`` or the default tensor folder.
+
+    Losses are saved every step; weights, gradients and biases every ``save_interval`` steps as reductions
+    (L2 norm, mean and max of absolute values) rather than whole tensors, which is what the rules and the report
+    read, at a few hundred bytes per layer instead of the model's size.
+    """
     config_file = sagemaker_env.debug_hook_config_file()
-    if config_file is None and out_dir is None:
-        log.info("smdebug: no Debugger config and no --debug-out-dir; training without a hook")
+    if config_file is None and not enabled:
+        log.info("smdebug: hook off (--debug-hook false)")
         return DebugHook()
 
     unknown = sorted(set(collections) - set(DEBUG_COLLECTIONS))
@@ -84,15 +94,33 @@ def create_hook(out_dir: Path | None, save_interval: int, collections: list[str]
         log.info("smdebug: hook from Debugger config %s", config_file)
         return DebugHook(smd.Hook.create_from_json_file(str(config_file)), smd.modes, f"config {config_file}")
 
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise ConfigError(f"--debug-out-dir {out_dir} is not empty; smdebug needs a new or empty folder")
-    if out_dir.exists():
-        out_dir.rmdir()  # smdebug refuses a folder that already exists
+    out_dir = _prepare_out_dir(out_dir)
     hook = smd.Hook(
         out_dir=str(out_dir),
         export_tensorboard=False,
         save_config=smd.SaveConfig(save_interval=save_interval),
         include_collections=list(collections),
     )
-    log.info("smdebug: hook writing %s every %d steps to %s", ",".join(collections), save_interval, out_dir)
-    return DebugHook(hook, smd.modes, f"--debug-out-dir {out_dir}")
+    if "losses" in collections:
+        hook.get_collection("losses").save_config = smd.SaveConfig(save_interval=1)
+    reductions = smd.ReductionConfig(norms=["l2"], abs_reductions=["mean", "max"])
+    for name in set(collections) - {"losses"}:
+        hook.get_collection(name).reduction_config = reductions
+    log.info("smdebug: hook writing %s (losses every step, the rest every %d steps) to %s",
+             ",".join(collections), save_interval, out_dir)
+    return DebugHook(hook, smd.modes, str(out_dir))
+
+
+def _prepare_out_dir(out_dir: Path | None) -> Path:
+    """``out_dir`` (new or empty), or the default tensor folder, emptied of an earlier run's trial."""
+    if out_dir is None:
+        out_dir = sagemaker_env.default_tensor_dir()
+        if out_dir.exists():
+            log.info("smdebug: replacing the trial an earlier run left in %s", out_dir)
+            shutil.rmtree(out_dir)
+    elif out_dir.exists() and any(out_dir.iterdir()):
+        raise ConfigError(f"--debug-out-dir {out_dir} is not empty; smdebug needs a new or empty folder")
+    if out_dir.exists():
+        out_dir.rmdir()  # smdebug refuses a folder that already exists
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    return out_dir

@@ -27,11 +27,14 @@ from dogbreed.training import reports
 from dogbreed.training.checkpoint import load_checkpoint, save_checkpoint
 from dogbreed.training.data import (DatasetSplits, ImageFileDataset, SeededEpochOrder, discover,
                                    resolve_split_dirs, sampled_batches)
+from dogbreed.training.debug_report import build_report
 from dogbreed.training.debugger import DebugHook, create_hook
 from dogbreed.training.export import Int8Gate, parity_batches, write_onnx_variants
 from dogbreed.training.metrics import format_metrics
 from dogbreed.training.precision import choose_precision
+from dogbreed.training.profile import StepTimer, SystemSampler, write_profile
 from dogbreed.training.progress import Progress
+from dogbreed.training.rules import run_rules, write_rules
 
 log = logging.getLogger(__name__)
 metrics_log = logging.getLogger("dogbreed.metrics")
@@ -127,6 +130,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.enabled and device.type == "cuda")
         hook.register(self.model, self.criterion)
         self.loaders = self._make_loaders()
+        self.timer = StepTimer()
         self.recompute_batchnorm = recomputes_batchnorm(args.model, args.recompute_bn_stats, args.freeze_backbone)
         if self.recompute_batchnorm:
             log.info("BatchNorm statistics are recomputed on %d training images before each evaluation",
@@ -163,7 +167,9 @@ class Trainer:
         loader = self.loaders["train"]
         bar = Progress(loader, total=progress.batches + len(loader), initial=progress.batches,
                        desc=f"epoch {epoch}/{self.args.epochs} train", log_every=self.args.log_interval)
+        self.timer.resume()
         for images, targets in bar:
+            self.timer.batch_ready()
             if stop["signal"] is not None:
                 raise Interrupted(stop["signal"], f"in epoch {epoch} after step {progress.batches}")
             images = images.to(self.device, non_blocking=True)
@@ -179,6 +185,7 @@ class Trainer:
             progress.loss_sum += loss.item() * targets.size(0)
             progress.correct += int((outputs.argmax(1) == targets).sum())
             progress.seen += targets.size(0)
+            self.timer.step_done(epoch, targets.size(0))  # loss.item() above waited for the device
             bar.set_postfix(loss=progress.loss_sum / progress.seen, acc=progress.correct / progress.seen)
         if stop["signal"] is not None:
             raise Interrupted(stop["signal"], f"at the end of epoch {epoch}'s training steps")
@@ -346,13 +353,14 @@ def fit(args: Namespace) -> dict[str, Any]:
     for split in ("train", "valid", "test"):
         log.info("%s: %d images in %d classes (%s)", split, len(data.splits[split].samples),
                  len(data.class_folders), data.splits[split].root)
-    hook = create_hook(args.debug_out_dir, args.debug_save_interval, args.debug_collections)
+    hook = create_hook(args.debug_out_dir, args.debug_save_interval, args.debug_collections, args.debug_hook)
     log.info("device %s, model %s, pretrained=%s, freeze_backbone=%s, amp=%s", device, args.model,
              args.pretrained, args.freeze_backbone, args.amp)
     trainer = Trainer(args, data, device, hook)
     state = resume(trainer, args.checkpoint_dir)
-    with stop_on_signals() as stop:
+    with stop_on_signals() as stop, SystemSampler(device) as sampler:
         train_epochs(trainer, state, stop)
+    write_profile(args.output_data_dir, trainer.timer, sampler)
     return finish(trainer, state)
 
 
@@ -385,7 +393,25 @@ def finish(trainer: Trainer, state: TrainingState) -> dict[str, Any]:
     log.info("model artifact written to %s", args.model_dir)
     write_reports(args.output_data_dir, data, state.history, final, test, labels, state.stopped_early,
                   onnx_section)
+    write_insights(hook, args.output_data_dir)
     return final
+
+
+def write_insights(hook: DebugHook, output_dir: Path) -> None:
+    """Run the rules on the hook's trial (rules.json) and write debugger-report.html beside metrics.json.
+
+    The artifact and the metrics are written by then: a report that cannot be built is logged, and the job
+    still succeeds.
+    """
+    trial_dir = Path(hook.out_dir) if hook.out_dir and "://" not in hook.out_dir else None
+    if trial_dir is None or not trial_dir.is_dir():
+        return
+    try:
+        results = run_rules(trial_dir)
+        write_rules(results, output_dir)
+        log.info("training insights written to %s", build_report(trial_dir, output_dir, results))
+    except Exception as exc:  # noqa: BLE001 - insights must not fail a finished job
+        log.warning("could not build the training insights from %s: %s: %s", trial_dir, type(exc).__name__, exc)
 
 
 def write_reports(output_dir: Path, data: DatasetSplits, history, final, test: EvalResult, labels,

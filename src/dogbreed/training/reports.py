@@ -46,7 +46,7 @@ def write_metrics(output_dir: Path, report: dict[str, Any]) -> Path:
     return path
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # files only; no display in a training job
@@ -56,7 +56,7 @@ def _pyplot():
 
 
 def plot_learning_curves(output_dir: Path, history: list[dict[str, float]]) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for key, style in (("train", "o-"), ("val", "s--")):
@@ -76,7 +76,7 @@ def plot_learning_curves(output_dir: Path, history: list[dict[str, float]]) -> P
 
 
 def plot_confusion_matrix(output_dir: Path, matrix: torch.Tensor, labels: list[str]) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     n = len(labels)
     size = min(4 + 0.25 * n, 30)
     fig, ax = plt.subplots(figsize=(size, size))

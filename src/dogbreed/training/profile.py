@@ -1,0 +1,107 @@
+"""A light training profile: step time split into waiting for data and computing, and system use over time.
+
+It replaces the framework profiling AWS deprecated for PyTorch 2.x with what answers the usual questions (is
+the input pipeline the bottleneck? is the CPU or GPU busy?) at almost no cost: two clock reads per step and a
+background thread that samples psutil (and torch.cuda when there is a GPU) once a second.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+
+PROFILE_FILE = "profile.json"
+
+
+class SystemSampler:
+    """Samples CPU use, memory and (on CUDA) GPU memory and utilisation every ``interval`` seconds."""
+
+    def __init__(self, device: torch.device, interval: float = 1.0):
+        self.device, self.interval = device, interval
+        self.samples: list[dict[str, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="profile-sampler", daemon=True)
+        self._process = psutil.Process()
+        self.started = time.monotonic()
+
+    def __enter__(self) -> SystemSampler:
+        psutil.cpu_percent()  # the first call only sets the baseline
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _memory_mb(self) -> float:
+        """Resident memory of this process and its children (DataLoader workers)."""
+        total = 0
+        for process in [self._process, *self._process.children(recursive=True)]:
+            try:
+                total += process.memory_info().rss
+            except psutil.Error:
+                continue
+        return total / 2**20
+
+    def sample(self) -> dict[str, float]:
+        row = {"t": round(time.monotonic() - self.started, 2), "cpu_percent": psutil.cpu_percent(),
+               "memory_mb": round(self._memory_mb(), 1)}
+        if self.device.type == "cuda":
+            row["gpu_memory_mb"] = round(torch.cuda.memory_allocated(self.device) / 2**20, 1)
+            try:
+                row["gpu_percent"] = float(torch.cuda.utilization(self.device))
+            except Exception:  # noqa: BLE001 - needs pynvml; memory is still sampled
+                pass
+        return row
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.samples.append(self.sample())
+
+
+class StepTimer:
+    """Per training step: seconds waiting for the batch, seconds computing, and the batch size."""
+
+    def __init__(self):
+        self.steps: list[dict[str, float]] = []
+        self.started = time.monotonic()
+        self._mark = time.perf_counter()
+
+    def batch_ready(self) -> None:
+        now = time.perf_counter()
+        self._data, self._mark = now - self._mark, now
+
+    def step_done(self, epoch: int, images: int) -> None:
+        now = time.perf_counter()
+        self.steps.append({"t": round(time.monotonic() - self.started, 3), "epoch": epoch,
+                           "data_s": round(self._data, 5), "compute_s": round(now - self._mark, 5),
+                           "images": images})
+        self._mark = now
+
+    def resume(self) -> None:
+        """Start timing the next wait afresh (after validation, which is not a training step)."""
+        self._mark = time.perf_counter()
+
+
+def summary(steps: list[dict[str, float]]) -> dict[str, Any]:
+    data = sum(s["data_s"] for s in steps)
+    compute = sum(s["compute_s"] for s in steps)
+    images = sum(s["images"] for s in steps)
+    total = data + compute
+    return {"steps": len(steps), "data_wait_s": round(data, 3), "compute_s": round(compute, 3),
+            "data_wait_share": round(data / total, 4) if total else None,
+            "images_per_s": round(images / total, 2) if total else None}
+
+
+def write_profile(output_dir: Path, timer: StepTimer, sampler: SystemSampler) -> Path:
+    path = output_dir / PROFILE_FILE
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"summary": summary(timer.steps), "device": str(sampler.device),
+                                "steps": timer.steps, "system": sampler.samples}) + "\n")
+    return path

@@ -1,0 +1,252 @@
+"""Debugger rules run locally on the saved smdebug trial, at the end of training or from ``make debug-report``.
+
+smdebug 1.0.34 ships the rule framework (``smdebug.rules.Rule``, ``invoke_rule``) but not the built-in rules:
+their implementations ran only in AWS's rule containers, which SageMaker Debugger no longer starts for new
+customers. The rules here are written on that framework, one class per built-in rule, with the parameters
+and the conditions the SageMaker developer guide documents for it. Each result names the rule, whether it
+fired, the first global step where it did, and the parameters it ran with.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+RULES_FILE = "rules.json"
+
+
+@dataclass
+class RuleResult:
+    rule: str
+    triggered: bool
+    step: int | None
+    parameters: dict[str, Any]
+    summary: str  # in plain words, for the report
+    evaluated_steps: int = 0
+    error: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _rule_classes():
+    """The rule classes, built on smdebug's Rule (imported here: smdebug is slow to import)."""
+    from smdebug.core.modes import ModeKeys
+    from smdebug.rules.rule import Rule
+
+    def loss_names(trial) -> list[str]:
+        return trial.tensor_names(collection="losses")
+
+    def mode_losses(trial, mode) -> list[tuple[int, float]]:
+        """(global step, loss) of ``mode``, averaged over the loss tensors, in step order."""
+        values: dict[int, list[float]] = {}
+        for name in loss_names(trial):
+            tensor = trial.tensor(name)
+            for mode_step in tensor.steps(mode=mode):
+                global_step = trial.global_step(mode, mode_step)
+                values.setdefault(global_step, []).append(float(np.mean(tensor.value(mode_step, mode=mode))))
+        return [(step, float(np.mean(v))) for step, v in sorted(values.items())]
+
+    def tensors_at(trial, collections: list[str], step: int) -> list:
+        """The tensors of ``collections`` saved at global ``step``. Read directly, not through the rule's
+        required tensors: those fetch whole values, and weights and gradients are saved as reductions."""
+        return [trial.tensor(name) for collection in collections for name in trial.tensor_names(collection=collection)
+                if step in trial.tensor(name).steps()]
+
+    class LossNotDecreasing(Rule):
+        """Fires when the mean training loss of the last ``num_steps`` steps is not at least ``diff_percent``
+        percent below the mean of the ``num_steps`` before them, or rose more than
+        ``increase_threshold_percent`` percent. Windows whose mean is already below ``converged_fraction`` of
+        the first window's are not judged: a converged loss has nowhere to fall (this guard is this project's;
+        the other parameters are the built-in rule's)."""
+
+        def __init__(self, base_trial, num_steps=10, diff_percent=0.1, increase_threshold_percent=5.0,
+                     converged_fraction=0.25):
+            super().__init__(base_trial, action_str="")
+            self.num_steps, self.diff_percent = int(num_steps), float(diff_percent)
+            self.increase_threshold_percent = float(increase_threshold_percent)
+            self.converged_fraction = float(converged_fraction)
+            self.losses = mode_losses(base_trial, ModeKeys.TRAIN)
+            self._index = {s: i for i, (s, _) in enumerate(self.losses)}
+            self.evaluated = 0
+
+        def invoke_at_step(self, step):
+            index = self._index.get(step)
+            if index is None or (index + 1) % self.num_steps:
+                return False
+            self.evaluated += 1
+            window = [v for _, v in self.losses[index + 1 - self.num_steps:index + 1]]
+            # The first window is held against the first loss, so a loss that blows up at once is caught.
+            before = [v for _, v in self.losses[max(index + 1 - 2 * self.num_steps, 0):index + 1 - self.num_steps]]
+            current, previous = float(np.mean(window)), float(np.mean(before or [self.losses[0][1]]))
+            if not math.isfinite(current):
+                return True
+            first = float(np.mean([v for _, v in self.losses[:self.num_steps]]))
+            if current < self.converged_fraction * first:
+                return False
+            if current > previous * (1 + self.increase_threshold_percent / 100):
+                return True
+            return current > previous * (1 - self.diff_percent / 100)
+
+    class Overfit(Rule):
+        """Fires when validation loss exceeds training loss by more than ``ratio_threshold`` of the training loss
+        at ``patience`` successive validation passes, from ``start_step`` on."""
+
+        def __init__(self, base_trial, start_step=0, patience=1, ratio_threshold=0.1):
+            super().__init__(base_trial, action_str="")
+            self.start_step, self.patience, self.ratio_threshold = int(start_step), int(patience), float(ratio_threshold)
+            self.train = mode_losses(base_trial, ModeKeys.TRAIN)
+            self.valid = mode_losses(base_trial, ModeKeys.EVAL)
+            self.passes = _passes(self.valid)
+            self.strikes = 0
+            self.evaluated = 0
+
+        def invoke_at_step(self, step):
+            if step < self.start_step or step not in self.passes:
+                return False
+            recent_train = [v for s, v in self.train if s < step][-10:]
+            if not recent_train:
+                return False
+            self.evaluated += 1
+            train, valid = float(np.mean(recent_train)), self.passes[step]
+            self.strikes = self.strikes + 1 if valid - train > self.ratio_threshold * max(train, 1e-12) else 0
+            return self.strikes >= self.patience
+
+    class Overtraining(Rule):
+        """Fires when validation loss has not improved by ``delta`` for ``patience_validation`` validation passes
+        while training loss kept falling (training past the point that helps)."""
+
+        def __init__(self, base_trial, patience_validation=3, delta=0.01):
+            super().__init__(base_trial, action_str="")
+            self.patience_validation, self.delta = int(patience_validation), float(delta)
+            self.passes = _passes(mode_losses(base_trial, ModeKeys.EVAL))
+            self.best, self.stale, self.evaluated = math.inf, 0, 0
+
+        def invoke_at_step(self, step):
+            if step not in self.passes:
+                return False
+            self.evaluated += 1
+            value = self.passes[step]
+            if value < self.best - self.delta:
+                self.best, self.stale = value, 0
+            else:
+                self.stale += 1
+            return self.stale >= self.patience_validation
+
+    class VanishingGradient(Rule):
+        """Fires when the mean absolute gradient of some layer falls below ``threshold``."""
+
+        def __init__(self, base_trial, threshold=1e-7):
+            super().__init__(base_trial, action_str="")
+            self.threshold = float(threshold)
+            self.evaluated = 0
+
+        def invoke_at_step(self, step):
+            tensors = tensors_at(self.base_trial, ["gradients"], step)
+            if tensors:
+                self.evaluated += 1
+            return any(t.reduction_value(step, "mean", abs=True) < self.threshold for t in tensors)
+
+    class ExplodingTensor(Rule):
+        """Fires on a NaN or infinite loss, gradient or weight (``only_nan``: NaN only)."""
+
+        def __init__(self, base_trial, collection_names="losses,gradients,weights", only_nan=False):
+            super().__init__(base_trial, action_str="")
+            self.collection_names = [c for c in str(collection_names).split(",") if c]
+            self.only_nan = bool(only_nan)
+            self.evaluated = 0
+
+
+        def _bad(self, value: float) -> bool:
+            return math.isnan(value) if self.only_nan else not math.isfinite(value)
+
+        def invoke_at_step(self, step):
+            found = False
+            for tensor in tensors_at(self.base_trial, self.collection_names, step):
+                self.evaluated += 1
+                try:
+                    value = float(np.max(np.abs(tensor.value(step))))
+                except Exception:  # noqa: BLE001 - a tensor saved as reductions only
+                    value = float(tensor.reduction_value(step, "max", abs=True))
+                found = found or self._bad(value)
+            return found
+
+    def _passes(valid: list[tuple[int, float]]) -> dict[int, float]:
+        """Validation losses grouped into passes (runs of consecutive steps): last step of a pass -> mean loss."""
+        passes: dict[int, float] = {}
+        run: list[tuple[int, float]] = []
+        for step, value in valid:
+            if run and step != run[-1][0] + 1:
+                passes[run[-1][0]] = float(np.mean([v for _, v in run]))
+                run = []
+            run.append((step, value))
+        if run:
+            passes[run[-1][0]] = float(np.mean([v for _, v in run]))
+        return passes
+
+    return [LossNotDecreasing, Overfit, Overtraining, VanishingGradient, ExplodingTensor]
+
+
+SUMMARIES = {
+    "LossNotDecreasing": ("training loss stopped falling", "training loss kept falling"),
+    "Overfit": ("validation loss ran well above training loss", "validation loss stayed close to training loss"),
+    "Overtraining": ("validation loss stopped improving for several passes",
+                     "validation loss kept improving (or training stopped in time)"),
+    "VanishingGradient": ("a layer's gradients all but vanished", "gradients stayed above the vanishing threshold"),
+    "ExplodingTensor": ("a loss, gradient or weight became NaN or infinite", "no NaN or infinite values"),
+}
+
+
+def _parameters(rule) -> dict[str, Any]:
+    """The constructor's parameters with the values the rule ran with."""
+    names = [n for n in inspect.signature(type(rule).__init__).parameters if n not in ("self", "base_trial")]
+    return {n: getattr(rule, n) for n in names}
+
+
+def run_rules(trial_dir: Path) -> list[RuleResult]:
+    """Every rule on the smdebug trial in ``trial_dir``; a rule that cannot run reports why instead."""
+    from smdebug.exceptions import RuleEvaluationConditionMet
+    from smdebug.rules.rule_invoker import invoke_rule
+    from smdebug.trials import create_trial
+
+    trial = create_trial(str(trial_dir))
+    steps = trial.steps()
+    end = (max(steps) + 1) if steps else 0
+    results = []
+    for rule_class in _rule_classes():
+        name = rule_class.__name__
+        fired_text, quiet_text = SUMMARIES[name]
+        try:
+            rule = rule_class(trial)
+        except Exception as exc:  # noqa: BLE001 - a trial without the tensors this rule reads
+            results.append(RuleResult(name, False, None, {}, f"not evaluated: {exc}", error=str(exc)))
+            continue
+        try:
+            invoke_rule(rule, start_step=0, end_step=end, raise_eval_cond=True)
+            step, triggered = None, False
+        except RuleEvaluationConditionMet as met:
+            step, triggered = met.step, True
+        evaluated = getattr(rule, "evaluated", 0)
+        summary = fired_text if triggered else quiet_text
+        if not triggered and evaluated == 0:
+            summary = "not evaluated: the trial has no data this rule reads"
+        results.append(RuleResult(name, triggered, step, _parameters(rule), summary, evaluated))
+    return results
+
+
+def write_rules(results: list[RuleResult], output_dir: Path) -> Path:
+    path = output_dir / RULES_FILE
+    output_dir.mkdir(parents=True, exist_ok=True)
+    payload = {"rules": [vars(r) for r in results], "triggered": [r.rule for r in results if r.triggered]}
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    for result in results:
+        log.info("rule %s: %s%s", result.rule, "TRIGGERED at step %s: " % result.step if result.triggered else "",
+                 result.summary)
+    return path
