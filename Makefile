@@ -166,6 +166,18 @@ debug-report: $(VENV_STAMP) ## (Re)build rules.json and debugger-report.html fro
 	@test -n "$(DEBUG_DIR)" || { echo "make debug-report: set DEBUG_DIR to a trial, e.g. $(TRAIN_OUT)/output/data/tensors" >&2; exit 2; }
 	$(VENV_PY) -m dogbreed.training.debug_report $(DEBUG_DIR) $(if $(DEBUG_OUTPUT_DIR),--output-dir $(DEBUG_OUTPUT_DIR))
 
+# make report-screenshot: the report to picture and the PNG to write (the README's picture by default).
+REPORT ?= $(TRAIN_OUT)/output/data/debugger-report.html
+SCREENSHOT ?= docs/debugger-report.png
+
+.PHONY: report-screenshot
+report-screenshot: ## PNG screenshot of REPORT (debugger-report.html) into SCREENSHOT, with headless Chromium
+	@command -v chromium >/dev/null || { echo "make report-screenshot: needs chromium (apt-get install chromium)" >&2; exit 2; }
+	@test -f "$(REPORT)" || { echo "make report-screenshot: no report at $(REPORT) (make train writes one)" >&2; exit 2; }
+	mkdir -p $(dir $(SCREENSHOT))
+	chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1100,3900 \
+		--screenshot=$(abspath $(SCREENSHOT)) file://$(abspath $(REPORT)) 2>/dev/null
+
 .PHONY: train-mobile
 train-mobile: ## Train a MobileNetV2 the same way into MOBILE_TRAIN_OUT (the second served model)
 	$(MAKE) train MODEL=mobilenet_v2 TRAIN_OUT=$(MOBILE_TRAIN_OUT)

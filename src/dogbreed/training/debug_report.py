@@ -92,17 +92,20 @@ def gradient_heatmap(trial) -> str | None:
 
 def weight_norm_changes(trial) -> str | None:
     """Relative change of each layer's weight L2 norm between saved steps (a lower bound of the update ratio)."""
+    from smdebug.core.modes import ModeKeys
+
     names = trial.tensor_names(collection="weights")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 3.5))
     drawn = False
     for name in names:
         tensor = trial.tensor(name)
-        steps = tensor.steps()
-        norms = [float(tensor.reduction_value(s, "l2")) for s in steps]
-        ratios = [abs(b - a) / a for a, b in zip(norms, norms[1:]) if a > 0]
-        if ratios:
-            ax.plot(steps[1:len(ratios) + 1], ratios, linewidth=0.8, alpha=0.7)
+        steps = tensor.steps(mode=ModeKeys.TRAIN)  # weights saved while evaluating have not moved
+        norms = [float(tensor.reduction_value(s, "l2", mode=ModeKeys.TRAIN)) for s in steps]
+        pairs = [(trial.global_step(ModeKeys.TRAIN, step), abs(b - a) / a)
+                 for step, a, b in zip(steps[1:], norms, norms[1:]) if a > 0 and b != a]
+        if pairs:
+            ax.plot(*zip(*pairs), linewidth=0.8, alpha=0.7)
             drawn = True
     if not drawn:
         plt.close(fig)

@@ -97,9 +97,11 @@ def _rule_classes():
 
     class Overfit(Rule):
         """Fires when validation loss exceeds training loss by more than ``ratio_threshold`` of the training loss
-        at ``patience`` successive validation passes, from ``start_step`` on."""
+        at ``patience`` successive validation passes, from ``start_step`` on. ``patience`` is 2 here, not the
+        built-in rule's 1: on small data the first pass alone, before BatchNorm and the head have settled,
+        often sits far above training loss and is gone by the next."""
 
-        def __init__(self, base_trial, start_step=0, patience=1, ratio_threshold=0.1):
+        def __init__(self, base_trial, start_step=0, patience=2, ratio_threshold=0.1):
             super().__init__(base_trial, action_str="")
             self.start_step, self.patience, self.ratio_threshold = int(start_step), int(patience), float(ratio_threshold)
             self.train = mode_losses(base_trial, ModeKeys.TRAIN)
@@ -123,7 +125,7 @@ def _rule_classes():
         """Fires when validation loss has not improved by ``delta`` for ``patience_validation`` validation passes
         while training loss kept falling (training past the point that helps)."""
 
-        def __init__(self, base_trial, patience_validation=3, delta=0.01):
+        def __init__(self, base_trial, patience_validation=10, delta=0.01):
             super().__init__(base_trial, action_str="")
             self.patience_validation, self.delta = int(patience_validation), float(delta)
             self.passes = _passes(mode_losses(base_trial, ModeKeys.EVAL))
