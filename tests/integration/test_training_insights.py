@@ -77,6 +77,15 @@ def test_the_report_holds_the_verdicts_and_the_pictures(healthy):
     assert "<script" not in page and "http" not in page  # self-contained
 
 
+def test_weight_update_ratios_are_measured_around_the_optimizer_step(healthy):
+    base, _, _, _ = healthy
+    updates = json.loads((base / "output" / "data" / "weight_updates.json").read_text())
+    assert updates["interval"] == 10 and [row["step"] for row in updates["steps"]] == [0, 10, 20, 30, 40]
+    for row in updates["steps"]:
+        assert set(row["layers"]) == {"fc.weight", "fc.bias"}  # the frozen backbone has no update to measure
+        assert all(0 < ratio < 1 for ratio in row["layers"].values())
+
+
 def test_the_profile_splits_step_time_and_samples_the_system(healthy):
     base, _, _, _ = healthy
     profile = json.loads((base / "output" / "data" / "profile.json").read_text())
@@ -103,6 +112,9 @@ def test_a_frozen_network_trips_loss_not_decreasing(tmp_path):
     _, rules, _ = train(tmp_path, args)
     assert rules["LossNotDecreasing"]["triggered"] and rules["LossNotDecreasing"]["step"] is not None
     assert not rules["ExplodingTensor"]["triggered"]
+    # The report's weight-update ratios show why: the weights do not move.
+    updates = json.loads((tmp_path / "output" / "data" / "weight_updates.json").read_text())
+    assert updates["steps"] and all(r < 1e-6 for row in updates["steps"] for r in row["layers"].values())
 
 
 def test_debug_hook_false_turns_hook_rules_and_report_off(tmp_path):

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from dogbreed.errors import ConfigError, run_cli
-from dogbreed.training.profile import PROFILE_FILE
+from dogbreed.training.profile import PROFILE_FILE, UPDATES_FILE
 from dogbreed.training.reports import CONFUSION_PLOT, CURVES_PLOT, METRICS_FILE, pyplot
 from dogbreed.training.rules import RULES_FILE, RuleResult, run_rules, write_rules
 
@@ -162,6 +162,23 @@ def _profile_text(profile: dict[str, Any]) -> str:
             f"{summary['images_per_s']} images/s; {share * 100:.1f}% of step time waiting for data. {verdict}</p>")
 
 
+def update_ratio_lines(updates: dict[str, Any]) -> str | None:
+    """Each layer's weight-update ratio over training steps, on a log scale."""
+    rows = updates.get("steps") or []
+    if not rows:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    steps = [row["step"] for row in rows]
+    for name in dict.fromkeys(name for row in rows for name in row["layers"]):
+        ax.plot(steps, [max(row["layers"].get(name, np.nan), 1e-12) for row in rows], linewidth=0.8, alpha=0.7)
+    ax.axhline(1e-3, color="black", linestyle="--", linewidth=0.8, label="1e-3, the usual order")
+    ax.set_yscale("log")
+    ax.set(xlabel="training step", ylabel="||dw|| / ||w||", title="Weight-update ratio per layer")
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
 def _file_image(path: Path) -> str | None:
     return base64.b64encode(path.read_bytes()).decode("ascii") if path.is_file() else None
 
@@ -178,6 +195,10 @@ def _verdicts(results: list[RuleResult]) -> str:
             f"{rows}</table>")
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def _section(title: str, body: str | None) -> str:
     return f"<h2>{html.escape(title)}</h2>{body}" if body else ""
 
@@ -192,15 +213,13 @@ def build_report(trial_dir: Path, output_dir: Path, results: list[RuleResult] | 
         results = run_rules(trial_dir)
         write_rules(results, output_dir)
     trial = create_trial(str(trial_dir))
-    metrics_path = output_dir / METRICS_FILE
-    metrics: dict[str, Any] = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    profile_path = output_dir / PROFILE_FILE
-    profile: dict[str, Any] = json.loads(profile_path.read_text()) if profile_path.is_file() else {}
+    metrics = _read_json(output_dir / METRICS_FILE)
+    profile = _read_json(output_dir / PROFILE_FILE)
     images = {
         "profile": profile_pictures(profile),
         "loss": loss_by_mode(trial),
         "gradients": gradient_heatmap(trial),
-        "weights": weight_norm_changes(trial),
+        "weights": update_ratio_lines(_read_json(output_dir / UPDATES_FILE)) or weight_norm_changes(trial),
         "curves": _file_image(output_dir / CURVES_PLOT),
         "confusion": _file_image(output_dir / CONFUSION_PLOT),
     }
@@ -212,7 +231,7 @@ def build_report(trial_dir: Path, output_dir: Path, results: list[RuleResult] | 
         "<h1>Training insights</h1>", summary, "<h2>Rules</h2>", _verdicts(results),
         _section("Loss by mode", images["loss"] and _img(images["loss"], "loss by mode")),
         _section("Gradients", images["gradients"] and _img(images["gradients"], "gradient heatmap")),
-        _section("Weight updates", images["weights"] and _img(images["weights"], "weight-norm changes")),
+        _section("Weight updates", images["weights"] and _img(images["weights"], "weight-update ratios")),
         _section("Learning curves", images["curves"] and _img(images["curves"], "learning curves")),
         _section("Confusion matrix (test)", images["confusion"] and _img(images["confusion"], "confusion matrix")),
         _section("Profile", images["profile"] and _profile_text(profile) + _img(images["profile"], "profile")),

@@ -32,7 +32,7 @@ from dogbreed.training.debugger import DebugHook, create_hook
 from dogbreed.training.export import Int8Gate, parity_batches, write_onnx_variants
 from dogbreed.training.metrics import format_metrics
 from dogbreed.training.precision import choose_precision
-from dogbreed.training.profile import StepTimer, SystemSampler, write_profile
+from dogbreed.training.profile import StepTimer, SystemSampler, UpdateRatios, write_profile, write_update_ratios
 from dogbreed.training.progress import Progress
 from dogbreed.training.rules import run_rules, write_rules
 
@@ -131,6 +131,8 @@ class Trainer:
         hook.register(self.model, self.criterion)
         self.loaders = self._make_loaders()
         self.timer = StepTimer()
+        # Measured only with the hook on: the report that shows them comes with it.
+        self.update_ratios = UpdateRatios(self.model, args.debug_save_interval) if hook.enabled else None
         self.recompute_batchnorm = recomputes_batchnorm(args.model, args.recompute_bn_stats, args.freeze_backbone)
         if self.recompute_batchnorm:
             log.info("BatchNorm statistics are recomputed on %d training images before each evaluation",
@@ -179,8 +181,12 @@ class Trainer:
                 outputs = self.model(images)
                 loss = self.criterion(outputs, targets)
             self.scaler.scale(loss).backward()
+            if self.update_ratios is not None:
+                self.update_ratios.before_step()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if self.update_ratios is not None:
+                self.update_ratios.after_step()
             progress.batches += 1
             progress.loss_sum += loss.item() * targets.size(0)
             progress.correct += int((outputs.argmax(1) == targets).sum())
@@ -361,6 +367,8 @@ def fit(args: Namespace) -> dict[str, Any]:
     with stop_on_signals() as stop, SystemSampler(device) as sampler:
         train_epochs(trainer, state, stop)
     write_profile(args.output_data_dir, trainer.timer, sampler)
+    if trainer.update_ratios is not None:
+        write_update_ratios(args.output_data_dir, trainer.update_ratios)
     return finish(trainer, state)
 
 

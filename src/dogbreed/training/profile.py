@@ -17,6 +17,8 @@ import psutil
 import torch
 
 PROFILE_FILE = "profile.json"
+UPDATES_FILE = "weight_updates.json"
+MIN_NORM = 1e-6
 
 
 class SystemSampler:
@@ -104,4 +106,41 @@ def write_profile(output_dir: Path, timer: StepTimer, sampler: SystemSampler) ->
     output_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"summary": summary(timer.steps), "device": str(sampler.device),
                                 "steps": timer.steps, "system": sampler.samples}) + "\n")
+    return path
+
+
+class UpdateRatios:
+    """Per layer, ||w_after - w_before|| / ||w_before|| of one optimizer step, every ``interval`` steps.
+
+    The trial holds weight reductions, not whole tensors, so the ratio is measured here, around the step:
+    a copy of the trainable weights before it, one subtraction after. Around 1e-3 is the usual healthy
+    order of magnitude; far below means the layer barely learns, far above that it is being thrown about.
+    """
+
+    def __init__(self, model: torch.nn.Module, interval: int):
+        self.model, self.interval = model, interval
+        self.rows: list[dict[str, Any]] = []
+        self.step = 0
+        self._before: dict[str, torch.Tensor] | None = None
+
+    def before_step(self) -> None:
+        if self.step % self.interval == 0:
+            self._before = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def after_step(self) -> None:
+        if self._before is not None:
+            parameters = dict(self.model.named_parameters())
+            with torch.no_grad():
+                # A layer whose weights are (still) about zero, like a fresh BatchNorm bias, has no ratio.
+                layers = {name: float((parameters[name] - before).norm() / before.norm())
+                          for name, before in self._before.items() if before.norm() > MIN_NORM}
+            self.rows.append({"step": self.step, "layers": layers})
+            self._before = None
+        self.step += 1
+
+
+def write_update_ratios(output_dir: Path, ratios: UpdateRatios) -> Path:
+    path = output_dir / UPDATES_FILE
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"interval": ratios.interval, "steps": ratios.rows}) + "\n")
     return path

@@ -103,7 +103,8 @@ def _rule_classes():
 
         def __init__(self, base_trial, start_step=0, patience=2, ratio_threshold=0.1):
             super().__init__(base_trial, action_str="")
-            self.start_step, self.patience, self.ratio_threshold = int(start_step), int(patience), float(ratio_threshold)
+            self.start_step, self.patience = int(start_step), int(patience)
+            self.ratio_threshold = float(ratio_threshold)
             self.train = mode_losses(base_trial, ModeKeys.TRAIN)
             self.valid = mode_losses(base_trial, ModeKeys.EVAL)
             self.passes = _passes(self.valid)
