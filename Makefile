@@ -141,7 +141,7 @@ help: ## Show this help
 $(VENV_STAMP): requirements/train.txt requirements/serve.txt requirements/dev.txt requirements/constraints.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or set PYTHON=" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(VENV_PY) -m pip install --quiet --upgrade pip
+	$(VENV_PY) -m pip install --quiet -c requirements/constraints.txt pip setuptools
 	$(VENV_PY) -m pip install --quiet -c requirements/constraints.txt -r requirements/dev.txt
 	$(VENV_PY) -m pip install --quiet --no-deps -e .
 	@touch $@

@@ -37,7 +37,7 @@ RUN apt-get update \
     && mkdir -p /opt/ml/models /opt/ml/model
 COPY requirements/serve.txt requirements/constraints.txt /tmp/requirements/
 RUN python3 -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir --upgrade pip \
+    && /opt/venv/bin/pip install --no-cache-dir -c /tmp/requirements/constraints.txt pip setuptools \
     && /opt/venv/bin/pip install --no-cache-dir \
         -c /tmp/requirements/constraints.txt -r /tmp/requirements/serve.txt \
     && rm -rf /tmp/requirements \
@@ -55,5 +55,9 @@ COPY src/serve/serve /usr/local/bin/serve
 USER model-server
 WORKDIR /home/model-server
 EXPOSE 8080
+# Docker, compose and ECS see the server's own answer: /ping on the port SageMaker chose (SageMaker itself
+# pings the endpoint and ignores this). The venv's Python, as the image has no curl.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('SAGEMAKER_BIND_TO_PORT', '8080') + '/ping', timeout=4)"]
 ENTRYPOINT ["/usr/bin/tini", "--"]
 CMD ["serve"]

@@ -14,7 +14,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 COPY requirements/train.txt requirements/constraints.txt /tmp/requirements/
 RUN python3 -m venv /tmp/build \
-    && /tmp/build/bin/pip install --no-cache-dir --upgrade pip \
+    && /tmp/build/bin/pip install --no-cache-dir -c /tmp/requirements/constraints.txt pip setuptools \
     && /tmp/build/bin/pip wheel --no-cache-dir --no-deps -w /wheels -c /tmp/requirements/constraints.txt \
         sagemaker-training pyinstrument-cext
 
@@ -36,7 +36,7 @@ ARG TORCH_INDEX_URL=
 COPY --from=wheels /wheels /tmp/wheels
 COPY requirements/train.txt requirements/constraints.txt /tmp/requirements/
 RUN python3 -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir --upgrade pip \
+    && /opt/venv/bin/pip install --no-cache-dir -c /tmp/requirements/constraints.txt pip setuptools \
     && /opt/venv/bin/pip install --no-cache-dir --find-links /tmp/wheels \
         ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
         -c /tmp/requirements/constraints.txt -r /tmp/requirements/train.txt \

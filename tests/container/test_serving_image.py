@@ -62,6 +62,22 @@ def test_image_metadata(images):
     assert user and user not in ("root", "0")
 
 
+def test_docker_reports_the_server_healthy_through_ping(images, serving):
+    health = json.loads(subprocess.run(["docker", "inspect", "-f", "{{json .Config.Healthcheck}}", images["serve"]],
+                                       capture_output=True, text=True, check=True).stdout)
+    assert "/ping" in " ".join(health["Test"])
+    _, name = serving
+    deadline = time.monotonic() + 90
+    status = ""
+    while time.monotonic() < deadline:
+        status = subprocess.run(["docker", "inspect", "-f", "{{.State.Health.Status}}", name], capture_output=True,
+                                text=True).stdout.strip()
+        if status == "healthy":
+            break
+        time.sleep(2)
+    assert status == "healthy"
+
+
 def test_curl_with_the_target_header_reaches_each_model(serving):
     server, _ = serving
     for target in (RESNET, MOBILE):

@@ -28,6 +28,9 @@ from dogbreed.workflows.aws import Aws, sdk_session
 from tests.conftest import REPO_ROOT, SAMPLE_DATA
 from tests.serving import running_server
 
+# moto's emulator and a real MMS run as processes: integration, so -m "not integration" leaves these out.
+pytestmark = pytest.mark.integration
+
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # the emulator's account
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/dogbreed-sagemaker"
