@@ -8,7 +8,6 @@ location. It holds tensors and plain Python values only and is read with
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ import torch
 
 from dogbreed.errors import CheckpointError
 
-log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "checkpoint.pt"
 # What must match for a checkpoint to continue the current job.

@@ -33,7 +33,6 @@ METRIC_DEFINITIONS: list[dict[str, str]] = [
 
 # What tuning jobs optimise by default.
 OBJECTIVE_METRIC = "validation:accuracy"
-OBJECTIVE_TYPE = "Maximize"
 
 # Ranges that worked for the dogImages transfer-learning jobs this project
 # grew from: learning rate 0.001 to 0.1 on a log scale, batch size 16 to 256.

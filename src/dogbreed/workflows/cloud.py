@@ -208,8 +208,8 @@ def resolve_data(aws: Aws, args, bucket: str) -> str:
 
 
 def hyperparameter_ranges() -> dict[str, Any]:
-    """The SDK's parameter objects for the training code's recommended ranges."""
-    from sagemaker.tuner import CategoricalParameter, ContinuousParameter, IntegerParameter
+    """The SDK's parameter objects for the training code's recommended ranges (continuous or categorical)."""
+    from sagemaker.tuner import CategoricalParameter, ContinuousParameter
 
     from dogbreed.training.metrics import RECOMMENDED_RANGES
 
@@ -217,8 +217,6 @@ def hyperparameter_ranges() -> dict[str, Any]:
     for name, spec in RECOMMENDED_RANGES.items():
         if spec["type"] == "continuous":
             ranges[name] = ContinuousParameter(spec["min"], spec["max"], scaling_type=spec.get("scaling", "Auto"))
-        elif spec["type"] == "integer":
-            ranges[name] = IntegerParameter(spec["min"], spec["max"], scaling_type=spec.get("scaling", "Auto"))
         else:
             ranges[name] = CategoricalParameter(spec["values"])
     return ranges

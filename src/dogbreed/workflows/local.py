@@ -28,7 +28,6 @@ from typing import Any
 
 from dogbreed import workflows
 
-log = logging.getLogger("dogbreed.local")
 
 PLACEHOLDER_ROLE = "arn:aws:iam::111111111111:role/dogbreed-local-mode"
 # The network the SDK's docker-compose file declares for local-mode jobs.
