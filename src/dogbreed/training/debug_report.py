@@ -22,7 +22,7 @@ import numpy as np
 from dogbreed.errors import ConfigError, run_cli
 from dogbreed.training.profile import PROFILE_FILE, UPDATES_FILE
 from dogbreed.training.reports import CONFUSION_PLOT, CURVES_PLOT, METRICS_FILE, pyplot
-from dogbreed.training.rules import RULES_FILE, RuleResult, run_rules, write_rules
+from dogbreed.training.rules import RuleResult, run_rules, write_rules
 
 log = logging.getLogger(__name__)
 
@@ -203,16 +203,16 @@ def _section(title: str, body: str | None) -> str:
     return f"<h2>{html.escape(title)}</h2>{body}" if body else ""
 
 
-def build_report(trial_dir: Path, output_dir: Path, results: list[RuleResult] | None = None) -> Path:
-    """Write debugger-report.html (and rules.json when the rules are run here) into ``output_dir``."""
+def build_report(trial_dir: Path, output_dir: Path) -> Path:
+    """Run the rules on the trial in ``trial_dir`` and write rules.json and debugger-report.html into
+    ``output_dir``. The trial is loaded once (smdebug waits a second on every load of a finished trial)."""
     from smdebug.trials import create_trial
 
     if not trial_dir.is_dir():
         raise ConfigError(f"no smdebug trial at {trial_dir}")
-    if results is None:
-        results = run_rules(trial_dir)
-        write_rules(results, output_dir)
     trial = create_trial(str(trial_dir))
+    results = run_rules(trial)
+    write_rules(results, output_dir)
     metrics = _read_json(output_dir / METRICS_FILE)
     profile = _read_json(output_dir / PROFILE_FILE)
     images = {

@@ -34,7 +34,6 @@ from dogbreed.training.metrics import format_metrics
 from dogbreed.training.precision import choose_precision
 from dogbreed.training.profile import StepTimer, SystemSampler, UpdateRatios, write_profile, write_update_ratios
 from dogbreed.training.progress import Progress
-from dogbreed.training.rules import run_rules, write_rules
 
 log = logging.getLogger(__name__)
 metrics_log = logging.getLogger("dogbreed.metrics")
@@ -79,7 +78,7 @@ def stop_on_signals():
     """Turn SIGTERM/SIGINT into a flag the loop checks between batches.
 
     SageMaker sends SIGTERM before it reclaims a spot instance; stopping at a
-    batch boundary keeps the checkpoint of the last whole epoch intact.
+    batch boundary lets the job checkpoint that step and resume from it exactly.
     """
     state = {"signal": None}
 
@@ -246,8 +245,8 @@ class Trainer:
         """A seeded sample of training images through the evaluation transform, to calibrate int8."""
         args = self.args
         return sampled_batches(self.data.splits["train"].samples, args.int8_calibration_images, args.seed,
-                                   eval_transform(args.image_size), resize_size(args.image_size), args.batch_size,
-                                   args.workers)
+                               eval_transform(args.image_size), resize_size(args.image_size), args.batch_size,
+                               args.workers)
 
     def identity(self) -> dict[str, Any]:
         return {
@@ -415,9 +414,7 @@ def write_insights(hook: DebugHook, output_dir: Path) -> None:
     if trial_dir is None or not trial_dir.is_dir():
         return
     try:
-        results = run_rules(trial_dir)
-        write_rules(results, output_dir)
-        log.info("training insights written to %s", build_report(trial_dir, output_dir, results))
+        log.info("training insights written to %s", build_report(trial_dir, output_dir))
     except Exception as exc:  # noqa: BLE001 - insights must not fail a finished job
         log.warning("could not build the training insights from %s: %s: %s", trial_dir, type(exc).__name__, exc)
 

@@ -7,7 +7,6 @@ background thread that samples psutil (and torch.cuda when there is a GPU) once 
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
@@ -15,6 +14,8 @@ from typing import Any
 
 import psutil
 import torch
+
+from dogbreed.training.reports import write_json
 
 PROFILE_FILE = "profile.json"
 UPDATES_FILE = "weight_updates.json"
@@ -102,11 +103,8 @@ def summary(steps: list[dict[str, float]]) -> dict[str, Any]:
 
 
 def write_profile(output_dir: Path, timer: StepTimer, sampler: SystemSampler) -> Path:
-    path = output_dir / PROFILE_FILE
-    output_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"summary": summary(timer.steps), "device": str(sampler.device),
-                                "steps": timer.steps, "system": sampler.samples}) + "\n")
-    return path
+    return write_json(output_dir, PROFILE_FILE, {"summary": summary(timer.steps), "device": str(sampler.device),
+                                                 "steps": timer.steps, "system": sampler.samples}, indent=None)
 
 
 class UpdateRatios:
@@ -132,15 +130,13 @@ class UpdateRatios:
             parameters = dict(self.model.named_parameters())
             with torch.no_grad():
                 # A layer whose weights are (still) about zero, like a fresh BatchNorm bias, has no ratio.
-                layers = {name: float((parameters[name] - before).norm() / before.norm())
-                          for name, before in self._before.items() if before.norm() > MIN_NORM}
+                norms = {name: before.norm() for name, before in self._before.items()}
+                layers = {name: float((parameters[name] - before).norm() / norms[name])
+                          for name, before in self._before.items() if norms[name] > MIN_NORM}
             self.rows.append({"step": self.step, "layers": layers})
             self._before = None
         self.step += 1
 
 
 def write_update_ratios(output_dir: Path, ratios: UpdateRatios) -> Path:
-    path = output_dir / UPDATES_FILE
-    output_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"interval": ratios.interval, "steps": ratios.rows}) + "\n")
-    return path
+    return write_json(output_dir, UPDATES_FILE, {"interval": ratios.interval, "steps": ratios.rows}, indent=None)

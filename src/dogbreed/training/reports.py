@@ -39,11 +39,16 @@ def per_class_report(matrix: torch.Tensor, class_folders: list[str], labels: lis
     return rows
 
 
-def write_metrics(output_dir: Path, report: dict[str, Any]) -> Path:
+def write_json(output_dir: Path, name: str, payload: Any, indent: int | None = 2) -> Path:
+    """``payload`` as ``output_dir/name``: the one way the training outputs (metrics, rules, profile) are written."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    path = output_dir / METRICS_FILE
-    path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    path = output_dir / name
+    path.write_text(json.dumps(payload, indent=indent) + "\n", encoding="utf-8")
     return path
+
+
+def write_metrics(output_dir: Path, report: dict[str, Any]) -> Path:
+    return write_json(output_dir, METRICS_FILE, report)
 
 
 def pyplot():

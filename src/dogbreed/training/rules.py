@@ -10,7 +10,6 @@ fired, the first global step where it did, and the parameters it ran with.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from dogbreed.training.reports import write_json
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +55,17 @@ def _rule_classes():
                 values.setdefault(global_step, []).append(float(np.mean(tensor.value(mode_step, mode=mode))))
         return [(step, float(np.mean(v))) for step, v in sorted(values.items())]
 
-    def tensors_at(trial, collections: list[str], step: int) -> list:
-        """The tensors of ``collections`` saved at global ``step``. Read directly, not through the rule's
-        required tensors: those fetch whole values, and weights and gradients are saved as reductions."""
-        return [trial.tensor(name) for collection in collections for name in trial.tensor_names(collection=collection)
-                if step in trial.tensor(name).steps()]
+    def tensors_by_step(trial, collections: list[str]) -> dict[int, list]:
+        """The tensors of ``collections`` by the global steps they were saved at, indexed once per rule. Read
+        directly, not through the rule's required tensors: those fetch whole values, and weights and gradients
+        are saved as reductions."""
+        index: dict[int, list] = {}
+        for collection in collections:
+            for name in trial.tensor_names(collection=collection):
+                tensor = trial.tensor(name)
+                for step in tensor.steps():
+                    index.setdefault(step, []).append(tensor)
+        return index
 
     class LossNotDecreasing(Rule):
         """Fires when the mean training loss of the last ``num_steps`` steps is not at least ``diff_percent``
@@ -75,6 +82,7 @@ def _rule_classes():
             self.converged_fraction = float(converged_fraction)
             self.losses = mode_losses(base_trial, ModeKeys.TRAIN)
             self._index = {s: i for i, (s, _) in enumerate(self.losses)}
+            self._first_window = float(np.mean([v for _, v in self.losses[:self.num_steps]])) if self.losses else 0.0
             self.evaluated = 0
 
         def invoke_at_step(self, step):
@@ -88,8 +96,7 @@ def _rule_classes():
             current, previous = float(np.mean(window)), float(np.mean(before or [self.losses[0][1]]))
             if not math.isfinite(current):
                 return True
-            first = float(np.mean([v for _, v in self.losses[:self.num_steps]]))
-            if current < self.converged_fraction * first:
+            if current < self.converged_fraction * self._first_window:
                 return False
             if current > previous * (1 + self.increase_threshold_percent / 100):
                 return True
@@ -150,9 +157,10 @@ def _rule_classes():
             super().__init__(base_trial, action_str="")
             self.threshold = float(threshold)
             self.evaluated = 0
+            self._saved = tensors_by_step(base_trial, ["gradients"])
 
         def invoke_at_step(self, step):
-            tensors = tensors_at(self.base_trial, ["gradients"], step)
+            tensors = self._saved.get(step, [])
             if tensors:
                 self.evaluated += 1
             return any(t.reduction_value(step, "mean", abs=True) < self.threshold for t in tensors)
@@ -165,6 +173,7 @@ def _rule_classes():
             self.collection_names = [c for c in str(collection_names).split(",") if c]
             self.only_nan = bool(only_nan)
             self.evaluated = 0
+            self._saved = tensors_by_step(base_trial, self.collection_names)
 
 
         def _bad(self, value: float) -> bool:
@@ -172,7 +181,7 @@ def _rule_classes():
 
         def invoke_at_step(self, step):
             found = False
-            for tensor in tensors_at(self.base_trial, self.collection_names, step):
+            for tensor in self._saved.get(step, []):
                 self.evaluated += 1
                 try:
                     value = float(np.max(np.abs(tensor.value(step))))
@@ -213,13 +222,11 @@ def _parameters(rule) -> dict[str, Any]:
     return {n: getattr(rule, n) for n in names}
 
 
-def run_rules(trial_dir: Path) -> list[RuleResult]:
-    """Every rule on the smdebug trial in ``trial_dir``; a rule that cannot run reports why instead."""
+def run_rules(trial) -> list[RuleResult]:
+    """Every rule on the smdebug ``trial``; a rule that cannot run reports why instead."""
     from smdebug.exceptions import RuleEvaluationConditionMet
     from smdebug.rules.rule_invoker import invoke_rule
-    from smdebug.trials import create_trial
 
-    trial = create_trial(str(trial_dir))
     steps = trial.steps()
     end = (max(steps) + 1) if steps else 0
     results = []
@@ -245,10 +252,8 @@ def run_rules(trial_dir: Path) -> list[RuleResult]:
 
 
 def write_rules(results: list[RuleResult], output_dir: Path) -> Path:
-    path = output_dir / RULES_FILE
-    output_dir.mkdir(parents=True, exist_ok=True)
-    payload = {"rules": [vars(r) for r in results], "triggered": [r.rule for r in results if r.triggered]}
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    path = write_json(output_dir, RULES_FILE, {"rules": [vars(r) for r in results],
+                                               "triggered": [r.rule for r in results if r.triggered]})
     for result in results:
         log.info("rule %s: %s%s", result.rule, "TRIGGERED at step %s: " % result.step if result.triggered else "",
                  result.summary)
