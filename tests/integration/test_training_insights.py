@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 
 import pytest
@@ -16,7 +17,8 @@ BASE_ARGS = ["--data-dir", str(SAMPLE_DATA), "--pretrained", "false", "--image-s
 # A random-init backbone kept frozen, a linear head learning at 0.01: the loss falls steadily and the
 # validation loss follows it. Nothing for the rules to find.
 HEALTHY = [*BASE_ARGS, "--freeze-backbone", "true", "--learning-rate", "0.01", "--epochs", "5"]
-RULES = {"LossNotDecreasing", "Overfit", "Overtraining", "VanishingGradient", "ExplodingTensor"}
+RULES = {"LossNotDecreasing", "Overfit", "Overtraining", "VanishingGradient", "ExplodingTensor",
+         "PoorWeightInitialization", "DeadRelu", "ClassImbalance"}
 
 
 def train(base, args):
@@ -43,6 +45,25 @@ def test_a_healthy_run_trips_no_rule_and_every_rule_looked(healthy):
         assert rule["error"] is None
     assert rules["LossNotDecreasing"]["parameters"]["num_steps"] == 10
     assert rules["VanishingGradient"]["parameters"] == {"threshold": 1e-7}
+    assert rules["DeadRelu"]["parameters"] == {"tensor_regex": ".*relu_output", "threshold_inactivity": 1.0,
+                                               "threshold_layer": 50.0}
+
+
+def test_every_relu_site_and_the_labels_are_saved_for_the_rules(healthy):
+    from smdebug import modes
+    from smdebug.trials import create_trial
+
+    base, _, _, _ = healthy
+    trial = create_trial(str(base / "output" / "data" / "tensors"))
+    # ResNet18 calls its stem ReLU once and each of its 8 blocks' ReLU twice: 17 sites.
+    sites = trial.tensor_names(regex=".*relu_output")
+    assert len(sites) == 17 and "layer4.1.relu#2/relu_output" in sites
+    assert len(trial.tensor_names(regex=".*relu_input")) == 17
+    activity = trial.tensor(sites[0]).value(0)
+    assert activity.shape == (64,) and 0 < activity.mean() < 1  # one share per channel
+    assert trial.tensor_names(regex=".*gradient_percentiles") == ["fc/gradient_percentiles"]  # frozen backbone
+    labels = trial.tensor("labels")
+    assert len(labels.steps(mode=modes.TRAIN)) == 50 and labels.steps(mode=modes.EVAL)
 
 
 def test_the_hook_is_on_by_default_and_writes_to_the_output_data_folder(healthy):
@@ -67,7 +88,7 @@ def test_the_hook_is_on_by_default_and_writes_to_the_output_data_folder(healthy)
 def test_the_report_holds_the_verdicts_and_the_pictures(healthy):
     base, _, _, _ = healthy
     page = (base / "output" / "data" / "debugger-report.html").read_text()
-    assert "None of the 5 rules fired." in page
+    assert "None of the 8 rules fired." in page
     assert page.index("<h2>Rules</h2>") < page.index("<h2>Loss by mode</h2>")
     for section in ("Loss by mode", "Gradients", "Weight updates", "Learning curves", "Confusion matrix (test)",
                     "Profile"):
@@ -117,6 +138,24 @@ def test_a_frozen_network_trips_loss_not_decreasing(tmp_path):
     assert updates["steps"] and all(r < 1e-6 for row in updates["steps"] for r in row["layers"].values())
 
 
+def test_a_rare_class_trips_class_imbalance(tmp_path):
+    """The sample with 2 training images left of one class, 40 of each other: 20 times rarer."""
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLE_DATA, data)
+    rare = sorted((data / "train").iterdir())[-1]
+    for image in sorted(rare.iterdir())[2:]:
+        image.unlink()
+    args = [*HEALTHY, "--epochs", "2"]
+    args[args.index(str(SAMPLE_DATA))] = str(data)
+    _, rules, payload = train(tmp_path, args)
+    imbalance = rules["ClassImbalance"]
+    assert imbalance["triggered"], payload
+    assert imbalance["parameters"]["samples"] == 200  # 50 for each of the 4 classes
+    assert imbalance["details"]["largest_class"] > 10 * imbalance["details"]["smallest_class"]
+    assert imbalance["details"]["counts"]["3"] == imbalance["details"]["smallest_class"]  # the rare class
+    assert not rules["PoorWeightInitialization"]["triggered"] and not rules["DeadRelu"]["triggered"]
+
+
 def test_debug_hook_false_turns_hook_rules_and_report_off(tmp_path):
     result = run_script(TRAIN_SCRIPT, [*BASE_ARGS, "--epochs", "1", "--debug-hook", "false"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -138,7 +177,7 @@ def test_make_debug_report_rebuilds_from_a_saved_trial(healthy, tmp_path):
     original = json.loads((base / "output" / "data" / "rules.json").read_text())
     assert rebuilt == original
     page = (out / "debugger-report.html").read_text()
-    assert "None of the 5 rules fired." in page and "<h2>Gradients</h2>" in page
+    assert "None of the 8 rules fired." in page and "<h2>Gradients</h2>" in page
 
     missing = subprocess.run(["make", "--no-print-directory", "debug-report", f"DEBUG_DIR={tmp_path / 'nothing'}"],
                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)

@@ -183,13 +183,21 @@ def _file_image(path: Path) -> str | None:
     return base64.b64encode(path.read_bytes()).decode("ascii") if path.is_file() else None
 
 
+def _details(details: dict[str, Any]) -> str:
+    """What a fired rule found (the layer, the counts), as short lines under its summary."""
+    if not details:
+        return ""
+    return "<br><small>" + html.escape(", ".join(f"{k}: {v}" for k, v in details.items())) + "</small>"
+
+
 def _verdicts(results: list[RuleResult]) -> str:
     fired = [r for r in results if r.triggered]
     headline = (f"<p class='bad'>{len(fired)} of {len(results)} rules fired.</p>" if fired
                 else f"<p class='good'>None of the {len(results)} rules fired.</p>")
     rows = "".join(
         f"<tr class='{'bad' if r.triggered else 'good'}'><td>{html.escape(r.rule)}</td>"
-        f"<td>{'fired at step ' + str(r.step) if r.triggered else 'quiet'}</td><td>{html.escape(r.summary)}</td>"
+        f"<td>{'fired at step ' + str(r.step) if r.triggered else 'quiet'}</td><td>{html.escape(r.summary)}"
+        f"{_details(r.details)}</td>"
         f"<td><code>{html.escape(json.dumps(r.parameters))}</code></td></tr>" for r in results)
     return (f"{headline}<table><tr><th>rule</th><th>verdict</th><th>in plain words</th><th>parameters</th></tr>"
             f"{rows}</table>")

@@ -27,6 +27,8 @@ from dogbreed.errors import ConfigError
 log = logging.getLogger(__name__)
 
 DEBUG_COLLECTIONS = ("losses", "weights", "gradients", "biases")
+# The collection of the tensors rule_tensors.py writes through DebugHook.save.
+RULE_INPUTS = "rule_inputs"
 
 
 class DebugHook:
@@ -63,6 +65,30 @@ class DebugHook:
     def predict(self) -> None:
         self._set("PREDICT")
 
+    def saves_layers_now(self) -> bool:
+        """Whether the current step is a training step the save interval keeps layer tensors for."""
+        hook = self._hook
+        if hook is None or hook.mode != self._modes.TRAIN:
+            return False
+        return hook.save_config.should_save_step(hook.mode, hook.mode_steps[hook.mode])
+
+    def save(self, name: str, value, collection: str) -> None:
+        """Write ``value`` as tensor ``name`` of the current step, now.
+
+        ``save_tensor`` alone holds the value until the next module callback, which after the backward pass
+        is the next step's; writing at once files it under the step it describes.
+        """
+        hook = self._hook
+        if hook is None or hook.writer is None:  # no writer: this step saves nothing
+            return
+        target = hook.get_collection(collection)  # created here, after smdebug validated its own
+        if target.reduction_config is None:
+            from smdebug.core.reduction_config import ReductionConfig
+
+            target.reduction_config = ReductionConfig(save_raw_tensor=True)
+        hook.save_tensor(name, value, collection)
+        hook._save_custom_tensors_post_step()  # noqa: SLF001 - smdebug has no public flush
+
     def close(self) -> None:
         if self._hook is not None:
             self._hook.close()
@@ -92,7 +118,8 @@ def create_hook(out_dir: Path | None, save_interval: int, collections: list[str]
 
     if config_file is not None:
         log.info("smdebug: hook from Debugger config %s", config_file)
-        return DebugHook(smd.Hook.create_from_json_file(str(config_file)), smd.modes, f"config {config_file}")
+        hook = smd.Hook.create_from_json_file(str(config_file))
+        return DebugHook(hook, smd.modes, f"config {config_file}")
 
     out_dir = _prepare_out_dir(out_dir)
     hook = smd.Hook(

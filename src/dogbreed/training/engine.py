@@ -34,6 +34,7 @@ from dogbreed.training.metrics import format_metrics
 from dogbreed.training.precision import choose_precision
 from dogbreed.training.profile import StepTimer, SystemSampler, UpdateRatios, write_profile, write_update_ratios
 from dogbreed.training.progress import Progress
+from dogbreed.training.rule_tensors import RuleTensors
 
 log = logging.getLogger(__name__)
 metrics_log = logging.getLogger("dogbreed.metrics")
@@ -128,6 +129,7 @@ class Trainer:
                                           self.num_classes)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.enabled and device.type == "cuda")
         hook.register(self.model, self.criterion)
+        self.rule_tensors = RuleTensors(self.model, hook)
         self.loaders = self._make_loaders()
         self.timer = StepTimer()
         # Measured only with the hook on: the report that shows them comes with it.
@@ -178,12 +180,14 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             with self._autocast():
                 outputs = self.model(images)
+                self.rule_tensors.save_labels(targets, outputs)
                 loss = self.criterion(outputs, targets)
             self.scaler.scale(loss).backward()
             if self.update_ratios is not None:
                 self.update_ratios.before_step()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            self.rule_tensors.save_gradient_percentiles()
             if self.update_ratios is not None:
                 self.update_ratios.after_step()
             progress.batches += 1
@@ -207,6 +211,7 @@ class Trainer:
             targets = targets.to(self.device, non_blocking=True)
             with self._autocast():
                 outputs = self.model(images)
+                self.rule_tensors.save_labels(targets, outputs)
                 loss = self.criterion(outputs, targets)
             total_loss += loss.item() * targets.size(0)
             all_targets.append(targets.cpu())

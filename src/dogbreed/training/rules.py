@@ -67,6 +67,29 @@ def _rule_classes():
                     index.setdefault(step, []).append(tensor)
         return index
 
+    def matching_by_step(trial, regex: str) -> dict[int, list]:
+        """The tensors whose names match ``regex`` (smdebug's search semantics, as the built-in rules' regex
+        parameters), by the global steps they were saved at."""
+        index: dict[int, list] = {}
+        names = trial.tensor_names(regex=[r for r in str(regex).split(",") if r]) if regex else []
+        for name in names:
+            tensor = trial.tensor(name)
+            for step in tensor.steps():
+                index.setdefault(step, []).append(tensor)
+        return index
+
+    def first_train_steps(trial, steps: int) -> set[int]:
+        """The global steps of the first ``steps`` training steps."""
+        return {trial.global_step(ModeKeys.TRAIN, s) for s in trial.steps(mode=ModeKeys.TRAIN)[:steps]}
+
+    def values_by_mode(trial, name: str, mode) -> list[tuple[int, np.ndarray]]:
+        """(global step, value) of tensor ``name`` saved in ``mode``, in step order; empty when never saved."""
+        if name not in trial.tensor_names():
+            return []
+        tensor = trial.tensor(name)
+        return [(trial.global_step(mode, s), np.asarray(tensor.value(s, mode=mode)).ravel())
+                for s in tensor.steps(mode=mode)]
+
     class LossNotDecreasing(Rule):
         """Fires when the mean training loss of the last ``num_steps`` steps is not at least ``diff_percent``
         percent below the mean of the ``num_steps`` before them, or rose more than
@@ -190,6 +213,167 @@ def _rule_classes():
                 found = found or self._bad(value)
             return found
 
+    class DeadRelu(Rule):
+        """Fires when, at some step, more than ``threshold_layer`` percent of one ReLU site's units (channels)
+        were active (output above zero) for less than ``threshold_inactivity`` percent of their outputs."""
+
+        def __init__(self, base_trial, tensor_regex=".*relu_output", threshold_inactivity=1.0,
+                     threshold_layer=50.0):
+            super().__init__(base_trial, action_str="")
+            self.tensor_regex = str(tensor_regex)
+            self.threshold_inactivity, self.threshold_layer = float(threshold_inactivity), float(threshold_layer)
+            self._saved = matching_by_step(base_trial, self.tensor_regex)
+            self.evaluated, self.details = 0, {}
+
+        def invoke_at_step(self, step):
+            tensors = self._saved.get(step, [])
+            self.evaluated += bool(tensors)
+            for tensor in tensors:
+                activity = 100 * np.asarray(tensor.value(step)).ravel()
+                dead = 100 * float(np.mean(activity < self.threshold_inactivity))
+                if dead > self.threshold_layer:
+                    self.details = {"site": tensor.name, "dead_percent": round(dead, 1)}
+                    return True
+            return False
+
+    class PoorWeightInitialization(Rule):
+        """Looks at the first ``steps`` training steps. The activations or the gradients look wrong when the
+        largest variance of the ReLU inputs is more than ``threshold`` times the smallest, or when some weight
+        tensor's gradient spread (95th minus 5th percentile) is below ``distribution_range``. The rule fires at
+        such a step when the loss confirms it: the mean of the last ``patience`` of those steps' losses is not
+        below the mean of the first ``patience``, or a loss was not finite.
+
+        How the built-in rule combines its three checks is not published. Here the loss must confirm the
+        others. Networks that learn well can look wrong on either measure: a random-init ResNet18 kept frozen
+        (its BatchNorm layers on their initial statistics) has ReLU input variances 24 times apart on the
+        sample data, and its head still learns."""
+
+        def __init__(self, base_trial, activation_inputs_regex=".*relu_input", threshold=10.0,
+                     distribution_range=0.001, patience=5, steps=10):
+            super().__init__(base_trial, action_str="")
+            self.activation_inputs_regex = str(activation_inputs_regex)
+            self.threshold, self.distribution_range = float(threshold), float(distribution_range)
+            self.patience, self.steps = int(patience), int(steps)
+            window = first_train_steps(base_trial, self.steps)
+            inputs = matching_by_step(base_trial, self.activation_inputs_regex)
+            spreads = matching_by_step(base_trial, ".*gradient_percentiles$")
+            self._inputs = {s: t for s, t in inputs.items() if s in window}
+            self._spreads = {s: t for s, t in spreads.items() if s in window}
+            self.loss_stalled = self._loss_stalled([v for s, v in mode_losses(base_trial, ModeKeys.TRAIN)
+                                                    if s in window])
+            self.evaluated, self.details = 0, {}
+
+        def _loss_stalled(self, losses: list[float]) -> bool:
+            """The mean of the window's last ``patience`` losses is not below that of its first (a step's loss
+            is too noisy to compare one by one), or a loss is not finite."""
+            if not all(math.isfinite(v) for v in losses):
+                return True
+            span = min(self.patience, len(losses) // 2)
+            return span > 0 and float(np.mean(losses[-span:])) >= float(np.mean(losses[:span]))
+
+        def invoke_at_step(self, step):
+            inputs, spreads = self._inputs.get(step, []), self._spreads.get(step, [])
+            if not inputs and not spreads:
+                return False
+            self.evaluated += 1
+            variances = [float(np.asarray(t.value(step)).ravel()[0]) for t in inputs]
+            ratio = (max(variances) / min(variances) if min(variances) > 0 else math.inf) if variances else 0.0
+            ranges = {t.name: float(np.ptp(np.asarray(t.value(step)))) for t in spreads}
+            narrowest = min(ranges, key=ranges.get) if ranges else None
+            details = {"activation_variance_ratio": ratio if math.isfinite(ratio) else "inf",
+                       "narrowest_gradient": narrowest, "narrowest_gradient_range": ranges.get(narrowest),
+                       "loss_stalled": self.loss_stalled}
+            self.details = self.details or details
+            wrong = ratio > self.threshold or (narrowest is not None and ranges[narrowest] < self.distribution_range)
+            if wrong and self.loss_stalled:
+                self.details = details
+                return True
+            return False
+
+    class ClassImbalance(Rule):
+        """Two checks. Once ``samples`` training labels have been seen, fires when the most frequent class
+        among them is more than ``threshold_imbalance`` times as frequent as the least frequent. At the last
+        validation pass, fires when more than ``threshold_misprediction`` of some class's validation images
+        were mispredicted.
+
+        ``samples`` defaults to 50 labels per class seen, which is the built-in rule's 500 for the ten classes
+        it assumes and enough to count 133 classes fairly. Mispredictions are judged on the last pass only:
+        the early passes of any run mispredict most of every class. The predictions are saved as class
+        indices, so ``argmax`` stays False."""
+
+        def __init__(self, base_trial, threshold_imbalance=10.0, threshold_misprediction=0.7, samples=None,
+                     argmax=False, labels_regex=".*labels", predictions_regex=".*predictions"):
+            super().__init__(base_trial, action_str="")
+            self.threshold_imbalance = float(threshold_imbalance)
+            self.threshold_misprediction = float(threshold_misprediction)
+            self.argmax, self.labels_regex, self.predictions_regex = bool(argmax), labels_regex, predictions_regex
+            labels = self._values(base_trial, labels_regex, ModeKeys.TRAIN)
+            classes = {int(c) for _, v in labels for c in v}
+            self.samples = int(samples) if samples is not None else 50 * max(len(classes), 1)
+            self._count_step, self._counts = self._counted(labels)
+            self._last_pass = self._pass_mispredictions(base_trial)
+            self.evaluated, self.details = 0, {}
+
+        def _values(self, trial, regex, mode) -> list[tuple[int, np.ndarray]]:
+            names = trial.tensor_names(regex=regex)
+            return values_by_mode(trial, names[0], mode) if names else []
+
+        def _counted(self, labels):
+            counts: dict[int, int] = {}
+            for step, value in labels:
+                for label in value.astype(int):
+                    counts[int(label)] = counts.get(int(label), 0) + 1
+                if sum(counts.values()) >= self.samples:
+                    return step, counts
+            return None, counts
+
+        def _pass_mispredictions(self, trial):
+            """(last step, {class: (mispredicted, seen)}) of the last validation pass, or None."""
+            labels = self._values(trial, self.labels_regex, ModeKeys.EVAL)
+            predictions = dict(self._values(trial, self.predictions_regex, ModeKeys.EVAL))
+            passes = _runs([s for s, _ in labels])
+            if not passes:
+                return None
+            last = passes[-1]
+            per_class: dict[int, list[int]] = {}
+            for step, value in labels:
+                if step not in last:
+                    continue
+                predicted = predictions[step]
+                if self.argmax:
+                    predicted = np.argmax(predicted.reshape(len(value), -1), axis=1)
+                for label, guess in zip(value.astype(int), predicted.astype(int)):
+                    entry = per_class.setdefault(int(label), [0, 0])
+                    entry[0] += int(label != guess)
+                    entry[1] += 1
+            return max(last), per_class
+
+        def invoke_at_step(self, step):
+            if step == self._count_step:
+                self.evaluated += 1
+                most, least = max(self._counts.values()), min(self._counts.values())
+                if most > self.threshold_imbalance * least:
+                    self.details = {"largest_class": most, "smallest_class": least,
+                                    "counts": {str(k): v for k, v in sorted(self._counts.items())}}
+                    return True
+            if self._last_pass is not None and step == self._last_pass[0]:
+                self.evaluated += 1
+                for label, (wrong, seen) in sorted(self._last_pass[1].items()):
+                    if wrong > self.threshold_misprediction * seen:
+                        self.details = {"class": label, "mispredicted": wrong, "of": seen}
+                        return True
+            return False
+
+    def _runs(steps: list[int]) -> list[list[int]]:
+        """Consecutive global steps grouped into runs (one validation pass each)."""
+        runs: list[list[int]] = []
+        for step in steps:
+            if runs and step == runs[-1][-1] + 1:
+                runs[-1].append(step)
+            else:
+                runs.append([step])
+        return runs
+
     def _passes(valid: list[tuple[int, float]]) -> dict[int, float]:
         """Validation losses grouped into passes (runs of consecutive steps): last step of a pass -> mean loss."""
         passes: dict[int, float] = {}
@@ -203,7 +387,8 @@ def _rule_classes():
             passes[run[-1][0]] = float(np.mean([v for _, v in run]))
         return passes
 
-    return [LossNotDecreasing, Overfit, Overtraining, VanishingGradient, ExplodingTensor]
+    return [LossNotDecreasing, Overfit, Overtraining, VanishingGradient, ExplodingTensor,
+            PoorWeightInitialization, DeadRelu, ClassImbalance]
 
 
 SUMMARIES = {
@@ -213,6 +398,12 @@ SUMMARIES = {
                      "validation loss kept improving (or training stopped in time)"),
     "VanishingGradient": ("a layer's gradients all but vanished", "gradients stayed above the vanishing threshold"),
     "ExplodingTensor": ("a loss, gradient or weight became NaN or infinite", "no NaN or infinite values"),
+    "PoorWeightInitialization": ("the first steps' activations or gradients looked badly scaled and the loss "
+                                 "did not fall", "the loss fell over the first steps, or their activations and gradients "
+                                 "looked sound"),
+    "DeadRelu": ("most units of a ReLU layer stopped firing", "the ReLU layers kept firing"),
+    "ClassImbalance": ("the classes are badly imbalanced, or a class was mostly mispredicted",
+                       "the classes are balanced and each was mostly predicted right"),
 }
 
 
@@ -247,7 +438,8 @@ def run_rules(trial) -> list[RuleResult]:
         summary = fired_text if triggered else quiet_text
         if not triggered and evaluated == 0:
             summary = "not evaluated: the trial has no data this rule reads"
-        results.append(RuleResult(name, triggered, step, _parameters(rule), summary, evaluated))
+        results.append(RuleResult(name, triggered, step, _parameters(rule), summary, evaluated,
+                                  details=getattr(rule, "details", {}) if triggered else {}))
     return results
 
 
