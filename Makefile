@@ -65,6 +65,9 @@ export DOCKER_BUILDKIT
 
 # SageMaker local mode (make local-train, local-hpo) and the local serving container.
 LOCAL_OUT ?= $(BUILD_DIR)/local
+# make local-train and train-remote: containers or instances (algo-1, algo-2, ...); above 1, data-parallel
+# training under torchrun (torch_distributed)
+INSTANCE_COUNT ?= 1
 LOCAL_HPARAMS ?= -H epochs=$(EPOCHS) -H batch-size=$(BATCH_SIZE) -H image-size=$(IMAGE_SIZE) \
 	-H learning-rate=$(LEARNING_RATE) -H pretrained=$(PRETRAINED) -H freeze-backbone=$(FREEZE_BACKBONE) -H model=$(MODEL)
 HPO_GRID ?= --grid learning-rate=0.001,0.01 --grid batch-size=16,32
@@ -90,6 +93,8 @@ SPOT ?= false
 WAIT ?= true
 # false: train-remote without Debugger rules and Profiler (accounts without SageMaker Debugger)
 DEBUGGER ?= true
+# train-remote: true runs torchrun on one multi-GPU instance too (INSTANCE_COUNT above 1 always does)
+DISTRIBUTED ?= false
 MAX_JOBS ?= 8
 MAX_PARALLEL_JOBS ?= 2
 OBJECTIVE ?= validation:accuracy
@@ -237,7 +242,7 @@ push: $(VENV_STAMP) ## Push both images to REGISTRY (default: ECR, repositories 
 local-train: $(VENV_STAMP) ## Train with the training image in SageMaker local mode on DATA_DIR (builds the image if missing)
 	@docker image inspect $(TRAIN_IMAGE):$(TAG) >/dev/null 2>&1 || $(MAKE) build-train
 	$(VENV_PY) -m dogbreed.workflows.local train --image $(TRAIN_IMAGE):$(TAG) --data $(DATA_DIR) \
-		--output $(LOCAL_OUT)/$(MODEL) $(LOCAL_HPARAMS)
+		--output $(LOCAL_OUT)/$(MODEL) --instance-count $(INSTANCE_COUNT) $(LOCAL_HPARAMS)
 
 .PHONY: local-hpo
 local-hpo: $(VENV_STAMP) ## A few local-mode hpo.py trials over HPO_GRID; prints the best
@@ -276,7 +281,8 @@ best: $(VENV_STAMP) ## Best training job and hyperparameters of TUNING_JOB
 .PHONY: train-remote
 train-remote: $(VENV_STAMP) ## Training job with Debugger rules and Profiler report (FROM_TUNING_JOB: its best hyperparameters)
 	$(CLOUD) train-remote $(CLOUD_SETTINGS) $(JOB_SETTINGS) $(if $(FROM_TUNING_JOB),--from-tuning-job $(FROM_TUNING_JOB)) \
-		$(if $(filter false,$(DEBUGGER)),--no-debugger)
+		$(if $(filter false,$(DEBUGGER)),--no-debugger) --instance-count $(INSTANCE_COUNT) \
+		$(if $(filter true,$(DISTRIBUTED)),--distributed)
 
 .PHONY: training-result
 training-result: $(VENV_STAMP) ## Model, Debugger tensors, profiler report and rule results of TRAINING_JOB

@@ -43,13 +43,16 @@ RUN python3 -m venv /opt/venv \
     && rm -rf /tmp/wheels /tmp/requirements \
     && find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
 # /opt/dogbreed/bin first: its `train` is the toolkit's, relaying SIGTERM to the script.
+# SAGEMAKER_TRAINING_MODULE: the toolkit starts the script under torchrun when the job
+# sets sagemaker_torch_distributed_enabled, as one process otherwise.
 ENV PATH=/opt/dogbreed/bin:/opt/venv/bin:$PATH \
     PYTHONPATH=/opt/dogbreed \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     MPLCONFIGDIR=/tmp/matplotlib \
     SAGEMAKER_SUBMIT_DIRECTORY=/opt/ml/code \
-    SAGEMAKER_PROGRAM=train_model.py
+    SAGEMAKER_PROGRAM=train_model.py \
+    SAGEMAKER_TRAINING_MODULE=dogbreed.training.toolkit_entry:run_entry_point
 # Code last, so a code change rebuilds only these small layers.
 COPY src/dogbreed /opt/dogbreed/dogbreed
 COPY src/train/train /opt/dogbreed/bin/train

@@ -24,6 +24,9 @@ EXIT_FAILURE = 1  # data, weights, checkpoint or runtime error
 EXIT_USAGE = 2  # bad hyperparameters (argparse's convention)
 EXIT_INTERRUPTED = 143  # 128 + SIGTERM: stopped, checkpoint kept for resume
 
+# The hyperparameter the SDK's torch_distributed distribution sets: run the script under torchrun.
+TORCH_DISTRIBUTED = "sagemaker_torch_distributed_enabled"
+
 
 def base_dir() -> Path:
     return Path(os.environ.get("SAGEMAKER_BASE_DIR", DEFAULT_BASE_DIR))
@@ -101,18 +104,24 @@ def failure_file() -> Path:
     return output_dir() / "failure"
 
 
-def write_failure(reason: str) -> Path | None:
+def write_failure(reason: str, first_only: bool = False) -> Path | None:
     """Record why the job failed, where SageMaker shows it as FailureReason.
 
-    Returns the path written, or None when there is no SageMaker layout or it
-    cannot be written (the reason is still logged by the caller).
+    ``first_only``: keep a reason already written. The processes of a torchrun job share the file, and the
+    rank that failed first names the cause; the others fail after it, on the connection it closed.
+
+    Returns the path, or None when there is no SageMaker layout or it cannot be written (the reason is still
+    logged by the caller).
     """
     if not is_sagemaker_layout():
         return None
     path = failure_file()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(reason.rstrip() + "\n", encoding="utf-8")
+        with path.open("x" if first_only else "w", encoding="utf-8") as file:
+            file.write(reason.rstrip() + "\n")
+    except FileExistsError:
+        return path
     except OSError as exc:
         log.warning("could not write failure file %s: %s", path, exc)
         return None

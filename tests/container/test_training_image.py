@@ -76,6 +76,28 @@ def test_reports_and_smdebug_tensors_come_back_from_the_container(local_train, t
     assert parse_metrics(stdout)["test:accuracy"]
 
 
+def test_local_train_on_two_containers_trains_data_parallel_and_cleans_up(images, tmp_path):
+    """make local-train INSTANCE_COUNT=2 with the make defaults: algo-1 and algo-2 under torchrun."""
+    networks_before = docker_networks()
+    result = make("local-train", f"TAG={TAG}", f"LOCAL_OUT={tmp_path}", "INSTANCE_COUNT=2")
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-5000:]
+    for rank in (0, 1):
+        assert f"distributed: world_size=2 rank={rank} local_rank=0 backend=gloo" in log
+    assert "torchrun --nnodes 2 --nproc_per_node 1 --master_addr algo-1" in log  # the toolkit's launcher
+    assert subprocess.run(["docker", "ps", "-aq", "--filter", f"ancestor={images['train']}"],
+                          capture_output=True, text=True).stdout.split() == [], "containers left behind"
+    assert docker_networks() == networks_before, "the compose network was left behind"
+    with tarfile.open(next(tmp_path.rglob("output.tar.gz"))) as tar:
+        tar.extractall(tmp_path / "output", filter="data")
+    metrics = json.loads(next((tmp_path / "output").rglob("metrics.json")).read_text())
+    assert metrics["test_accuracy"] >= 0.9
+    with tarfile.open(next(tmp_path.rglob("model.tar.gz"))) as tar:
+        tar.extractall(tmp_path / "model", filter="data")
+    _, metadata = load_artifact(tmp_path / "model")
+    assert metadata["metrics"]["test_accuracy"] == metrics["test_accuracy"]
+
+
 def test_make_local_hpo_runs_hpo_py_trials_in_the_same_image_and_reports_the_best(images, tmp_path):
     result = make("local-hpo", f"TAG={TAG}", f"LOCAL_OUT={tmp_path}",
                   "LOCAL_HPARAMS=-H epochs=1 -H batch-size=16 -H image-size=32 -H pretrained=false "

@@ -375,6 +375,30 @@ def test_train_remote_without_debugger_sends_no_rules_and_returns_without_waitin
     assert "make training-result TRAINING_JOB=j" in out
 
 
+@pytest.mark.parametrize("flags, count", [(["--instance-count", "2"], 2), (["--distributed"], 1)])
+def test_train_remote_across_instances_or_gpus_asks_the_image_for_torchrun(aws_cloud, flags, count):
+    aws_cloud.aws.s3.put_object(Bucket=BUCKET, Key="data/train/001.A/a.jpg", Body=b"x")
+    aws_cloud.expect("create_training_job", {
+        "TrainingJobName": "j", "AlgorithmSpecification": ANY, "RoleArn": ROLE, "InputDataConfig": ANY,
+        "OutputDataConfig": ANY,
+        "ResourceConfig": {"InstanceCount": count, "InstanceType": "ml.g5.12xlarge", "VolumeSizeInGB": 30},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 86400},
+        "HyperParameters": {"epochs": "1", "sagemaker_torch_distributed_enabled": "true"},
+        "Environment": {"SAGEMAKER_PROGRAM": "train_model.py"},
+        "ProfilerConfig": {"DisableProfiler": True}}, {"TrainingJobArn": f"{ARN}:training-job/j"})
+    code, out, err = aws_cloud.run("train-remote", *SETTINGS, "--job-name", "j", "--data", f"s3://{BUCKET}/data/",
+                                   "--instance-type", "ml.g5.12xlarge", "-H", "epochs=1", "--no-debugger",
+                                   "--no-wait", *flags)
+    assert code == 0, err
+    aws_cloud.done()
+
+
+def test_train_remote_refuses_a_zero_instance_count_before_any_call(aws_cloud):
+    code, _, err = aws_cloud.run("train-remote", *SETTINGS, "--data", f"s3://{BUCKET}/data/", "--instance-count", "0")
+    assert code == 1 and err == "train-remote: error: --instance-count must be at least 1, got 0\n"
+    aws_cloud.done()
+
+
 def test_training_result_reports_a_stopped_job_and_a_missing_one(aws_cloud):
     aws_cloud.expect("describe_training_job", {"TrainingJobName": "old"}, training_job(
         "old", "Stopped", FailureReason="MaxWaitTimeInSeconds exceeded", EnableManagedSpotTraining=True,

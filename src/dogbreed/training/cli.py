@@ -154,24 +154,32 @@ def get_args_parser(prog: str = "train_model.py", description: str | None = None
     return parser
 
 
-def configure_logging() -> None:
+def configure_logging(group=None) -> None:
+    """Plain log lines on stdout; under torchrun each marked with its rank, and progress from rank 0 only."""
+    prefix = f"[rank {group.rank}] " if group is not None and group.active else ""
     logging.basicConfig(
         level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
+        format=f"%(asctime)s %(levelname)s {prefix}%(message)s",
         datefmt="%Y-%m-%dT%H:%M:%S",
         stream=sys.stdout,
         force=True,
     )
     # smdebug logs every hook decision at INFO.
     logging.getLogger("smdebug").setLevel(logging.WARNING)
+    if group is not None and not group.is_main:
+        logging.getLogger("dogbreed.training.progress").setLevel(logging.WARNING)
 
 
 def main(args: argparse.Namespace, prog: str = "train_model.py") -> int:
     """Run one training job; returns the process exit code."""
-    configure_logging()
-    from dogbreed.training.engine import Interrupted, fit  # torch is imported after argument errors are out
+    # torch is imported after argument errors are out.
+    from dogbreed.training.distributed import from_environment
+    from dogbreed.training.engine import Interrupted, fit
 
-    if sagemaker_env.clear_failure():
+    group = from_environment()
+    configure_logging(group)
+    # One process per host clears it, before the process group forms: no rank can have failed yet.
+    if group.local_rank == 0 and sagemaker_env.clear_failure():
         log.info("removed the failure file of an earlier run in this output folder")
     try:
         fit(args)
@@ -179,17 +187,17 @@ def main(args: argparse.Namespace, prog: str = "train_model.py") -> int:
         message = (f"stopped by {exc}; the checkpoint in {args.checkpoint_dir} resumes the job from there: start "
                    "it again with the same checkpoint folder (on SageMaker, the same checkpoint_s3_uri)")
         log.warning(message)
-        sagemaker_env.write_failure(message)
+        sagemaker_env.write_failure(message, first_only=group.active)
         return sagemaker_env.EXIT_INTERRUPTED
     except DogbreedError as exc:
         message = str(exc)
         print(f"{prog}: error: {message}", file=sys.stderr)
-        sagemaker_env.write_failure(message)
+        sagemaker_env.write_failure(message, first_only=group.active)
         return sagemaker_env.EXIT_FAILURE
     except Exception as exc:
         traceback.print_exc()
         message = f"unexpected error: {type(exc).__name__}: {exc}"
         print(f"{prog}: error: {message}", file=sys.stderr)
-        sagemaker_env.write_failure(message)
+        sagemaker_env.write_failure(message, first_only=group.active)
         return sagemaker_env.EXIT_FAILURE
     return sagemaker_env.EXIT_OK

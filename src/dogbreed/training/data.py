@@ -9,6 +9,7 @@ names the file, never with a traceback in the middle of an epoch.
 from __future__ import annotations
 
 import logging
+import os
 import random
 from collections import Counter
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from dogbreed.errors import DataError
 from dogbreed.images import IMAGE_EXTENSIONS, ImageDecodeError, open_rgb
@@ -208,32 +209,50 @@ class ImageFileDataset(Dataset):
 
 
 class SeededEpochOrder(Sampler):
-    """The training order: a permutation per epoch, each position with its own augmentation seed.
+    """The training order: a permutation per epoch, this rank's share of it, each position with its own
+    augmentation seed.
 
-    Both come from (seed, epoch, position) alone, not from the worker count or from what ran before, so a job
-    resumed mid-epoch (``start``: the samples already trained on) gets exactly the batches and the random crops
-    and flips it would have had without the interruption.
+    The permutation and the shares are torch's ``DistributedSampler``'s (one share without torchrun): shuffled
+    by seed and epoch, padded by repetition to a multiple of the world size, every ``num_replicas``-th position
+    from ``rank`` on. A position's augmentation seed comes from (seed, epoch, position in the permutation) alone,
+    not from the worker count or from what ran before, so a job resumed mid-epoch (``start``: the samples this
+    rank already trained on) gets exactly the batches and the random crops and flips it would have had without
+    the interruption.
     """
 
-    def __init__(self, size: int, seed: int):
-        self.size, self.seed = size, seed
+    def __init__(self, size: int, seed: int, num_replicas: int = 1, rank: int = 0):
+        self.seed, self.num_replicas, self.rank = seed, num_replicas, rank
         self.epoch, self.start = 1, 0
+        self._shard = DistributedSampler(range(size), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
-        return max(self.size - self.start, 0)
+        return max(len(self._shard) - self.start, 0)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(_seed(self.seed, self.epoch)))
-        for position in range(self.start, self.size):
-            yield order[position].item(), _seed(self.seed, self.epoch, position)
+        self._shard.set_epoch(self.epoch)
+        for position, index in enumerate(self._shard):
+            if position >= self.start:
+                yield index, _seed(self.seed, self.epoch, position * self.num_replicas + self.rank)
 
 
 def _seed(*words: int) -> int:
     """A 32-bit seed mixed from ``words``: nearby inputs give unrelated streams."""
     return int(np.random.SeedSequence(list(words)).generate_state(1)[0])
+
+
+def own_process_group(_worker_id: int = 0) -> None:
+    """A DataLoader worker's ``worker_init_fn``: move the worker into a process group of its own.
+
+    A stop is meant for the training process, but group-wide signals reach its workers too: torchrun signals
+    each worker's whole process group, and Ctrl-C in a terminal the foreground group. A worker killed by it
+    would fail the current batch before the training process could stop at the batch boundary and checkpoint.
+    Out of the group, the worker is still ended the usual ways: by the DataLoader, by multiprocessing's exit
+    handler, and by its own watchdog when the training process is gone.
+    """
+    os.setpgid(0, 0)
 
 
 def sampled_batches(samples: list, count: int, seed: int, transform, draft_size: int, batch_size: int,
@@ -243,5 +262,6 @@ def sampled_batches(samples: list, count: int, seed: int, transform, draft_size:
     It draws from its own ``random.Random(seed)``, so taking a sample leaves the training run's random state alone.
     """
     chosen = random.Random(seed).sample(samples, min(count, len(samples)))
-    loader = DataLoader(ImageFileDataset(chosen, transform, draft_size), batch_size=batch_size, num_workers=workers)
+    loader = DataLoader(ImageFileDataset(chosen, transform, draft_size), batch_size=batch_size, num_workers=workers,
+                        worker_init_fn=own_process_group)
     return (images for images, _ in loader)

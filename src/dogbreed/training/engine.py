@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from dogbreed import sagemaker_env
@@ -23,12 +24,13 @@ from dogbreed.errors import ConfigError
 from dogbreed.labels import display_label
 from dogbreed.models import BATCHNORM_STATS_IMAGES, build_model, recomputes_batchnorm, set_train_mode
 from dogbreed.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_transform, resize_size, train_transform
-from dogbreed.training import reports
+from dogbreed.training import distributed, reports
 from dogbreed.training.checkpoint import load_checkpoint, save_checkpoint
 from dogbreed.training.data import (DatasetSplits, ImageFileDataset, SeededEpochOrder, discover,
-                                   resolve_split_dirs, sampled_batches)
+                                   own_process_group, resolve_split_dirs, sampled_batches)
 from dogbreed.training.debug_report import build_report
 from dogbreed.training.debugger import DebugHook, create_hook
+from dogbreed.training.distributed import Group
 from dogbreed.training.export import Int8Gate, parity_batches, write_onnx_variants
 from dogbreed.training.metrics import format_metrics
 from dogbreed.training.precision import choose_precision
@@ -94,7 +96,9 @@ def stop_on_signals():
             signal.signal(s, h)
 
 
-def select_device(name: str) -> torch.device:
+def select_device(name: str, group: Group = Group()) -> torch.device:
+    if group.backend == "nccl":
+        return torch.device("cuda", group.local_rank)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -113,8 +117,10 @@ def make_optimizer(args: Namespace, params) -> torch.optim.Optimizer:
 
 
 class Trainer:
-    def __init__(self, args: Namespace, data: DatasetSplits, device: torch.device, hook: DebugHook):
+    def __init__(self, args: Namespace, data: DatasetSplits, device: torch.device, hook: DebugHook,
+                 group: Group = Group()):
         self.args = args
+        self.group = group
         self.data = data
         self.device = device
         self.hook = hook
@@ -125,11 +131,16 @@ class Trainer:
         ).to(device)
         self.criterion = nn.CrossEntropyLoss()
         self.optimizer = make_optimizer(args, self.model.parameters())
-        self.precision = choose_precision(args.amp, device, self.model, self.criterion, args.image_size,
-                                          self.num_classes)
+        # Every rank trains at the precision rank 0 measured to be faster: they must agree.
+        self.precision = group.from_main(choose_precision(args.amp, device, self.model, self.criterion,
+                                                          args.image_size, self.num_classes))
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.enabled and device.type == "cuda")
         hook.register(self.model, self.criterion)
         self.rule_tensors = RuleTensors(self.model, hook)
+        # Training steps go through DDP (gradients averaged over the ranks); evaluation, on rank 0 alone, and
+        # everything that reads or saves weights use the plain model inside it.
+        self.train_model = (DistributedDataParallel(self.model, device_ids=[device] if device.type == "cuda" else None)
+                            if group.active else self.model)
         self.loaders = self._make_loaders()
         self.timer = StepTimer()
         # Measured only with the hook on: the report that shows them comes with it.
@@ -142,10 +153,10 @@ class Trainer:
     def _make_loaders(self) -> dict[str, DataLoader]:
         args = self.args
         draft = resize_size(args.image_size)
-        common = dict(batch_size=args.batch_size, num_workers=args.workers,
+        common = dict(batch_size=args.batch_size, num_workers=args.workers, worker_init_fn=own_process_group,
                       pin_memory=self.device.type == "cuda", persistent_workers=args.workers > 0)
         train_set = ImageFileDataset(self.data.splits["train"].samples, train_transform(args.image_size), draft)
-        self.train_order = SeededEpochOrder(len(train_set), args.seed)
+        self.train_order = SeededEpochOrder(len(train_set), args.seed, self.group.world_size, self.group.rank)
         # Its own generator: worker seeds are drawn from it, not from the global one that dropout uses.
         loaders = {"train": DataLoader(train_set, sampler=self.train_order, generator=torch.Generator(),
                                        drop_last=len(train_set) > args.batch_size, **common)}
@@ -173,13 +184,14 @@ class Trainer:
         self.timer.resume()
         for images, targets in bar:
             self.timer.batch_ready()
-            if stop["signal"] is not None:
-                raise Interrupted(stop["signal"], f"in epoch {epoch} after step {progress.batches}")
+            signum = self.group.stop_signal(stop["signal"])
+            if signum is not None:
+                raise Interrupted(signum, f"in epoch {epoch} after step {progress.batches}")
             images = images.to(self.device, non_blocking=True)
             targets = targets.to(self.device, non_blocking=True)
             self.optimizer.zero_grad(set_to_none=True)
             with self._autocast():
-                outputs = self.model(images)
+                outputs = self.train_model(images)
                 self.rule_tensors.save_labels(targets, outputs)
                 loss = self.criterion(outputs, targets)
             self.scaler.scale(loss).backward()
@@ -196,8 +208,9 @@ class Trainer:
             progress.seen += targets.size(0)
             self.timer.step_done(epoch, targets.size(0))  # loss.item() above waited for the device
             bar.set_postfix(loss=progress.loss_sum / progress.seen, acc=progress.correct / progress.seen)
-        if stop["signal"] is not None:
-            raise Interrupted(stop["signal"], f"at the end of epoch {epoch}'s training steps")
+        signum = self.group.stop_signal(stop["signal"])
+        if signum is not None:
+            raise Interrupted(signum, f"at the end of epoch {epoch}'s training steps")
         return progress
 
     @torch.no_grad()
@@ -220,6 +233,12 @@ class Trainer:
         predictions_t = torch.cat(all_predictions)
         n = max(len(targets_t), 1)
         return EvalResult(total_loss / n, float((targets_t == predictions_t).sum()) / n, targets_t, predictions_t)
+
+    def validate(self, desc: str) -> dict[str, float]:
+        """Validation loss and accuracy of the current weights (BatchNorm statistics refreshed first if due)."""
+        self.refresh_batchnorm_stats()
+        val = self.evaluate("valid", desc)
+        return {"val_loss": val.loss, "val_accuracy": val.accuracy}
 
     def refresh_batchnorm_stats(self) -> None:
         """Replace BatchNorm's running averages with statistics of the current weights (precise BatchNorm).
@@ -302,8 +321,12 @@ def checkpoint_of(trainer: Trainer, state: TrainingState) -> dict[str, Any]:
 
 
 def resume(trainer: Trainer, directory: Path) -> TrainingState:
-    """The state of the checkpoint in ``directory``, loaded into ``trainer``; a fresh state when there is none."""
-    checkpoint = load_checkpoint(directory, trainer.identity())
+    """The state of the checkpoint in ``directory``, loaded into ``trainer``; a fresh state when there is none.
+
+    Under torchrun, rank 0 reads it and every rank resumes from that one checkpoint.
+    """
+    group = trainer.group
+    checkpoint = group.from_main(load_checkpoint(directory, trainer.identity()) if group.is_main else None)
     if checkpoint is None:
         return TrainingState()
     trainer.model.load_state_dict(checkpoint["model"])
@@ -318,6 +341,9 @@ def resume(trainer: Trainer, directory: Path) -> TrainingState:
     state = TrainingState(history=checkpoint["history"], best=checkpoint["best"],
                           stale_epochs=checkpoint["stale_epochs"], stopped_early=checkpoint["stopped_early"],
                           epochs_done=checkpoint["epoch"], partial=EpochProgress(**partial) if partial else None)
+    if state.partial is not None and not group.is_main:
+        # The checkpoint's running sums are all ranks' together; rank 0 carries them, the others add from zero.
+        state.partial = EpochProgress(state.partial.epoch, state.partial.batches)
     if state.partial is None:
         log.info("resuming from checkpoint %s after epoch %d", directory, state.epochs_done)
     else:
@@ -328,7 +354,7 @@ def resume(trainer: Trainer, directory: Path) -> TrainingState:
 
 def train_epochs(trainer: Trainer, state: TrainingState, stop: dict) -> None:
     """Train the epochs ``state`` has not done yet, checkpointing after each one and at a stop signal."""
-    args = trainer.args
+    args, group = trainer.args, trainer.group
     while state.epochs_done < args.epochs and not state.stopped_early:
         epoch = state.epochs_done + 1
         started = time.monotonic()
@@ -336,25 +362,45 @@ def train_epochs(trainer: Trainer, state: TrainingState, stop: dict) -> None:
         try:
             trainer.train_one_epoch(progress, stop)
         except Interrupted:
-            save_checkpoint(args.checkpoint_dir, checkpoint_of(trainer, state))
+            _sum_over_ranks(progress, group)
+            if group.is_main:
+                save_checkpoint(args.checkpoint_dir, checkpoint_of(trainer, state))
             raise
-        trainer.refresh_batchnorm_stats()
-        val = trainer.evaluate("valid", f"epoch {epoch}/{args.epochs} valid")
+        _sum_over_ranks(progress, group)
         row = {"epoch": epoch, "train_loss": progress.loss_sum / max(progress.seen, 1),
-               "train_accuracy": progress.correct / max(progress.seen, 1),
-               "val_loss": val.loss, "val_accuracy": val.accuracy}
+               "train_accuracy": progress.correct / max(progress.seen, 1), **group.from_main(
+                   trainer.validate(f"epoch {epoch}/{args.epochs} valid") if group.is_main else None)}
         metrics_log.info(format_metrics(**row))
         elapsed = time.monotonic() - started
         log.info("epoch %d took %.1fs (%.1f train images/s)", epoch, elapsed, progress.seen / elapsed)
         state.record_epoch(row, trainer.model, args.patience, args.epochs)
-        save_checkpoint(args.checkpoint_dir, checkpoint_of(trainer, state))
-        if stop["signal"] is not None:
-            raise Interrupted(stop["signal"], f"after epoch {epoch}")
+        if group.is_main:
+            save_checkpoint(args.checkpoint_dir, checkpoint_of(trainer, state))
+        signum = group.stop_signal(stop["signal"])
+        if signum is not None:
+            raise Interrupted(signum, f"after epoch {epoch}")
+
+
+def _sum_over_ranks(progress: EpochProgress, group: Group) -> None:
+    """Make the epoch's running loss and accuracy counts those of all ranks together."""
+    loss_sum, correct, seen = group.sum(progress.loss_sum, progress.correct, progress.seen)
+    progress.loss_sum, progress.correct, progress.seen = loss_sum, int(correct), int(seen)
 
 
 def fit(args: Namespace) -> dict[str, Any]:
-    """Train, evaluate and write the artifact and reports; returns the final metrics."""
-    device = select_device(args.device)
+    """Train, evaluate and write the artifact and reports; returns the final metrics (rank 0's; the other ranks
+    of a torchrun job train and return an empty dict)."""
+    group = distributed.start(args.device)
+    try:
+        return fit_in_group(args, group)
+    finally:
+        distributed.end(group)
+
+
+def fit_in_group(args: Namespace, group: Group) -> dict[str, Any]:
+    device = select_device(args.device, group)
+    # The same seed on every rank: the same initial weights, and the same dropout stream, which keeps the
+    # checkpoint's (rank 0's) random state right for every rank on resume.
     torch.manual_seed(args.seed)
     split_dirs = resolve_split_dirs(
         args.data_dir, {"train": args.train_dir, "valid": args.valid_dir, "test": args.test_dir}
@@ -363,13 +409,17 @@ def fit(args: Namespace) -> dict[str, Any]:
     for split in ("train", "valid", "test"):
         log.info("%s: %d images in %d classes (%s)", split, len(data.splits[split].samples),
                  len(data.class_folders), data.splits[split].root)
-    hook = create_hook(args.debug_out_dir, args.debug_save_interval, args.debug_collections, args.debug_hook)
+    metrics_log.disabled = not group.is_main  # the tuning job's regexes read one set of metric lines
+    hook = (create_hook(args.debug_out_dir, args.debug_save_interval, args.debug_collections, args.debug_hook)
+            if group.is_main else DebugHook())
     log.info("device %s, model %s, pretrained=%s, freeze_backbone=%s, amp=%s", device, args.model,
              args.pretrained, args.freeze_backbone, args.amp)
-    trainer = Trainer(args, data, device, hook)
+    trainer = Trainer(args, data, device, hook, group)
     state = resume(trainer, args.checkpoint_dir)
     with stop_on_signals() as stop, SystemSampler(device) as sampler:
         train_epochs(trainer, state, stop)
+    if not group.is_main:
+        return {}
     write_profile(args.output_data_dir, trainer.timer, sampler)
     if trainer.update_ratios is not None:
         write_update_ratios(args.output_data_dir, trainer.update_ratios)

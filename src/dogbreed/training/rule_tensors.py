@@ -83,8 +83,8 @@ class RuleTensors:
             if not isinstance(weight, nn.Parameter) or weight.dim() < 2 or weight.grad is None:
                 continue
             values = weight.grad.detach().flatten()
-            values = values[values != 0]  # structural zeros: kernel taps over padding, units that did not fire
             values = values[::max(1, values.numel() // PERCENTILE_SAMPLE)].float()
+            values = values[values != 0]  # structural zeros: kernel taps over padding, units that did not fire
             quantiles = (torch.quantile(values, torch.tensor(PERCENTILES, device=values.device)) if values.numel()
                          else torch.zeros(len(PERCENTILES), device=values.device))
             self.hook.save(f"{name}/gradient_percentiles", quantiles.cpu(), COLLECTION)

@@ -78,6 +78,17 @@ def _rule_classes():
                 index.setdefault(step, []).append(tensor)
         return index
 
+    def channel_activity(value: np.ndarray) -> np.ndarray:
+        """Per channel, the share of outputs above zero: saved as such by rule_tensors.py (one dimension), or
+        computed from a whole ReLU output that a Debugger config's own collection saved (N, C, ...)."""
+        if value.ndim <= 1:
+            return value.ravel()
+        return np.mean(np.moveaxis(value > 0, 1, 0).reshape(value.shape[1], -1), axis=1)
+
+    def saved_variance(value: np.ndarray) -> float:
+        """A ReLU input's variance: saved as such by rule_tensors.py (one value), or of a whole saved input."""
+        return float(value.ravel()[0]) if value.size == 1 else float(np.var(value))
+
     def first_train_steps(trial, steps: int) -> set[int]:
         """The global steps of the first ``steps`` training steps."""
         return {trial.global_step(ModeKeys.TRAIN, s) for s in trial.steps(mode=ModeKeys.TRAIN)[:steps]}
@@ -229,7 +240,7 @@ def _rule_classes():
             tensors = self._saved.get(step, [])
             self.evaluated += bool(tensors)
             for tensor in tensors:
-                activity = 100 * np.asarray(tensor.value(step)).ravel()
+                activity = 100 * channel_activity(np.asarray(tensor.value(step)))
                 dead = 100 * float(np.mean(activity < self.threshold_inactivity))
                 if dead > self.threshold_layer:
                     self.details = {"site": tensor.name, "dead_percent": round(dead, 1)}
@@ -276,7 +287,7 @@ def _rule_classes():
             if not inputs and not spreads:
                 return False
             self.evaluated += 1
-            variances = [float(np.asarray(t.value(step)).ravel()[0]) for t in inputs]
+            variances = [saved_variance(np.asarray(t.value(step))) for t in inputs]
             ratio = (max(variances) / min(variances) if min(variances) > 0 else math.inf) if variances else 0.0
             ranges = {t.name: float(np.ptp(np.asarray(t.value(step)))) for t in spreads}
             narrowest = min(ranges, key=ranges.get) if ranges else None

@@ -6,6 +6,10 @@ interruption) ended it at once and the training script with it: no log line, no 
 step, no failure file. This command runs the same toolkit in-process and relays SIGTERM and SIGINT to the
 script the toolkit started, then keeps waiting for it. The script stops at a batch boundary, checkpoints,
 writes the failure file and exits non-zero, and the toolkit reports that as the job's end.
+
+The toolkit then runs the script through :func:`run_entry_point`, its framework entry point
+(``SAGEMAKER_TRAINING_MODULE``): under ``torchrun`` when the job sets ``sagemaker_torch_distributed_enabled``
+(the SageMaker SDK's ``torch_distributed`` distribution), as one process otherwise.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import os
 import signal
 
 import psutil
+
+from dogbreed.sagemaker_env import TORCH_DISTRIBUTED
 
 # ``sh -c CMD`` may stay in between when the shell does not exec its one command.
 SHELLS = frozenset({"sh", "dash", "bash"})
@@ -52,3 +58,15 @@ def main() -> None:
     from sagemaker_training.cli.train import main as toolkit_train  # sets up its logging at import
 
     toolkit_train()
+
+
+def run_entry_point() -> None:
+    """Run the job's script with the toolkit's own runners: its torchrun launcher (``TorchDistributedRunner``:
+    one process per GPU, or one per host on CPU, on every host, master address and node rank filled in) when
+    the job asks for torch_distributed, a single process otherwise."""
+    from sagemaker_training import entry_point, environment, runner
+
+    env = environment.Environment()
+    distributed = str(env.additional_framework_parameters.get(TORCH_DISTRIBUTED, False)).lower() == "true"
+    entry_point.run(env.module_dir, env.user_entry_point, env.to_cmd_args(), env.to_env_vars(),
+                    runner_type=runner.RunnerType.TorchDistributed if distributed else runner.RunnerType.Process)

@@ -42,6 +42,7 @@ from typing import Any, Callable
 import urllib3
 
 from dogbreed import workflows
+from dogbreed.sagemaker_env import TORCH_DISTRIBUTED
 from dogbreed.training.progress import Progress
 from dogbreed.workflows.aws import (Aws, CloudError, aws_errors, check_bucket, connect, error_code, s3_object_exists,
                                    sdk_session, split_s3_uri)
@@ -378,14 +379,19 @@ def cmd_train_remote(aws: Aws, args) -> int:
         best_job, tuned, _ = best_of(aws, args.from_tuning_job)
         print(f"hyperparameters of {best_job}, best of {args.from_tuning_job}: {json.dumps(tuned, sort_keys=True)}")
         hyperparameters = {**tuned, **hyperparameters}  # explicit -H wins
+    if args.instance_count < 1:
+        raise CloudError(f"--instance-count must be at least 1, got {args.instance_count}")
+    if args.instance_count > 1 or args.distributed:
+        # torchrun across the instances (one process per GPU, or one per instance on CPU); see README.
+        hyperparameters[TORCH_DISTRIBUTED] = "true"
     bucket = resolve_bucket(aws, args)
     data = resolve_data(aws, args, bucket)
     image = image_uri(aws, args, "train")
     job_name = args.job_name or f"dogbreed-train-{stamp()}"
     output_path = f"s3://{bucket}/{args.prefix}/training"
     estimator = Estimator(
-        image_uri=image, role=role, instance_count=1, instance_type=args.instance_type, output_path=output_path,
-        hyperparameters=hyperparameters, environment={"SAGEMAKER_PROGRAM": "train_model.py"},
+        image_uri=image, role=role, instance_count=args.instance_count, instance_type=args.instance_type,
+        output_path=output_path, hyperparameters=hyperparameters, environment={"SAGEMAKER_PROGRAM": "train_model.py"},
         metric_definitions=METRIC_DEFINITIONS, sagemaker_session=aws.session,
         **(debugger_settings(output_path, args.debug_save_interval) if args.debugger
            else {"debugger_hook_config": False, "disable_profiler": True}),
@@ -714,6 +720,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug-save-interval", type=int, default=100, help="steps between saved Debugger tensors")
     p.add_argument("--debugger", action=argparse.BooleanOptionalAction, default=True,
                    help="Debugger rules and the Profiler report (--no-debugger: accounts without Debugger)")
+    p.add_argument("--instance-count", type=int, default=1,
+                   help="instances; above 1, data-parallel training under torchrun across them")
+    p.add_argument("--distributed", action=argparse.BooleanOptionalAction, default=False,
+                   help="torchrun on one instance too: one process per GPU of a multi-GPU instance")
 
     p = sub.add_parser("training-result", parents=[common], help="model, Debugger and Profiler output of a job")
     p.add_argument("--training-job", required=True)

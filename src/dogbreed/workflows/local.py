@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dogbreed import workflows
+from dogbreed.sagemaker_env import TORCH_DISTRIBUTED
 
 
 PLACEHOLDER_ROLE = "arn:aws:iam::111111111111:role/dogbreed-local-mode"
@@ -77,8 +78,13 @@ def local_session(work_dir: Path):
 
 
 def run_training(image: str, data: Path, output: Path, hyperparameters: dict[str, Any],
-                 program: str = "train_model.py", job_name: str | None = None) -> dict[str, Path]:
-    """One local-mode training job; returns the paths of model.tar.gz and output.tar.gz."""
+                 program: str = "train_model.py", job_name: str | None = None,
+                 instance_count: int = 1) -> dict[str, Path]:
+    """One local-mode training job; returns the paths of model.tar.gz and output.tar.gz.
+
+    ``instance_count`` above 1 starts that many containers (algo-1, algo-2, ...) on one compose network, with
+    torch_distributed on: the image's toolkit runs the script under torchrun across them.
+    """
     from sagemaker.estimator import Estimator
 
     if not data.is_dir():
@@ -89,10 +95,10 @@ def run_training(image: str, data: Path, output: Path, hyperparameters: dict[str
     estimator = Estimator(
         image_uri=image,
         role=PLACEHOLDER_ROLE,
-        instance_count=1,
+        instance_count=instance_count,
         instance_type="local",
         output_path=f"file://{output.resolve()}",
-        hyperparameters=hyperparameters,
+        hyperparameters={**hyperparameters, **({TORCH_DISTRIBUTED: "true"} if instance_count > 1 else {})},
         environment={"SAGEMAKER_PROGRAM": program},
         sagemaker_session=session,
         disable_profiler=True,
@@ -137,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--output", type=Path, required=True)
         p.add_argument("-H", "--hyperparameter", action="append", default=[], metavar="NAME=VALUE")
     sub.choices["train"].add_argument("--program", default="train_model.py", choices=["train_model.py", "hpo.py"])
+    sub.choices["train"].add_argument("--instance-count", type=int, default=1,
+                                      help="containers; above 1, data-parallel training with torch_distributed")
     sub.choices["hpo"].add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
                                     help="values to try for one hyperparameter; trials are the product")
     args = parser.parse_args(argv)
@@ -144,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         hyperparameters = parse_pairs(args.hyperparameter, "-H")
         if args.command == "train":
-            artifacts = run_training(args.image, args.data, args.output, hyperparameters, args.program)
+            if args.instance_count < 1:
+                raise LocalModeError(f"--instance-count must be at least 1, got {args.instance_count}")
+            artifacts = run_training(args.image, args.data, args.output, hyperparameters, args.program,
+                                     instance_count=args.instance_count)
             print(f"model:  {artifacts['model']}\noutput: {artifacts['output']}")
             return 0
         grid = {k: v.split(",") for k, v in parse_pairs(args.grid, "--grid").items()}
