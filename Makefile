@@ -328,6 +328,10 @@ test: $(VENV_STAMP) $(MMS_GUARD) ## Run the whole test suite
 bench-train: $(VENV_STAMP) ## Training pipeline throughput vs a bare in-memory loop
 	$(VENV_PY) bench/train_throughput.py
 
+.PHONY: bench-ddp
+bench-ddp: $(VENV_STAMP) ## Training images/s of one process vs two under torchrun, alternating rounds
+	$(VENV_PY) bench/train_ddp.py
+
 # TorchServe 0.12 (archived), only for the serving benchmark's comparison, outside the venv.
 TORCHSERVE_HOME := build/torchserve
 
