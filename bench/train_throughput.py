@@ -31,7 +31,7 @@ from PIL import Image
 from dogbreed.training.cli import get_args_parser
 from dogbreed.training.data import discover, resolve_split_dirs
 from dogbreed.training.debugger import create_hook
-from dogbreed.training.engine import EpochProgress, Trainer
+from dogbreed.training.trainer import EpochProgress, Trainer
 
 SAMPLE = Path(__file__).resolve().parent.parent / "local_data" / "sample"
 PHOTO_SIZE = (500, 375)

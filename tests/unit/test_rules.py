@@ -143,9 +143,7 @@ def test_dead_relu_takes_the_built_in_regex_parameter(tmp_path, regex):
     from smdebug.rules.rule_invoker import invoke_rule
     from smdebug.exceptions import RuleEvaluationConditionMet
 
-    from dogbreed.training.rules import _rule_classes
-
-    dead_relu = {cls.__name__: cls for cls in _rule_classes()}["DeadRelu"]
+    from dogbreed.training.rule_library import DeadRelu as dead_relu
     model = network()
     nn.init.constant_(model[0].bias, -1000.0)
     trial = trial_of(tmp_path, model)
