@@ -140,5 +140,6 @@ def test_a_killed_rank_ends_the_job_promptly_with_a_failure_file(tmp_path):
     output = finished(process, timeout=120)
     assert process.returncode != 0
     assert time.monotonic() - killed_at < 60, "the job hung after losing a rank"
-    assert (tmp_path / "output" / "failure").read_text().strip(), output[-3000:]
+    # Rank 0 names itself; its error is the connection rank 1 took with it.
+    assert (tmp_path / "output" / "failure").read_text().startswith("rank 0 of 2: unexpected error: "), output[-3000:]
     assert not (tmp_path / "model" / "model.pth").exists()

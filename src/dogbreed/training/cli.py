@@ -197,6 +197,9 @@ def main(args: argparse.Namespace, prog: str = "train_model.py") -> int:
     except Exception as exc:
         traceback.print_exc()
         message = f"unexpected error: {type(exc).__name__}: {exc}"
+        if group.active:
+            # Which process failed; a rank that fails on a collective usually lost a peer that ended first.
+            message = f"rank {group.rank} of {group.world_size}: {message}"
         print(f"{prog}: error: {message}", file=sys.stderr)
         sagemaker_env.write_failure(message, first_only=group.active)
         return sagemaker_env.EXIT_FAILURE
