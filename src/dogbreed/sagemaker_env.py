@@ -14,6 +14,8 @@ import logging
 import os
 from pathlib import Path
 
+from dogbreed import settings
+
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_DIR = "/opt/ml"
@@ -40,6 +42,11 @@ def _env_path(name: str, default: Path) -> Path:
 def model_dir() -> Path:
     """Where the model artifact goes; SageMaker uploads it as model.tar.gz."""
     return _env_path("SM_MODEL_DIR", base_dir() / "model")
+
+
+def multi_model_dir() -> Path:
+    """Where a SageMaker multi-model endpoint puts the models it loads (``/opt/ml/models``)."""
+    return base_dir() / "models"
 
 
 def output_dir() -> Path:
@@ -144,7 +151,4 @@ def clear_failure() -> bool:
 
 
 def num_cpus() -> int:
-    value = os.environ.get("SM_NUM_CPUS")
-    if value and value.isdigit():
-        return int(value)
-    return os.cpu_count() or 1
+    return settings.positive_int("SM_NUM_CPUS", os.cpu_count() or 1)

@@ -18,7 +18,30 @@ def positive_int(name: str, default: int | None = None) -> int | None:
     return int(value) if value.isdigit() and int(value) > 0 else default
 
 
-def natural_int(name: str, default: int) -> int:
+@overload
+def natural_int(name: str, default: int) -> int: ...
+@overload
+def natural_int(name: str, default: None = None) -> int | None: ...
+
+
+def natural_int(name: str, default: int | None = None) -> int | None:
     """The variable ``name`` as an integer of 0 or more; ``default`` when it is unset, empty or anything else."""
     value = os.environ.get(name, "")
     return int(value) if value.isdigit() else default
+
+
+TRUE_WORDS = frozenset({"true", "1", "yes", "y", "on"})
+FALSE_WORDS = frozenset({"false", "0", "no", "n", "off"})
+
+
+def parse_bool(value: object) -> bool | None:
+    """``value`` as a boolean, from a bool or the words above (any case); None when it is neither."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    return True if word in TRUE_WORDS else False if word in FALSE_WORDS else None
+
+
+def flag(name: str) -> bool:
+    """Whether the variable ``name`` is set to a true word; unset, empty or anything else is False."""
+    return parse_bool(os.environ.get(name, "")) is True

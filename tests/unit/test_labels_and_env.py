@@ -51,3 +51,22 @@ def test_debug_hook_config_found_by_env_or_default_location(clean_env, tmp_path)
     explicit.write_text("{}")
     clean_env.setenv("SMDEBUG_CONFIG_FILE_PATH", str(explicit))
     assert sagemaker_env.debug_hook_config_file() == explicit
+
+
+@pytest.mark.parametrize("word, expected", [("true", True), ("Yes", True), (" on ", True), ("1", True), (True, True),
+                                            ("false", False), ("NO", False), ("off", False), ("0", False),
+                                            (False, False), ("maybe", None), ("", None)])
+def test_one_word_list_for_booleans_everywhere(word, expected):
+    from dogbreed import settings
+
+    assert settings.parse_bool(word) is expected
+
+
+def test_a_flag_variable_is_true_only_for_a_true_word(monkeypatch):
+    from dogbreed import settings
+
+    for value, expected in (("true", True), ("on", True), ("false", False), ("garbage", False)):
+        monkeypatch.setenv("DOGBREED_TEST_FLAG", value)
+        assert settings.flag("DOGBREED_TEST_FLAG") is expected
+    monkeypatch.delenv("DOGBREED_TEST_FLAG")
+    assert settings.flag("DOGBREED_TEST_FLAG") is False

@@ -40,6 +40,18 @@ def test_defaults_and_modes(clean_env, tmp_path):
     assert "--models" not in server.mms_command(tmp_path / "c.properties", tmp_path, multi_model=True)
 
 
+def test_the_default_model_store_follows_the_sagemaker_layout(clean_env, tmp_path):
+    clean_env.delenv("DOGBREED_MODEL_STORE", raising=False)
+    clean_env.delenv("SM_MODEL_DIR", raising=False)
+    clean_env.setenv("SAGEMAKER_BASE_DIR", str(tmp_path))
+    assert server.default_model_store() == tmp_path / "model"  # nothing there yet
+    (tmp_path / "models").mkdir()
+    assert server.default_model_store() == tmp_path / "models"  # a multi-model endpoint's folder
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "metadata.json").write_text("{}")
+    assert server.default_model_store() == tmp_path / "model"  # one unpacked artifact comes first
+
+
 def test_out_of_memory_while_loading_is_507(clean_env, tmp_path, monkeypatch):
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "metadata.json").write_text("{}")

@@ -43,7 +43,7 @@ from dogbreed.errors import ArtifactError
 from dogbreed.images import ImageDecodeError, image_size, open_rgb
 from dogbreed.preprocess import eval_array, resize_size
 from dogbreed.serving.errors import InferenceError, bad_request
-from dogbreed.settings import positive_int
+from dogbreed.settings import parse_bool, positive_int
 
 IMAGE_TYPES = frozenset({"application/x-image", "image/jpeg", "image/png"})
 JSON_TYPE = "application/json"
@@ -77,13 +77,10 @@ def check_accept(accept: str | None) -> None:
 
 
 def _parse_bool(value: Any, name: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    if str(value).strip().lower() in ("true", "1", "yes"):
-        return True
-    if str(value).strip().lower() in ("false", "0", "no"):
-        return False
-    raise bad_request(f"{name} must be true or false, got {value!r}")
+    parsed = parse_bool(value)
+    if parsed is None:
+        raise bad_request(f"{name} must be true or false, got {value!r}")
+    return parsed
 
 
 def _parse_top_k(value: Any) -> int:

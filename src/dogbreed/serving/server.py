@@ -21,7 +21,8 @@ Settings come from the sagemaker-inference environment variables:
 The model store is ``--model-store``, else ``DOGBREED_MODEL_STORE``, else
 ``/opt/ml/model`` when it holds one unpacked artifact (batch transform,
 single-model endpoints, SageMaker local mode), else ``/opt/ml/models``, else
-``/opt/ml/model``. The listening address is ``DOGBREED_BIND_HOST`` (127.0.0.1;
+``/opt/ml/model`` (``SAGEMAKER_BASE_DIR`` moves ``/opt/ml``, ``SM_MODEL_DIR`` the
+single model's folder). The listening address is ``DOGBREED_BIND_HOST`` (127.0.0.1;
 the image sets 0.0.0.0).
 
 SIGTERM and SIGINT stop MMS, its JVM and every worker, then this process exits.
@@ -44,6 +45,7 @@ from pathlib import Path
 
 from sagemaker_inference.environment import Environment
 
+from dogbreed import sagemaker_env, settings
 from dogbreed.artifact_format import METADATA_FILE
 
 HANDLER = "dogbreed.serving.handler_service:handle"
@@ -74,10 +76,10 @@ def default_model_store() -> Path:
         return Path(explicit)
     # A single model SageMaker unpacked (batch transform, single-model endpoints) comes first: the image
     # has an empty /opt/ml/models too.
-    single = Path("/opt/ml/model")
+    single = sagemaker_env.model_dir()
     if (single / METADATA_FILE).is_file():
         return single
-    models = Path("/opt/ml/models")
+    models = sagemaker_env.multi_model_dir()
     return models if models.is_dir() else single
 
 
@@ -88,7 +90,7 @@ def guard_dir() -> Path:
 
 
 def multi_model_enabled() -> bool:
-    return os.environ.get("SAGEMAKER_MULTI_MODEL", "false").lower() == "true"
+    return settings.flag("SAGEMAKER_MULTI_MODEL")
 
 
 def worker_count(env: Environment) -> int:

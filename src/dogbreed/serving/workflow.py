@@ -19,7 +19,6 @@ path; the log has the detail.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from dogbreed.serving.inference import (JSON_TYPE, Predictor, check_accept, deco
                                         parse_custom_attributes)
 from dogbreed.serving.store import (LRU, ModelCache, TargetListing, archive_key, clean_staging, default_unpack_dir,
                                     resolve_target, unpacked)
-from dogbreed.settings import positive_int
+from dogbreed.settings import natural_int, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +52,7 @@ class Response:
 
 
 def max_payload() -> int | None:
-    value = os.environ.get("DOGBREED_MAX_PAYLOAD_BYTES", "")
-    return int(value) if value.isdigit() else None
+    return natural_int("DOGBREED_MAX_PAYLOAD_BYTES")
 
 
 def cache_size() -> int:

@@ -14,7 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from dogbreed import sagemaker_env
+from dogbreed import sagemaker_env, settings
 from dogbreed.errors import DogbreedError
 from dogbreed.models import ARCHITECTURES, BATCHNORM_STATS_IMAGES
 from dogbreed.training.data import BAD_IMAGE_POLICIES
@@ -22,19 +22,11 @@ from dogbreed.training.debugger import DEBUG_COLLECTIONS
 
 log = logging.getLogger("dogbreed")
 
-_TRUE = {"true", "1", "yes", "y", "on"}
-_FALSE = {"false", "0", "no", "n", "off"}
-
-
 def str2bool(value: str | bool) -> bool:
-    if isinstance(value, bool):
-        return value
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+    parsed = settings.parse_bool(value)
+    if parsed is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+    return parsed
 
 
 def _number(kind, *, minimum=None, maximum=None, exclusive_minimum=False):

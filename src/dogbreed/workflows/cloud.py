@@ -41,7 +41,7 @@ from typing import Any, Callable
 
 import urllib3
 
-from dogbreed import workflows
+from dogbreed import settings, workflows
 from dogbreed.sagemaker_env import TORCH_DISTRIBUTED
 from dogbreed.training.progress import Progress
 from dogbreed.workflows.aws import (Aws, CloudError, aws_errors, check_bucket, connect, error_code, s3_object_exists,
@@ -56,10 +56,6 @@ MAX_RUN_SECONDS = 24 * 3600
 
 def env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name) or default
-
-
-def env_flag(name: str) -> bool:
-    return (os.environ.get(name) or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def stamp() -> str:
@@ -691,7 +687,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     j.add_argument("--instance-type", default=env("TRAIN_INSTANCE_TYPE", "ml.g4dn.xlarge"),
                    help="TRAIN_INSTANCE_TYPE")
     j.add_argument("-H", "--hyperparameter", action="append", default=[], metavar="NAME=VALUE")
-    j.add_argument("--spot", action=argparse.BooleanOptionalAction, default=env_flag("SAGEMAKER_SPOT"),
+    j.add_argument("--spot", action=argparse.BooleanOptionalAction, default=settings.flag("SAGEMAKER_SPOT"),
                    help="managed spot training (SAGEMAKER_SPOT=true)")
     j.add_argument("--max-run", type=int, default=MAX_RUN_SECONDS, help="seconds per training job")
     j.add_argument("--max-wait", type=int, help="spot: seconds including waits for capacity (default 2 x max-run)")
