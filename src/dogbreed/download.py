@@ -31,14 +31,15 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from dogbreed.training.progress import is_interactive
+from dogbreed.errors import DogbreedError, run_cli
+from dogbreed.progress import is_interactive
 
 log = logging.getLogger("dogbreed.download")
 
 CHUNK = 1 << 20
 
 
-class DownloadError(Exception):
+class DownloadError(DogbreedError):
     pass
 
 
@@ -205,13 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backoff", type=float, default=2.0, help="seconds before the first retry, doubled each time")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stdout)
-    try:
-        fetch_dataset(args.url, args.dest, sha256=args.sha256, size=args.size, retries=args.retries,
-                      backoff=args.backoff)
-    except DownloadError as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_cli(parser.prog, lambda: fetch_dataset(args.url, args.dest, sha256=args.sha256, size=args.size,
+                                                      retries=args.retries, backoff=args.backoff))
 
 
 if __name__ == "__main__":

@@ -30,12 +30,14 @@ class CheckpointError(DogbreedError):
     """A checkpoint exists but cannot be resumed from."""
 
 
-def run_cli(prog: str, action: Callable[[], object], errors: tuple[type[Exception], ...] = (DogbreedError,)) -> int:
-    """Run a command-line tool's work: 0 when it returns, 1 with one line ``prog: error: ...`` when it raises
-    one of ``errors`` (the user's problem, said plainly; anything else is a bug and keeps its traceback)."""
+def run_cli(prog: str, action: Callable[[], object], errors: tuple[type[Exception], ...] = (DogbreedError,),
+            failure_code: int = 1) -> int:
+    """Run a command-line tool's work and return its exit code: the action's own when it returns an int, else
+    0; ``failure_code`` with one line ``prog: error: ...`` when it raises one of ``errors`` (the user's
+    problem, said plainly; anything else is a bug and keeps its traceback)."""
     try:
-        action()
+        result = action()
     except errors as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return failure_code
+    return result if isinstance(result, int) else 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from dogbreed.training.metrics import RECOMMENDED_RANGES
 from dogbreed.workflows import cloud
 from dogbreed.workflows.aws import Aws, CloudError, split_s3_uri
 
@@ -39,7 +38,7 @@ def test_image_uris_default_to_what_make_push_pushed():
 
 def test_tuning_ranges_are_the_training_codes_recommended_ranges():
     ranges = cloud.hyperparameter_ranges()
-    assert set(ranges) == set(RECOMMENDED_RANGES)
+    assert set(ranges) == set(cloud.RECOMMENDED_RANGES)
     rate = ranges["learning-rate"].as_tuning_range("learning-rate")
     assert rate == {"Name": "learning-rate", "MinValue": "0.001", "MaxValue": "0.1", "ScalingType": "Logarithmic"}
     assert ranges["batch-size"].as_tuning_range("batch-size") == {

@@ -59,9 +59,9 @@ def test_sample_data_is_reproduced_exactly_by_its_generator(tmp_path):
 def test_progress_writes_plain_lines_with_its_unit_when_not_a_terminal(caplog):
     import logging
 
-    from dogbreed.training.progress import Progress
+    from dogbreed.progress import Progress
 
-    with caplog.at_level(logging.INFO, logger="dogbreed.training.progress"):
+    with caplog.at_level(logging.INFO, logger="dogbreed.progress"):
         items = list(Progress(iter(range(7)), total=7, desc="upload", log_every=3, interactive=False, unit="file"))
     assert items == list(range(7))
     lines = [r.getMessage() for r in caplog.records]

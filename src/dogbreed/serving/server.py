@@ -47,6 +47,7 @@ from sagemaker_inference.environment import Environment
 
 from dogbreed import sagemaker_env, settings
 from dogbreed.artifact_format import METADATA_FILE
+from dogbreed.errors import DogbreedError, run_cli
 
 HANDLER = "dogbreed.serving.handler_service:handle"
 ROUTER_MODEL_NAME = "model"
@@ -66,7 +67,7 @@ STOP_GRACE_SECONDS = 20
 GUARD_CLASS = Path("dogbreed/mms/GuardedManagementHandler.class")
 
 
-class ServeError(Exception):
+class ServeError(DogbreedError):
     """The server cannot start as configured; the message says what to change."""
 
 
@@ -231,11 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"port {args.port} is out of range 1..32767")
 
     multi_model = multi_model_enabled()
-    try:
-        check_setup(args.model_store, multi_model)
-    except ServeError as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 2
+    if run_cli(parser.prog, lambda: check_setup(args.model_store, multi_model)):
+        return 2  # a setup MMS cannot start with: a usage error
     args.model_store.mkdir(parents=True, exist_ok=True)
     env = Environment()
     work_dir = Path(tempfile.mkdtemp(prefix="dogbreed-mms-"))  # mode 0700: the management socket lives here

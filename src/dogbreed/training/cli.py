@@ -159,7 +159,7 @@ def configure_logging(group=None) -> None:
     # smdebug logs every hook decision at INFO.
     logging.getLogger("smdebug").setLevel(logging.WARNING)
     if group is not None and not group.is_main:
-        logging.getLogger("dogbreed.training.progress").setLevel(logging.WARNING)
+        logging.getLogger("dogbreed.progress").setLevel(logging.WARNING)
 
 
 def main(args: argparse.Namespace, prog: str = "train_model.py") -> int:

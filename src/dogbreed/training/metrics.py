@@ -34,13 +34,6 @@ METRIC_DEFINITIONS: list[dict[str, str]] = [
 # What tuning jobs optimise by default.
 OBJECTIVE_METRIC = "validation:accuracy"
 
-# Ranges that worked for the dogImages transfer-learning jobs this project
-# grew from: learning rate 0.001 to 0.1 on a log scale, batch size 16 to 256.
-RECOMMENDED_RANGES: dict[str, dict] = {
-    "learning-rate": {"type": "continuous", "min": 0.001, "max": 0.1, "scaling": "Logarithmic"},
-    "batch-size": {"type": "categorical", "values": [16, 32, 64, 128, 256]},
-}
-
 
 def format_metrics(**values: float | int) -> str:
     """``name=value`` pairs separated by spaces; floats with 4 decimals."""

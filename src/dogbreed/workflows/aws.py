@@ -14,11 +14,11 @@ import os
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-# The SDK's telemetry sends usage data over HTTP; the workflows opt out.
-SDK_CONFIG = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
+from dogbreed.errors import DogbreedError
+from dogbreed.workflows import SDK_CONFIG
 
 
-class CloudError(Exception):
+class CloudError(DogbreedError):
     """A problem the user can act on; the CLI prints it as one line and exits 1."""
 
 

@@ -19,7 +19,6 @@ import itertools
 import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -27,16 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from dogbreed import workflows
+from dogbreed.errors import DogbreedError, run_cli
 from dogbreed.sagemaker_env import TORCH_DISTRIBUTED
 
 
 PLACEHOLDER_ROLE = "arn:aws:iam::111111111111:role/dogbreed-local-mode"
 # The network the SDK's docker-compose file declares for local-mode jobs.
 LOCAL_NETWORK = "sagemaker-local"
-NO_TELEMETRY = {"SchemaVersion": "1.0", "SageMaker": {"PythonSDK": {"Modules": {"TelemetryOptOut": True}}}}
 
 
-class LocalModeError(Exception):
+class LocalModeError(DogbreedError):
     pass
 
 
@@ -45,10 +44,9 @@ def parse_pairs(items: list[str], what: str) -> dict[str, str]:
 
 
 def check_docker(image: str) -> None:
-    if shutil.which("docker") is None:
-        raise LocalModeError("docker is not installed; local mode runs the training image with Docker")
-    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
-        raise LocalModeError("the Docker engine is not running (docker info failed)")
+    problem = workflows.docker_engine_problem()
+    if problem:
+        raise LocalModeError(f"no Docker engine is running ({problem}); local mode runs the training image with it")
     if subprocess.run(["docker", "image", "inspect", image], capture_output=True).returncode != 0:
         raise LocalModeError(f"image {image} not found; build it first (make build-train)")
 
@@ -71,7 +69,7 @@ def local_session(work_dir: Path):
     os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
     from sagemaker.local import LocalSession
 
-    session = LocalSession(sagemaker_config=NO_TELEMETRY)
+    session = LocalSession(sagemaker_config=workflows.SDK_CONFIG)
     work_dir.mkdir(parents=True, exist_ok=True)
     session.config = {"local": {"local_code": True, "container_root": str(work_dir.resolve())}}
     return session
@@ -149,34 +147,35 @@ def main(argv: list[str] | None = None) -> int:
                                     help="values to try for one hyperparameter; trials are the product")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    try:
-        hyperparameters = parse_pairs(args.hyperparameter, "-H")
-        if args.command == "train":
-            if args.instance_count < 1:
-                raise LocalModeError(f"--instance-count must be at least 1, got {args.instance_count}")
-            artifacts = run_training(args.image, args.data, args.output, hyperparameters, args.program,
-                                     instance_count=args.instance_count)
-            print(f"model:  {artifacts['model']}\noutput: {artifacts['output']}")
-            return 0
-        grid = {k: v.split(",") for k, v in parse_pairs(args.grid, "--grid").items()}
-        if not grid:
-            raise LocalModeError("give at least one --grid NAME=V1,V2")
-        trials = []
-        for values in itertools.product(*grid.values()):
-            trial = dict(zip(grid, values))
-            artifacts = run_training(args.image, args.data, args.output / "trials", {**hyperparameters, **trial},
-                                     program="hpo.py")
-            metrics = read_metrics(artifacts["output"])
-            trials.append({"hyperparameters": trial, "val_accuracy": metrics["val_accuracy"],
-                           "model": str(artifacts["model"])})
-            print(f"trial {trial}: val_accuracy={metrics['val_accuracy']:.4f}")
-        best = max(trials, key=lambda t: t["val_accuracy"])
-        (args.output / "trials.json").write_text(json.dumps({"trials": trials, "best": best}, indent=2))
-        print(f"best: {best['hyperparameters']} val_accuracy={best['val_accuracy']:.4f} ({best['model']})")
+    return run_cli(parser.prog, lambda: run_command(args))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """One subcommand, train or hpo; returns its exit code."""
+    hyperparameters = parse_pairs(args.hyperparameter, "-H")
+    if args.command == "train":
+        if args.instance_count < 1:
+            raise LocalModeError(f"--instance-count must be at least 1, got {args.instance_count}")
+        artifacts = run_training(args.image, args.data, args.output, hyperparameters, args.program,
+                                 instance_count=args.instance_count)
+        print(f"model:  {artifacts['model']}\noutput: {artifacts['output']}")
         return 0
-    except LocalModeError as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 1
+    grid = {k: v.split(",") for k, v in parse_pairs(args.grid, "--grid").items()}
+    if not grid:
+        raise LocalModeError("give at least one --grid NAME=V1,V2")
+    trials = []
+    for values in itertools.product(*grid.values()):
+        trial = dict(zip(grid, values))
+        artifacts = run_training(args.image, args.data, args.output / "trials", {**hyperparameters, **trial},
+                                 program="hpo.py")
+        metrics = read_metrics(artifacts["output"])
+        trials.append({"hyperparameters": trial, "val_accuracy": metrics["val_accuracy"],
+                       "model": str(artifacts["model"])})
+        print(f"trial {trial}: val_accuracy={metrics['val_accuracy']:.4f}")
+    best = max(trials, key=lambda t: t["val_accuracy"])
+    (args.output / "trials.json").write_text(json.dumps({"trials": trials, "best": best}, indent=2))
+    print(f"best: {best['hyperparameters']} val_accuracy={best['val_accuracy']:.4f} ({best['model']})")
+    return 0
 
 
 if __name__ == "__main__":

@@ -22,12 +22,14 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from dogbreed import workflows
+from dogbreed.errors import DogbreedError, run_cli
 from dogbreed.workflows.aws import CloudError, client_error_message, open_session
 
 ECR_HOST = re.compile(r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
 
 
-class PushError(Exception):
+class PushError(DogbreedError):
     pass
 
 
@@ -50,10 +52,9 @@ def docker(*args: str, stdin: str | None = None) -> str:
 
 
 def check_engine() -> None:
-    try:
-        docker("info", "--format", "{{.ServerVersion}}")
-    except PushError as exc:
-        raise PushError(f"no Docker engine is running ({exc})") from None
+    problem = workflows.docker_engine_problem()
+    if problem:
+        raise PushError(f"no Docker engine is running ({problem})")
 
 
 def split_image(image: str) -> tuple[str, str]:
@@ -136,12 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--account")
     p.add_argument("--latest", action="store_true", help="also push the tag 'latest'")
     args = parser.parse_args(argv)
-    try:
-        push(args.image, args.registry, args.region, args.account, args.latest)
-    except PushError as exc:
-        print(f"push: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_cli("push", lambda: push(args.image, args.registry, args.region, args.account, args.latest))
 
 
 if __name__ == "__main__":
