@@ -14,8 +14,7 @@ def positive_int(name: str, default: None = None) -> int | None: ...
 
 def positive_int(name: str, default: int | None = None) -> int | None:
     """The variable ``name`` as a positive integer; ``default`` when it is unset, empty or anything else."""
-    value = os.environ.get(name, "")
-    return int(value) if value.isdigit() and int(value) > 0 else default
+    return _int_at_least(name, 1, default)
 
 
 @overload
@@ -26,8 +25,12 @@ def natural_int(name: str, default: None = None) -> int | None: ...
 
 def natural_int(name: str, default: int | None = None) -> int | None:
     """The variable ``name`` as an integer of 0 or more; ``default`` when it is unset, empty or anything else."""
+    return _int_at_least(name, 0, default)
+
+
+def _int_at_least(name: str, minimum: int, default: int | None) -> int | None:
     value = os.environ.get(name, "")
-    return int(value) if value.isdigit() else default
+    return int(value) if value.isdigit() and int(value) >= minimum else default
 
 
 TRUE_WORDS = frozenset({"true", "1", "yes", "y", "on"})

@@ -118,8 +118,7 @@ def create_hook(out_dir: Path | None, save_interval: int, collections: list[str]
 
     if config_file is not None:
         log.info("smdebug: hook from Debugger config %s", config_file)
-        hook = smd.Hook.create_from_json_file(str(config_file))
-        return DebugHook(hook, smd.modes, f"config {config_file}")
+        return DebugHook(smd.Hook.create_from_json_file(str(config_file)), smd.modes, f"config {config_file}")
 
     out_dir = _prepare_out_dir(out_dir)
     hook = smd.Hook(

@@ -69,11 +69,6 @@ class Group:
         torch.distributed.broadcast_object_list(box, src=0, device=self._device())
         return box[0]
 
-    def wait(self) -> None:
-        """Wait until every rank gets here (rank 0 evaluating while the others wait)."""
-        if self.active:
-            torch.distributed.barrier()
-
     def _device(self) -> torch.device:
         return torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
 

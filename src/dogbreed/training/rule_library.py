@@ -29,29 +29,26 @@ def mode_losses(trial, mode) -> list[tuple[int, float]]:
     return [(step, float(np.mean(v))) for step, v in sorted(values.items())]
 
 
-def tensors_by_step(trial, collections: list[str]) -> dict[int, list]:
-    """The tensors of ``collections`` by the global steps they were saved at, indexed once per rule. Read
-    directly, not through the rule's required tensors: those fetch whole values, and weights and gradients
-    are saved as reductions."""
+def _by_step(trial, names) -> dict[int, list]:
+    """The tensors ``names`` by the global steps they were saved at, indexed once per rule."""
     index: dict[int, list] = {}
-    for collection in collections:
-        for name in trial.tensor_names(collection=collection):
-            tensor = trial.tensor(name)
-            for step in tensor.steps():
-                index.setdefault(step, []).append(tensor)
-    return index
-
-
-def matching_by_step(trial, regex: str) -> dict[int, list]:
-    """The tensors whose names match ``regex`` (smdebug's search semantics, as the built-in rules' regex
-    parameters), by the global steps they were saved at."""
-    index: dict[int, list] = {}
-    names = trial.tensor_names(regex=[r for r in str(regex).split(",") if r]) if regex else []
     for name in names:
         tensor = trial.tensor(name)
         for step in tensor.steps():
             index.setdefault(step, []).append(tensor)
     return index
+
+
+def tensors_by_step(trial, collections: list[str]) -> dict[int, list]:
+    """The tensors of ``collections`` by the global steps they were saved at. Read directly, not through the
+    rule's required tensors: those fetch whole values, and weights and gradients are saved as reductions."""
+    return _by_step(trial, [name for collection in collections for name in trial.tensor_names(collection=collection)])
+
+
+def matching_by_step(trial, regex: str) -> dict[int, list]:
+    """The tensors whose names match ``regex`` (smdebug's search semantics, as the built-in rules' regex
+    parameters), by the global steps they were saved at."""
+    return _by_step(trial, trial.tensor_names(regex=[r for r in str(regex).split(",") if r]) if regex else [])
 
 
 def channel_activity(value: np.ndarray) -> np.ndarray:
@@ -73,9 +70,7 @@ def first_train_steps(trial, steps: int) -> set[int]:
 
 
 def values_by_mode(trial, name: str, mode) -> list[tuple[int, np.ndarray]]:
-    """(global step, value) of tensor ``name`` saved in ``mode``, in step order; empty when never saved."""
-    if name not in trial.tensor_names():
-        return []
+    """(global step, value) of the saved tensor ``name`` in ``mode``, in step order."""
     tensor = trial.tensor(name)
     return [(trial.global_step(mode, s), np.asarray(tensor.value(s, mode=mode)).ravel())
             for s in tensor.steps(mode=mode)]
@@ -318,10 +313,12 @@ class ClassImbalance(Rule):
 
     def _counted(self, labels):
         counts: dict[int, int] = {}
+        seen = 0
         for step, value in labels:
             for label in value.astype(int):
                 counts[int(label)] = counts.get(int(label), 0) + 1
-            if sum(counts.values()) >= self.samples:
+            seen += len(value)
+            if seen >= self.samples:
                 return step, counts
         return None, counts
 
@@ -376,16 +373,8 @@ def _runs(steps: list[int]) -> list[list[int]]:
 
 def _passes(valid: list[tuple[int, float]]) -> dict[int, float]:
     """Validation losses grouped into passes (runs of consecutive steps): last step of a pass -> mean loss."""
-    passes: dict[int, float] = {}
-    run: list[tuple[int, float]] = []
-    for step, value in valid:
-        if run and step != run[-1][0] + 1:
-            passes[run[-1][0]] = float(np.mean([v for _, v in run]))
-            run = []
-        run.append((step, value))
-    if run:
-        passes[run[-1][0]] = float(np.mean([v for _, v in run]))
-    return passes
+    losses = dict(valid)
+    return {run[-1]: float(np.mean([losses[step] for step in run])) for run in _runs(list(losses))}
 
 
 RULES = [LossNotDecreasing, Overfit, Overtraining, VanishingGradient, ExplodingTensor,

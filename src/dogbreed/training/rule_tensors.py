@@ -2,9 +2,10 @@
 
 - At every ReLU and ReLU6 call, on the steps the save interval keeps: the variance of its input
   (``<site>/relu_input``, for PoorWeightInitialization) and, per channel, the share of outputs above zero
-  (``<site>/relu_output``, for DeadRelu), both over an evenly strided grid of feature-map positions. smdebug's own module capture cannot give these for torchvision's
-  models: their ReLUs work in place (the saved input is already the output), one ReLU module serves two calls
-  in every ResNet block, and MobileNetV2's ReLU6 modules have no "relu" in their names. A site is the module's
+  (``<site>/relu_output``, for DeadRelu), both over an evenly strided grid of feature-map positions.
+  smdebug's own module capture cannot give these for torchvision's models: their ReLUs work in place (the
+  saved input is already the output), one ReLU module serves two calls in every ResNet block, and
+  MobileNetV2's ReLU6 modules have no "relu" in their names. A site is the module's
   name and its call number in the forward pass: ``layer1.0.relu#2``.
 - Per weight tensor on the same steps: the 5th and 95th percentiles of its nonzero gradient values
   (``<module>/gradient_percentiles``, for PoorWeightInitialization; zeros when all are zero), from an evenly
