@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path, PurePosixPath
@@ -176,7 +177,7 @@ def safe_extract(archive: Path, dest: Path) -> list[Path]:
 
 def fetch_dataset(url: str, dest: Path, *, sha256: str | None = None, size: int | None = None,
                   retries: int = 5, backoff: float = 2.0) -> list[Path]:
-    name = PurePosixPath(urllib.request.urlparse(url).path).name or "dataset.zip"
+    name = PurePosixPath(urllib.parse.urlparse(url).path).name or "dataset.zip"
     archive = dest / name
     dest.mkdir(parents=True, exist_ok=True)
     if archive.exists():

@@ -32,10 +32,16 @@ class Architecture:
     recompute_batchnorm: bool = False
 
     def replace_head(self, model: nn.Module, num_classes: int) -> None:
-        if self.head == "fc":
-            model.fc = nn.Linear(model.fc.in_features, num_classes)
-        else:  # torchvision's MobileNetV2: classifier = Sequential(Dropout, Linear)
-            model.classifier[-1] = nn.Linear(model.classifier[-1].in_features, num_classes)
+        head = self.head_module(model)
+        # The ResNets' fc is the Linear itself; MobileNetV2's classifier is Sequential(Dropout, Linear).
+        old = head[-1] if isinstance(head, nn.Sequential) else head
+        if not isinstance(old, nn.Linear):
+            raise ConfigError(f"{self.name}: its classifier {self.head!r} does not end in a Linear layer")
+        new = nn.Linear(old.in_features, num_classes)
+        if isinstance(head, nn.Sequential):
+            head[-1] = new
+        else:
+            setattr(model, self.head, new)
 
     def head_module(self, model: nn.Module) -> nn.Module:
         return getattr(model, self.head)

@@ -11,7 +11,7 @@ import logging
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from tqdm import tqdm
 
@@ -24,7 +24,7 @@ def is_interactive(stream=None) -> bool:
     return hasattr(stream, "isatty") and stream.isatty()
 
 
-class Progress:
+class Progress(Generic[T]):
     """Wraps one pass over a DataLoader and reports rate and ETA."""
 
     def __init__(self, iterable: Iterable[T], *, total: int, desc: str, log_every: int = 20,

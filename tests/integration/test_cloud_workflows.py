@@ -22,7 +22,9 @@ from botocore.stub import ANY, Stubber
 
 from dogbreed.labels import display_label
 from dogbreed.training.metrics import METRIC_DEFINITIONS
-from dogbreed.workflows import cloud
+from dogbreed.workflows.cloud.cli import main as cloud_main
+from dogbreed.workflows.cloud import config
+from dogbreed.workflows.cloud.config import DEFAULT_TARGETS
 from dogbreed.workflows.aws import Aws, sdk_session
 
 from tests.conftest import REPO_ROOT, SAMPLE_DATA
@@ -87,7 +89,7 @@ class Cloud:
 
     def run(self, *argv: str) -> tuple[int, str, str]:
         self.capsys.readouterr()  # drop what the fixtures printed (the SDK's config log lines on import)
-        code = cloud.main(list(argv), aws=self.aws)
+        code = cloud_main(list(argv), aws=self.aws)
         out, err = self.capsys.readouterr()
         return code, out, err
 
@@ -116,7 +118,7 @@ def aws_cloud(emulator, monkeypatch, capsys):
     monkeypatch.setenv("AWS_ENDPOINT_URL_STS", emulator)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setattr(cloud, "stamp", lambda: STAMP)
+    monkeypatch.setattr(config, "stamp", lambda: STAMP)
     requests.post(f"{emulator}/moto-api/reset", timeout=30).raise_for_status()
     boto_session = boto3.Session(region_name=REGION)
     sagemaker_client = boto_session.client("sagemaker")
@@ -487,7 +489,7 @@ def expect_new_endpoint_resources(aws_cloud, name: str, instance_type: str = "ml
 def test_deploy_uploads_both_models_creates_a_multi_model_endpoint_then_updates_it_in_place(
         aws_cloud, model_store, monkeypatch):
     first = f"dogbreed-mme-{STAMP}"
-    models = [f"--model={t}={model_store / t}" for t in cloud.DEFAULT_TARGETS]
+    models = [f"--model={t}={model_store / t}" for t in DEFAULT_TARGETS]
     not_found(aws_cloud, "describe_endpoint", 'endpoint "dogbreed"')
     expect_new_endpoint_resources(aws_cloud, first, "ml.c5.xlarge")
     aws_cloud.expect("create_endpoint", {"EndpointName": "dogbreed", "EndpointConfigName": first, "Tags": []},
@@ -499,14 +501,14 @@ def test_deploy_uploads_both_models_creates_a_multi_model_endpoint_then_updates_
     aws_cloud.done()
     assert aws_cloud.keys("dogbreed/models/") == ["dogbreed/models/dog-breed-classifier-mobile/model.tar.gz",
                                                   "dogbreed/models/dog-breed-classifier/model.tar.gz"]
-    for target in cloud.DEFAULT_TARGETS:
+    for target in DEFAULT_TARGETS:
         assert aws_cloud.body(f"dogbreed/models/{target}") == (model_store / target).read_bytes()
     assert "endpoint dogbreed is InService" in out
 
     # Redeploy: a new model and config, the endpoint updated in place, the replaced ones deleted.
     second_stamp = "20261123-090000"
     second = f"dogbreed-mme-{second_stamp}"
-    monkeypatch.setattr(cloud, "stamp", lambda: second_stamp)
+    monkeypatch.setattr(config, "stamp", lambda: second_stamp)
     aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"}, endpoint("InService", first))
     expect_new_endpoint_resources(aws_cloud, second)
     aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"}, endpoint("InService", first))
@@ -538,7 +540,7 @@ def test_deploy_endpoint_that_fails_to_reach_in_service_is_a_clear_error(aws_clo
     aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"},
                      endpoint("Failed", name, "The primary container for production variant AllTraffic did not "
                                               "pass the ping health check."))
-    target = cloud.DEFAULT_TARGETS[0]
+    target = DEFAULT_TARGETS[0]
     code, out, err = aws_cloud.run("deploy", *SETTINGS, "--model", f"{target}={model_store / target}")
     assert code == 1
     assert err.count("\n") == 1 and "Error hosting endpoint dogbreed: Failed" in err
@@ -548,7 +550,7 @@ def test_deploy_endpoint_that_fails_to_reach_in_service_is_a_clear_error(aws_clo
 
 def test_deploy_replaces_a_failed_endpoint_and_refuses_one_in_flight(aws_cloud, model_store):
     name = f"dogbreed-mme-{STAMP}"
-    target = cloud.DEFAULT_TARGETS[0]
+    target = DEFAULT_TARGETS[0]
     model = f"{target}={model_store / target}"
     aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"}, endpoint("Creating", "older"))
     code, _, err = aws_cloud.run("deploy", *SETTINGS, "--model", model)
@@ -586,7 +588,7 @@ def test_deploy_refuses_bad_targets_and_broken_archives_before_any_call(aws_clou
     assert code == 1 and "is not a model artifact" in err
     pth_only = tmp_path / "pth-only.tar.gz"  # an artifact from before training exported ONNX
     metadata = tmp_path / "metadata.json"
-    with tarfile.open(model_store / cloud.DEFAULT_TARGETS[0]) as packed:
+    with tarfile.open(model_store / DEFAULT_TARGETS[0]) as packed:
         served = json.load(packed.extractfile("metadata.json"))
     metadata.write_text(json.dumps({k: v for k, v in served.items() if k != "onnx"}))
     with tarfile.open(pth_only, "w:gz") as tar:
@@ -612,7 +614,7 @@ def expect_served_model(aws_cloud, data_url: str = f"s3://{BUCKET}/dogbreed/mode
 
 def test_add_model_uploads_under_the_prefix_the_endpoint_serves(aws_cloud, model_store):
     expect_served_model(aws_cloud, f"s3://{BUCKET}/elsewhere/models/")
-    source = model_store / cloud.DEFAULT_TARGETS[1]
+    source = model_store / DEFAULT_TARGETS[1]
     code, out, err = aws_cloud.run("add-model", *SETTINGS, "--model", f"dog-breed-classifier-v2/model.tar.gz={source}")
     assert code == 0, err
     aws_cloud.done()
@@ -626,7 +628,7 @@ def test_add_model_uploads_under_the_prefix_the_endpoint_serves(aws_cloud, model
 
 def test_invoke_sends_the_image_to_each_target_model(aws_cloud):
     body = TEST_IMAGE.read_bytes()
-    for target, labels in zip(cloud.DEFAULT_TARGETS, (["Crimson_disc", "Blue_stripes"], ["Crimson_disc", "x"])):
+    for target, labels in zip(DEFAULT_TARGETS, (["Crimson_disc", "Blue_stripes"], ["Crimson_disc", "x"])):
         aws_cloud.runtime.add_response("invoke_endpoint", invocation_answer(target, labels), {
             "EndpointName": "dogbreed", "TargetModel": target, "ContentType": "application/x-image",
             "Accept": "application/json", "CustomAttributes": "top_k=2", "Body": body})
@@ -649,7 +651,7 @@ def test_invoke_model_error_is_a_one_line_error(aws_cloud):
 
 def test_invoke_reaches_a_local_server_through_the_same_client_path(model_store, tmp_path, capsys):
     with running_server(model_store, tmp_path) as server:
-        code = cloud.main(["invoke", "--local-port", str(server.port), "--image", str(TEST_IMAGE), "--top-k", "3"])
+        code = cloud_main(["invoke", "--local-port", str(server.port), "--image", str(TEST_IMAGE), "--top-k", "3"])
         out, err = capsys.readouterr()
         assert code == 0, err
         lines = out.splitlines()
@@ -659,7 +661,7 @@ def test_invoke_reaches_a_local_server_through_the_same_client_path(model_store,
         labels = {line[12:] for line in lines[1:4]}  # after "  PROBABILITY  "
         assert labels <= known and len(labels) == 3
 
-        code = cloud.main(["invoke", "--local-port", str(server.port), "--image", str(TEST_IMAGE),
+        code = cloud_main(["invoke", "--local-port", str(server.port), "--image", str(TEST_IMAGE),
                            "--target", "missing/model.tar.gz"])
         _, err = capsys.readouterr()
         assert code == 1 and err.startswith("invoke: error: the endpoint answered 404: target model") \
@@ -671,7 +673,7 @@ def test_invoke_with_no_local_server_says_so(tmp_path, capsys):
     from tests.conftest import free_port
 
     port = free_port()
-    code = cloud.main(["invoke", "--local-port", str(port), "--image", str(TEST_IMAGE)])
+    code = cloud_main(["invoke", "--local-port", str(port), "--image", str(TEST_IMAGE)])
     _, err = capsys.readouterr()
     assert code == 1 and f"cannot reach the local serving container on 127.0.0.1:{port}" in err
 

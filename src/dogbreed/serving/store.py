@@ -40,7 +40,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -329,7 +329,7 @@ def _folder_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
-def evict(unpack_dir: Path, limits: CacheLimits, keep: set[str] = frozenset()) -> list[str]:
+def evict(unpack_dir: Path, limits: CacheLimits, keep: Collection[str] = frozenset()) -> list[str]:
     """Remove least recently used unpacked folders until the folder fits ``limits``; returns their keys.
 
     A folder in ``keep``, or one whose lock another worker holds (unpacking or loading it), stays.
@@ -362,7 +362,7 @@ def evict(unpack_dir: Path, limits: CacheLimits, keep: set[str] = frozenset()) -
 
 def clean_staging(unpack_dir: Path) -> list[str]:
     """Remove staging folders whose unpacking no live worker holds (a worker killed mid-unpack left them)."""
-    removed = []
+    removed: list[str] = []
     if not unpack_dir.is_dir():
         return removed
     for folder in unpack_dir.iterdir():

@@ -13,6 +13,7 @@ import logging
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
 from dogbreed import sagemaker_env, settings
 from dogbreed.errors import DogbreedError
@@ -71,7 +72,7 @@ def get_args_parser(prog: str = "train_model.py", description: str | None = None
         description=description or "Transfer-learn a torchvision classifier on a dogImages-style dataset.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    bool_flag = dict(type=str2bool, nargs="?", const=True, metavar="BOOL")
+    bool_flag: dict[str, Any] = dict(type=str2bool, nargs="?", const=True, metavar="BOOL")
 
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="resnet18", choices=sorted(ARCHITECTURES), help="architecture")
@@ -196,3 +197,8 @@ def main(args: argparse.Namespace, prog: str = "train_model.py") -> int:
         sagemaker_env.write_failure(message, first_only=group.active)
         return sagemaker_env.EXIT_FAILURE
     return sagemaker_env.EXIT_OK
+
+
+def run() -> int:
+    """The ``dogbreed-train`` command: train_model.py, installed."""
+    return main(get_args_parser(prog="dogbreed-train").parse_args(), prog="dogbreed-train")

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,8 +63,9 @@ def resolve_split_dirs(
     """
     resolved: dict[str, Path] = {}
     for split in SPLITS:
-        if split_dirs.get(split) is not None:
-            resolved[split] = Path(split_dirs[split])
+        given = split_dirs.get(split)
+        if given is not None:
+            resolved[split] = Path(given)
             continue
         if data_dir is None:
             raise DataError(
@@ -223,7 +225,10 @@ class SeededEpochOrder(Sampler):
     def __init__(self, size: int, seed: int, num_replicas: int = 1, rank: int = 0):
         self.seed, self.num_replicas, self.rank = seed, num_replicas, rank
         self.epoch, self.start = 1, 0
-        self._shard = DistributedSampler(range(size), num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        # The sampler reads only the dataset's length: the range of indices stands in for it.
+        indices: Any = range(size)
+        self._shard: DistributedSampler[int] = DistributedSampler(indices, num_replicas=num_replicas, rank=rank,
+                                                                  shuffle=True, seed=seed)
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start

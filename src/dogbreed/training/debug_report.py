@@ -273,5 +273,10 @@ def main(args: argparse.Namespace) -> int:
         f"report: {build_report(args.debug_dir, args.output_dir or args.debug_dir.parent)}"))
 
 
+def run() -> int:
+    """The ``dogbreed-debug-report`` command."""
+    return main(get_args_parser().parse_args())
+
+
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    sys.exit(run())

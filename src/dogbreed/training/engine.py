@@ -91,7 +91,7 @@ class TrainingState:
 
 def checkpoint_of(trainer: Trainer, state: TrainingState) -> dict[str, Any]:
     """The checkpoint: enough to continue exactly, mid-epoch included (the global RNG drives dropout)."""
-    rng = {"torch": torch.get_rng_state()}
+    rng: dict[str, Any] = {"torch": torch.get_rng_state()}
     if trainer.device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state_all()
     return {"identity": trainer.identity(), "epoch": state.epochs_done, "model": trainer.model.state_dict(),

@@ -17,12 +17,13 @@ that is the value a tuning job sees as its objective.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 _NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 
 # Name + regex pairs as SageMaker Estimator(metric_definitions=...) and
 # HyperparameterTuner take them.
-METRIC_DEFINITIONS: list[dict[str, str]] = [
+METRIC_DEFINITIONS: list[dict[str, Any]] = [
     {"Name": "train:loss", "Regex": r"\btrain_loss=" + _NUMBER},
     {"Name": "train:accuracy", "Regex": r"\btrain_accuracy=" + _NUMBER},
     {"Name": "validation:loss", "Regex": r"\bval_loss=" + _NUMBER},

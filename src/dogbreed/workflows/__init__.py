@@ -19,7 +19,7 @@ def docker_engine_problem() -> str | None:
     return None
 
 
-def parse_pairs(items: list[str], what: str, error: type[Exception] = ValueError) -> dict[str, str]:
+def parse_pairs(items: list[str], what: str, error: type[Exception]) -> dict[str, str]:
     """``NAME=VALUE`` items (``-H``, ``--grid``, ``--model``) as a dict; ``error`` for a malformed one."""
     pairs: dict[str, str] = {}
     for item in items:

@@ -39,10 +39,6 @@ class LocalModeError(DogbreedError):
     pass
 
 
-def parse_pairs(items: list[str], what: str) -> dict[str, str]:
-    return workflows.parse_pairs(items, what, LocalModeError)
-
-
 def check_docker(image: str) -> None:
     problem = workflows.docker_engine_problem()
     if problem:
@@ -115,7 +111,10 @@ def run_training(image: str, data: Path, output: Path, hyperparameters: dict[str
         # ... and the compose network it created for the job, when it was not there before.
         if not network_existed:
             subprocess.run(["docker", "network", "rm", LOCAL_NETWORK], capture_output=True)
-    job_dir = output / estimator.latest_training_job.name
+    job = estimator.latest_training_job
+    if job is None:
+        raise LocalModeError("the SDK started no local training job")
+    job_dir = output / job.name
     artifacts = {"model": job_dir / "model.tar.gz", "output": job_dir / "output.tar.gz"}
     if not artifacts["model"].is_file():
         # Older SDKs write straight into output_path.
@@ -126,9 +125,10 @@ def run_training(image: str, data: Path, output: Path, hyperparameters: dict[str
 def read_metrics(output_archive: Path) -> dict[str, Any]:
     with tarfile.open(output_archive) as tar:
         member = next((m for m in tar.getmembers() if Path(m.name).name == "metrics.json"), None)
-        if member is None:
+        packed = tar.extractfile(member) if member is not None else None
+        if packed is None:
             raise LocalModeError(f"{output_archive} holds no metrics.json")
-        return json.load(tar.extractfile(member))
+        return dict(json.load(packed))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_command(args: argparse.Namespace) -> int:
     """One subcommand, train or hpo; returns its exit code."""
-    hyperparameters = parse_pairs(args.hyperparameter, "-H")
+    hyperparameters = workflows.parse_pairs(args.hyperparameter, "-H", LocalModeError)
     if args.command == "train":
         if args.instance_count < 1:
             raise LocalModeError(f"--instance-count must be at least 1, got {args.instance_count}")
@@ -160,7 +160,7 @@ def run_command(args: argparse.Namespace) -> int:
                                  instance_count=args.instance_count)
         print(f"model:  {artifacts['model']}\noutput: {artifacts['output']}")
         return 0
-    grid = {k: v.split(",") for k, v in parse_pairs(args.grid, "--grid").items()}
+    grid = {k: v.split(",") for k, v in workflows.parse_pairs(args.grid, "--grid", LocalModeError).items()}
     if not grid:
         raise LocalModeError("give at least one --grid NAME=V1,V2")
     trials = []

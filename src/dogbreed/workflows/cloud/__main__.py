@@ -1,0 +1,5 @@
+import sys
+
+from dogbreed.workflows.cloud.cli import main
+
+sys.exit(main())

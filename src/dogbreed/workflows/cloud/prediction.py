@@ -1,0 +1,137 @@
+"""``invoke`` and ``batch-transform``: predictions from the endpoint (or the local serving container, through the
+SDK's local-mode client) and from a batch transform job over an S3 folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import urllib3
+
+from dogbreed.workflows.aws import Aws, CloudError, aws_errors, s3_object_exists, split_s3_uri
+from dogbreed.workflows.cloud import config
+from dogbreed.workflows.cloud.config import (DEFAULT_TARGETS, Parents, check_target, env, image_uri, models_prefix,
+                                             require_role, resolve_bucket)
+from dogbreed.workflows.cloud.endpoint import served_data_url
+from dogbreed.workflows.cloud.storage import first_object, put_artifact
+
+
+def read_answer(response: dict[str, Any]) -> dict[str, Any]:
+    body = response["Body"]
+    status = getattr(body, "status", 200)  # the local client hands back the HTTP response, error or not
+    payload = body.read()
+    try:
+        answer = json.loads(payload)
+    except ValueError:
+        raise CloudError(f"the endpoint answered {status} with a body that is not JSON: {payload[:200]!r}") from None
+    if status >= 400:
+        raise CloudError(f"the endpoint answered {status}: {answer.get('message', answer)}")
+    return dict(answer)
+
+
+def local_runtime(port: int) -> Any:
+    """The SDK's local-mode runtime client: invoke_endpoint against 127.0.0.1:port, as against an endpoint."""
+    from sagemaker.local import LocalSagemakerRuntimeClient
+
+    return LocalSagemakerRuntimeClient(config={"local": {"serving_port": port}})
+
+
+def cmd_invoke(aws: Aws | None, args: argparse.Namespace) -> int:
+    """Classify ``--image`` with each target model; ``aws`` None: the local container on ``--local-port``."""
+    image = Path(args.image)
+    if not image.is_file() or image.stat().st_size == 0:
+        raise CloudError(f"image {image} does not exist or is empty")
+    body = image.read_bytes()
+    runtime = aws.runtime if aws else local_runtime(args.local_port)
+    where = f"endpoint {args.endpoint}" if aws else f"the local serving container on 127.0.0.1:{args.local_port}"
+    for target in args.target or DEFAULT_TARGETS:
+        with aws_errors():
+            try:
+                response = runtime.invoke_endpoint(
+                    EndpointName=args.endpoint, TargetModel=target, ContentType="application/x-image",
+                    Accept="application/json", CustomAttributes=f"top_k={args.top_k}", Body=body)
+            except (OSError, urllib3.exceptions.HTTPError) as exc:  # the local container is not there
+                reason = getattr(exc, "reason", exc)
+                raise CloudError(f"cannot reach {where}: {reason} (make local-serve starts it)") from None
+            answer = read_answer(response)
+        print(f"{target} ({where}):")
+        for prediction in answer["results"][0]["predictions"]:
+            print(f"  {prediction['probability']:8.4f}  {prediction['label']}")
+    return 0
+
+
+def batch_model_data(aws: Aws, args: argparse.Namespace, bucket: str) -> str:
+    """The S3 URI of the model the job runs: ``--model-data`` (uploaded when local), else ``--target`` of the
+    endpoint's models."""
+    model_data = str(args.model_data or "")
+    if not model_data:
+        data_url = served_data_url(aws, args.endpoint) or models_prefix(args, bucket)[0]
+        model_data = data_url.rstrip("/") + "/" + check_target(args.target)
+    if not model_data.startswith("s3://"):
+        return put_artifact(aws, model_data, bucket, f"{args.prefix}/batch/models/{Path(model_data).name}")
+    model_bucket, model_key = split_s3_uri(model_data)
+    with aws_errors():
+        if not s3_object_exists(aws, model_bucket, model_key):
+            raise CloudError(f"{model_data} does not exist: make deploy uploads the models, or set --model-data")
+    return model_data
+
+
+def cmd_batch_transform(aws: Aws, args: argparse.Namespace) -> int:
+    from sagemaker.transformer import Transformer
+
+    role = require_role(args)
+    if not args.input or not args.input.startswith("s3://"):
+        raise CloudError("--input must be an S3 folder of images, e.g. s3://BUCKET/images/")
+    if first_object(aws, args.input) is None:
+        raise CloudError(f"no objects under {args.input}")
+    bucket = resolve_bucket(aws, args)
+    image = image_uri(aws, args, "serve")
+    model_data = batch_model_data(aws, args, bucket)
+    name = f"{args.endpoint}-batch-{config.stamp()}"
+    output = args.output or f"s3://{bucket}/{args.prefix}/batch/{name}/"
+    with aws_errors():
+        # One model per job, in single-model mode: SageMaker unpacks the archive into /opt/ml/model.
+        aws.session.create_model(name, role, container_defs={"Image": image, "ModelDataUrl": model_data,
+                                                              "Mode": "SingleModel"})
+        transformer = Transformer(model_name=name, instance_count=1, instance_type=args.instance_type,
+                                  strategy="SingleRecord", output_path=output, accept="application/json",
+                                  max_payload=6, max_concurrent_transforms=args.max_concurrent,
+                                  sagemaker_session=aws.session)
+        transformer.transform(args.input, data_type="S3Prefix", content_type="application/x-image",
+                              split_type=None, job_name=name, wait=False, logs=False)
+    print(f"transform job: {name} on {args.instance_type}, model {model_data}", flush=True)
+    if not args.wait:
+        print(f"not waiting; predictions will be under {output} (make teardown removes the job's model)")
+        return 0
+    try:
+        with aws_errors():
+            aws.session.wait_for_transform_job(name, poll=args.poll)
+    finally:
+        with aws_errors():
+            aws.sagemaker.delete_model(ModelName=name)
+    print(f"\npredictions: {output} (one IMAGE.out JSON per input image)")
+    return 0
+
+
+def add_invoke(sub: Any, parents: Parents) -> None:
+    p = sub.add_parser("invoke", parents=[parents.common], help="classify an image with each target model")
+    p.add_argument("--image", required=True, help="a JPEG or PNG file")
+    p.add_argument("--target", action="append", help=f"TargetModel; repeat (default: {', '.join(DEFAULT_TARGETS)})")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--local-port", type=int, help="the local serving container's port instead of the endpoint")
+    p.set_defaults(run=cmd_invoke)
+
+
+def add_batch_transform(sub: Any, parents: Parents) -> None:
+    p = sub.add_parser("batch-transform", parents=[parents.common, parents.waiting],
+                       help="batch transform over an S3 folder")
+    p.add_argument("--input", required=True, help="s3://BUCKET/PREFIX/ of images")
+    p.add_argument("--output", help="default: s3://BUCKET/PREFIX/batch/JOB/")
+    p.add_argument("--target", default=DEFAULT_TARGETS[0], help="which of the endpoint's models (default: %(default)s)")
+    p.add_argument("--model-data", help="a model.tar.gz (S3 URI or local file) instead of --target")
+    p.add_argument("--instance-type", default=env("TRANSFORM_INSTANCE_TYPE", "ml.m5.large"),
+                   help="TRANSFORM_INSTANCE_TYPE")
+    p.add_argument("--max-concurrent", type=int, default=2, help="requests in flight per instance")
+    p.set_defaults(run=cmd_batch_transform)
