@@ -87,8 +87,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summary(latencies: list[float]) -> dict[str, float]:
-    return {"p50_ms": round(percentile(latencies, 50) * 1000, 2), "p99_ms": round(percentile(latencies, 99) * 1000, 2),
-            "requests_per_s": round(len(latencies) / sum(latencies), 2)}
+    return {
+        "p50_ms": round(percentile(latencies, 50) * 1000, 2),
+        "p99_ms": round(percentile(latencies, 99) * 1000, 2),
+        "requests_per_s": round(len(latencies) / sum(latencies), 2),
+    }
 
 
 def free_port(taken: set[int]) -> int:
@@ -161,8 +164,9 @@ class HttpServer:
 
     def start(self, command: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
         with open(self.log_path, "w") as log:
-            self.process = subprocess.Popen(command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def wait_ready(self, path: str = "/ping") -> None:
         deadline = time.monotonic() + 180
@@ -197,8 +201,13 @@ class HttpServer:
 class Mms(HttpServer):
     def __init__(self, name: str, store: Path, work: Path, pythonpath: Path | None = None):
         super().__init__(name, work)
-        env = dict(os.environ, SAGEMAKER_BIND_TO_PORT=str(self.port), DOGBREED_BIND_HOST="127.0.0.1",
-                   DOGBREED_UNPACK_DIR=str(work / f"unpacked-{name}"), SAGEMAKER_MODEL_SERVER_WORKERS="1")
+        env = dict(
+            os.environ,
+            SAGEMAKER_BIND_TO_PORT=str(self.port),
+            DOGBREED_BIND_HOST="127.0.0.1",
+            DOGBREED_UNPACK_DIR=str(work / f"unpacked-{name}"),
+            SAGEMAKER_MODEL_SERVER_WORKERS="1",
+        )
         if pythonpath is not None:
             env["PYTHONPATH"] = str(pythonpath)
         self.start([sys.executable, "-m", "dogbreed.serving.server", "--model-store", str(store)], env)
@@ -217,23 +226,60 @@ class TorchServe(HttpServer):
             raise SystemExit(f"TorchServe is not in {TORCHSERVE_HOME}: make bench-serve installs it there")
         store = work / "torchserve-store"
         store.mkdir()
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TORCHSERVE_HOME), str(REPO / "src")]),
-                   DOGBREED_INTRA_OP_THREADS=str(os.cpu_count()))
-        subprocess.run([sys.executable, "-c", "from model_archiver.model_packaging import generate_model_archive; "
-                        "generate_model_archive()", "--model-name", "resnet", "--version", "1.0",
-                        "--serialized-file", str(model_dir / "model.pth"), "--handler",
-                        str(REPO / "bench" / "torchserve_handler.py"), "--extra-files",
-                        str(model_dir / "metadata.json"), "--export-path", str(store)],
-                       env=env, check=True, capture_output=True)
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join([str(TORCHSERVE_HOME), str(REPO / "src")]),
+            DOGBREED_INTRA_OP_THREADS=str(os.cpu_count()),
+        )
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from model_archiver.model_packaging import generate_model_archive; generate_model_archive()",
+                "--model-name",
+                "resnet",
+                "--version",
+                "1.0",
+                "--serialized-file",
+                str(model_dir / "model.pth"),
+                "--handler",
+                str(REPO / "bench" / "torchserve_handler.py"),
+                "--extra-files",
+                str(model_dir / "metadata.json"),
+                "--export-path",
+                str(store),
+            ],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
         management, metrics = free_port(self.ports), free_port(self.ports)
         config = work / "torchserve.properties"
-        config.write_text(f"inference_address=http://127.0.0.1:{self.port}\n"
-                          f"management_address=http://127.0.0.1:{management}\n"
-                          f"metrics_address=http://127.0.0.1:{metrics}\n"
-                          "default_workers_per_model=1\ndisable_system_metrics=true\n")
-        self.start([sys.executable, "-c", "from ts.model_server import start; start()", "--start", "--foreground",
-                    "--ncs", "--disable-token-auth", "--model-store", str(store), "--models", "resnet=resnet.mar",
-                    "--ts-config", str(config)], dict(env, TEMP=str(work)), cwd=work)
+        config.write_text(
+            f"inference_address=http://127.0.0.1:{self.port}\n"
+            f"management_address=http://127.0.0.1:{management}\n"
+            f"metrics_address=http://127.0.0.1:{metrics}\n"
+            "default_workers_per_model=1\ndisable_system_metrics=true\n"
+        )
+        self.start(
+            [
+                sys.executable,
+                "-c",
+                "from ts.model_server import start; start()",
+                "--start",
+                "--foreground",
+                "--ncs",
+                "--disable-token-auth",
+                "--model-store",
+                str(store),
+                "--models",
+                "resnet=resnet.mar",
+                "--ts-config",
+                str(config),
+            ],
+            dict(env, TEMP=str(work)),
+            cwd=work,
+        )
 
     def caller(self):
         return lambda body: self.post("/predictions/resnet", body, {"Content-Type": "image/jpeg"})
@@ -252,11 +298,23 @@ def make_artifacts(work: Path, arch: str, image_size: int, bodies: list[bytes]) 
     dirs = {}
     for variant in ("fp32", "int8"):
         model_dir = dirs[variant] = work / f"artifact-{variant}"
-        metadata = make_metadata(architecture=arch, class_folders=folders, input_size=image_size, mean=mean,
-                                 std=std, metrics={}, hyperparameters={})
+        metadata = make_metadata(
+            architecture=arch,
+            class_folders=folders,
+            input_size=image_size,
+            mean=mean,
+            std=std,
+            metrics={},
+            hyperparameters={},
+        )
         metadata["onnx"] = write_onnx_variants(
-            model, model_dir, image_size, parity_batches=[batch], test_loader=[(batch, labels)],
-            calibration_batches=[batch] if variant == "int8" else None)
+            model,
+            model_dir,
+            image_size,
+            parity_batches=[batch],
+            test_loader=[(batch, labels)],
+            calibration_batches=[batch] if variant == "int8" else None,
+        )
         metadata["onnx"]["serve"] = variant  # speed only: random weights have no accuracy to gate on
         save_artifact(model_dir, model.state_dict(), metadata)
     store = work / "store"
@@ -306,31 +364,42 @@ def run(opts, work: Path, servers: list[HttpServer]) -> dict:
         servers.append(Mms(f"mms@{opts.baseline_ref}", store, work, baseline_source(opts.baseline_ref, work)))
     for server in servers:
         server.wait_ready()
-    sides = {"torch_in_process": TorchEager(fp32_dir), "ort_in_process": OrtInProcess(fp32_dir),
-             "ort_int8_in_process": OrtInProcess(int8_dir),
-             **{name: mms.caller(target) for name, target in TARGETS.items()}}
+    sides = {
+        "torch_in_process": TorchEager(fp32_dir),
+        "ort_in_process": OrtInProcess(fp32_dir),
+        "ort_int8_in_process": OrtInProcess(int8_dir),
+        **{name: mms.caller(target) for name, target in TARGETS.items()},
+    }
     two_clients = {name: mms.caller(target) for name, target in TARGETS.items()}
     for server in servers[1:]:
-        sides[server.name] = two_clients[server.name] = server.caller(TARGETS["mms_fp32"]) \
-            if isinstance(server, Mms) else server.caller()
+        sides[server.name] = two_clients[server.name] = (
+            server.caller(TARGETS["mms_fp32"]) if isinstance(server, Mms) else server.caller()
+        )
     warm = statistics.median([mms.caller(TARGETS["mms_int8"])(bodies[i % 20]) for i in range(20)])
     cold = mms.caller(COLD_TARGET)(bodies[0])
     extra["cold_start_extra_ms"] = round((cold - warm) * 1000, 1)
-    result = {"c1": sequential(sides, bodies, opts.requests), "c2_requests_per_s":
-              concurrent(two_clients, bodies, opts.requests), **extra}
+    result = {
+        "c1": sequential(sides, bodies, opts.requests),
+        "c2_requests_per_s": concurrent(two_clients, bodies, opts.requests),
+        **extra,
+    }
     reference = result["c1"]["torch_in_process"]
     result["ratios"] = {
         "mms_fp32_p50_vs_torch_in_process": round(result["c1"]["mms_fp32"]["p50_ms"] / reference["p50_ms"], 3),
-        "mms_int8_throughput_vs_torch_in_process":
-            round(result["c1"]["mms_int8"]["requests_per_s"] / reference["requests_per_s"], 3),
-        "mms_int8_c2_throughput_vs_torch_in_process":
-            round(result["c2_requests_per_s"]["mms_int8"] / reference["requests_per_s"], 3),
-        "mms_fp32_p50_vs_ort_in_process":
-            round(result["c1"]["mms_fp32"]["p50_ms"] / result["c1"]["ort_in_process"]["p50_ms"], 3),
+        "mms_int8_throughput_vs_torch_in_process": round(
+            result["c1"]["mms_int8"]["requests_per_s"] / reference["requests_per_s"], 3
+        ),
+        "mms_int8_c2_throughput_vs_torch_in_process": round(
+            result["c2_requests_per_s"]["mms_int8"] / reference["requests_per_s"], 3
+        ),
+        "mms_fp32_p50_vs_ort_in_process": round(
+            result["c1"]["mms_fp32"]["p50_ms"] / result["c1"]["ort_in_process"]["p50_ms"], 3
+        ),
     }
     if opts.torchserve:
         result["ratios"]["mms_fp32_c2_throughput_vs_torchserve"] = round(
-            result["c2_requests_per_s"]["mms_fp32"] / result["c2_requests_per_s"]["torchserve"], 3)
+            result["c2_requests_per_s"]["mms_fp32"] / result["c2_requests_per_s"]["torchserve"], 3
+        )
     return result
 
 
@@ -360,8 +429,18 @@ def main() -> None:
         for server in servers:
             server.stop()
         shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps({"model": opts.model, "image_size": opts.image_size, "batch": 1, "workers": 1,
-                      "cpus": os.cpu_count(), **result}))
+    print(
+        json.dumps(
+            {
+                "model": opts.model,
+                "image_size": opts.image_size,
+                "batch": 1,
+                "workers": 1,
+                "cpus": os.cpu_count(),
+                **result,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

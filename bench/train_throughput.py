@@ -52,8 +52,7 @@ def make_photo_dataset(dest: Path, copies: int) -> Path:
 def bare_loop(trainer: Trainer, batches: int, batch_size: int, image_size: int) -> float:
     """Images per second of forward/backward/step on tensors already in memory."""
     model, optimizer, criterion = trainer.model, trainer.optimizer, trainer.criterion
-    data = [(torch.randn(batch_size, 3, image_size, image_size), torch.randint(0, 4, (batch_size,)))
-            for _ in range(4)]
+    data = [(torch.randn(batch_size, 3, image_size, image_size), torch.randint(0, 4, (batch_size,))) for _ in range(4)]
     from dogbreed.models import set_train_mode
 
     set_train_mode(model, trainer.args.model, trainer.args.freeze_backbone)
@@ -91,11 +90,28 @@ def main() -> None:
         data = discover(resolve_split_dirs(data_dir, {"train": None, "valid": None, "test": None}))
 
         def trainer(hook_on: bool) -> Trainer:
-            argv = ["--data-dir", str(data_dir), "--model", opts.model, "--batch-size", str(opts.batch_size),
-                    "--image-size", str(opts.image_size), "--pretrained", "false",
-                    "--freeze-backbone", opts.freeze_backbone, "--debug-hook", str(hook_on),
-                    "--debug-out-dir", str(work / f"debug-{hook_on}"), "--checkpoint-dir", str(work / "ckpt"),
-                    "--log-interval", "1000000"]
+            argv = [
+                "--data-dir",
+                str(data_dir),
+                "--model",
+                opts.model,
+                "--batch-size",
+                str(opts.batch_size),
+                "--image-size",
+                str(opts.image_size),
+                "--pretrained",
+                "false",
+                "--freeze-backbone",
+                opts.freeze_backbone,
+                "--debug-hook",
+                str(hook_on),
+                "--debug-out-dir",
+                str(work / f"debug-{hook_on}"),
+                "--checkpoint-dir",
+                str(work / "ckpt"),
+                "--log-interval",
+                "1000000",
+            ]
             if opts.workers is not None:
                 argv += ["--workers", str(opts.workers)]
             args = get_args_parser(prog="bench").parse_args(argv)
@@ -123,18 +139,26 @@ def main() -> None:
 
     pipeline = {name: images * opts.rounds / seconds for name, seconds in elapsed.items()}
     result = {
-        "model": opts.model, "batch_size": opts.batch_size, "image_size": opts.image_size,
-        "freeze_backbone": args.freeze_backbone, "workers": args.workers, "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "rounds": opts.rounds,
+        "model": opts.model,
+        "batch_size": opts.batch_size,
+        "image_size": opts.image_size,
+        "freeze_backbone": args.freeze_backbone,
+        "workers": args.workers,
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "rounds": opts.rounds,
         "pipeline_images_per_s": round(pipeline["hook"], 2),
         "pipeline_no_hook_images_per_s": round(pipeline["no_hook"], 2),
         "hook_overhead": round(elapsed["hook"] / elapsed["no_hook"] - 1, 4),
-        "bare_images_per_s": round(bare, 2), "ratio": round(pipeline["hook"] / bare, 3),
+        "bare_images_per_s": round(bare, 2),
+        "ratio": round(pipeline["hook"] / bare, 3),
     }
     print(json.dumps(result))
-    print(f"pipeline {pipeline['hook']:.1f} img/s ({pipeline['no_hook']:.1f} without the hook: overhead "
-          f"{result['hook_overhead'] * 100:.1f}%), bare loop {bare:.1f} img/s, ratio {result['ratio']:.2f}",
-          file=sys.stderr)
+    print(
+        f"pipeline {pipeline['hook']:.1f} img/s ({pipeline['no_hook']:.1f} without the hook: overhead "
+        f"{result['hook_overhead'] * 100:.1f}%), bare loop {bare:.1f} img/s, ratio {result['ratio']:.2f}",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

@@ -16,8 +16,20 @@ TRAIN_SCRIPT = REPO_ROOT / "src" / "train" / "train_model.py"
 HPO_SCRIPT = REPO_ROOT / "src" / "train" / "hpo.py"
 
 # Small and fast on 2 CPU cores: random init, 32-pixel inputs.
-FAST_ARGS = ["--pretrained", "false", "--freeze-backbone", "False", "--image-size", "32",
-             "--batch-size", "16", "--workers", "1", "--log-interval", "5"]
+FAST_ARGS = [
+    "--pretrained",
+    "false",
+    "--freeze-backbone",
+    "False",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "16",
+    "--workers",
+    "1",
+    "--log-interval",
+    "5",
+]
 
 
 @pytest.fixture
@@ -49,7 +61,10 @@ def run_script(script: Path, args: list[str], base: Path, timeout: float = 600, 
     return subprocess.run(
         [sys.executable, str(script), *args],
         env=sagemaker_env_for(base, **extra_env),
-        capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO_ROOT,
     )
 
 
@@ -77,9 +92,23 @@ def trained_models(tmp_path_factory) -> dict[str, Path]:
     # 0.73 for one data order), and the served model's held-out accuracy with it.
     for arch, epochs in (("resnet18", 4), ("mobilenet_v2", 3)):
         base = tmp_path_factory.mktemp(f"train-{arch}")
-        result = run_script(TRAIN_SCRIPT, ["--data-dir", str(SAMPLE_DATA), *FAST_ARGS, "--model", arch,
-                                           "--epochs", str(epochs), "--patience", "0", "--learning-rate", "0.003"],
-                            base)
+        result = run_script(
+            TRAIN_SCRIPT,
+            [
+                "--data-dir",
+                str(SAMPLE_DATA),
+                *FAST_ARGS,
+                "--model",
+                arch,
+                "--epochs",
+                str(epochs),
+                "--patience",
+                "0",
+                "--learning-rate",
+                "0.003",
+            ],
+            base,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         models[arch] = base / "model"
     return models

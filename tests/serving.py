@@ -25,8 +25,9 @@ class Server:
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_path
 
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-                timeout: float = 60) -> tuple[int, dict, bytes]:
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict | None = None, timeout: float = 60
+    ) -> tuple[int, dict, bytes]:
         request = urllib.request.Request(self.url + path, data=body, method=method, headers=headers or {})
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -38,8 +39,7 @@ class Server:
         status, _, data = self.request(method, path, body, headers)
         return status, json.loads(data)
 
-    def invoke(self, body: bytes, target: str | None = None, content_type: str = "application/x-image",
-               **headers: str):
+    def invoke(self, body: bytes, target: str | None = None, content_type: str = "application/x-image", **headers: str):
         all_headers = {"Content-Type": content_type, **headers}
         if target is not None:
             all_headers["X-Amzn-SageMaker-Target-Model"] = target
@@ -85,13 +85,23 @@ def running_server(model_store: Path, tmp_path: Path, **env: str):
     port = free_port()
     log_path = tmp_path / f"mms-{port}.log"
     child_env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_"))}
-    child_env.update({"SAGEMAKER_BIND_TO_PORT": str(port), "DOGBREED_BIND_HOST": "127.0.0.1",
-                      "DOGBREED_UNPACK_DIR": str(tmp_path / f"unpacked-{port}")})
+    child_env.update(
+        {
+            "SAGEMAKER_BIND_TO_PORT": str(port),
+            "DOGBREED_BIND_HOST": "127.0.0.1",
+            "DOGBREED_UNPACK_DIR": str(tmp_path / f"unpacked-{port}"),
+        }
+    )
     child_env.update(env)
     with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "dogbreed.serving.server", "--model-store", str(model_store)],
-                                   env=child_env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dogbreed.serving.server", "--model-store", str(model_store)],
+            env=child_env,
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     server = Server(process, port, log_path)
     try:
         deadline = time.monotonic() + 120

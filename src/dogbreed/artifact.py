@@ -22,11 +22,18 @@ import torchvision
 from torch import nn
 
 import dogbreed
-from dogbreed.artifact_format import (FORMAT_VERSION, METADATA_FILE, WEIGHTS_FILE, read_metadata, validate_metadata,
-                                      write_metadata)
+from dogbreed.artifact_format import (
+    FORMAT_VERSION,
+    METADATA_FILE,
+    WEIGHTS_FILE,
+    read_metadata,
+    validate_metadata,
+    write_metadata,
+)
 from dogbreed.errors import ArtifactError, ConfigError
 from dogbreed.labels import display_label
 from dogbreed.models import build_model
+
 
 def library_versions() -> dict[str, str]:
     return {

@@ -84,8 +84,10 @@ def served_onnx_file(metadata: dict[str, Any]) -> tuple[str, str]:
     """(variant, file name) of the ONNX graph serving should use, as training chose it."""
     onnx = metadata.get("onnx")
     if not isinstance(onnx, dict) or not isinstance(onnx.get("variants"), dict):
-        raise ArtifactError(f"the artifact has no model.onnx (it was written before training exported ONNX); "
-                            f"convert it with {EXPORT_COMMAND}")
+        raise ArtifactError(
+            f"the artifact has no model.onnx (it was written before training exported ONNX); "
+            f"convert it with {EXPORT_COMMAND}"
+        )
     variant = onnx.get("serve", "fp32")
     entry = onnx["variants"].get(variant)
     if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or "/" in entry["file"]:

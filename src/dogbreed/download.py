@@ -76,8 +76,10 @@ def _fetch_once(url: str, part: Path, timeout: float) -> tuple[int | None, str |
         md5 = _etag_md5(response)
         mode = "ab" if have else "wb"
         interactive = is_interactive()
-        with open(part, mode) as out, tqdm(total=total, initial=have, unit="B", unit_scale=True,
-                                           desc=part.name, disable=not interactive) as bar:
+        with (
+            open(part, mode) as out,
+            tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=part.name, disable=not interactive) as bar,
+        ):
             last_log, done = time.monotonic(), have
             while chunk := response.read(CHUNK):
                 out.write(chunk)
@@ -89,7 +91,9 @@ def _fetch_once(url: str, part: Path, timeout: float) -> tuple[int | None, str |
     return total, md5
 
 
-def download(url: str, target: Path, *, retries: int = 5, timeout: float = 60, backoff: float = 2.0) -> tuple[int | None, str | None]:
+def download(
+    url: str, target: Path, *, retries: int = 5, timeout: float = 60, backoff: float = 2.0
+) -> tuple[int | None, str | None]:
     """Download ``url`` to ``target`` via ``target.part``, resuming and retrying."""
     part = target.with_name(target.name + ".part")
     for attempt in range(1, retries + 1):
@@ -110,7 +114,9 @@ def download(url: str, target: Path, *, retries: int = 5, timeout: float = 60, b
         if attempt == retries:
             raise DownloadError(f"{url}: download failed after {retries} attempts ({problem}); run again to resume")
         wait = backoff * 2 ** (attempt - 1)
-        log.warning("download interrupted (%s); retrying in %.0fs (attempt %d of %d)", problem, wait, attempt + 1, retries)
+        log.warning(
+            "download interrupted (%s); retrying in %.0fs (attempt %d of %d)", problem, wait, attempt + 1, retries
+        )
         time.sleep(wait)
     raise AssertionError("unreachable")
 
@@ -153,8 +159,13 @@ def safe_extract(archive: Path, dest: Path) -> list[Path]:
         members = zf.infolist()
         for info in members:
             _check_member(info)
-        tops = sorted({PurePosixPath(i.filename.replace("\\", "/")).parts[0] for i in members
-                       if not i.filename.startswith("__MACOSX")})
+        tops = sorted(
+            {
+                PurePosixPath(i.filename.replace("\\", "/")).parts[0]
+                for i in members
+                if not i.filename.startswith("__MACOSX")
+            }
+        )
         existing = [t for t in tops if (dest / t).exists()]
         if existing and len(existing) == len(tops):
             log.info("%s already unpacked in %s", archive.name, dest)
@@ -175,8 +186,9 @@ def safe_extract(archive: Path, dest: Path) -> list[Path]:
     return [dest / t for t in tops]
 
 
-def fetch_dataset(url: str, dest: Path, *, sha256: str | None = None, size: int | None = None,
-                  retries: int = 5, backoff: float = 2.0) -> list[Path]:
+def fetch_dataset(
+    url: str, dest: Path, *, sha256: str | None = None, size: int | None = None, retries: int = 5, backoff: float = 2.0
+) -> list[Path]:
     name = PurePosixPath(urllib.parse.urlparse(url).path).name or "dataset.zip"
     archive = dest / name
     dest.mkdir(parents=True, exist_ok=True)
@@ -207,8 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backoff", type=float, default=2.0, help="seconds before the first retry, doubled each time")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stdout)
-    return run_cli(parser.prog, lambda: fetch_dataset(args.url, args.dest, sha256=args.sha256, size=args.size,
-                                                      retries=args.retries, backoff=args.backoff))
+    return run_cli(
+        parser.prog,
+        lambda: fetch_dataset(
+            args.url, args.dest, sha256=args.sha256, size=args.size, retries=args.retries, backoff=args.backoff
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,12 @@ class CheckpointError(DogbreedError):
     """A checkpoint exists but cannot be resumed from."""
 
 
-def run_cli(prog: str, action: Callable[[], object], errors: tuple[type[Exception], ...] = (DogbreedError,),
-            failure_code: int = 1) -> int:
+def run_cli(
+    prog: str,
+    action: Callable[[], object],
+    errors: tuple[type[Exception], ...] = (DogbreedError,),
+    failure_code: int = 1,
+) -> int:
     """Run a command-line tool's work and return its exit code: the action's own when it returns an int, else
     0; ``failure_code`` with one line ``prog: error: ...`` when it raises one of ``errors`` (the user's
     problem, said plainly; anything else is a bug and keeps its traceback)."""

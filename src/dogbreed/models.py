@@ -56,7 +56,10 @@ ARCHITECTURES: dict[str, Architecture] = {
     "resnet18": Architecture("resnet18", models.resnet18, models.ResNet18_Weights.IMAGENET1K_V1, "fc"),
     "resnet50": Architecture("resnet50", models.resnet50, models.ResNet50_Weights.IMAGENET1K_V2, "fc"),
     "mobilenet_v2": Architecture(
-        "mobilenet_v2", models.mobilenet_v2, models.MobileNet_V2_Weights.IMAGENET1K_V2, "classifier",
+        "mobilenet_v2",
+        models.mobilenet_v2,
+        models.MobileNet_V2_Weights.IMAGENET1K_V2,
+        "classifier",
         recompute_batchnorm=True,
     ),
 }
@@ -80,9 +83,7 @@ def get_architecture(name: str) -> Architecture:
     try:
         return ARCHITECTURES[name]
     except KeyError:
-        raise ConfigError(
-            f"unknown model {name!r}; choose one of {', '.join(sorted(ARCHITECTURES))}"
-        ) from None
+        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(sorted(ARCHITECTURES))}") from None
 
 
 def find_weights_file(arch: Architecture, location: Path) -> Path:

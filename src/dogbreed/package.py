@@ -24,8 +24,12 @@ from dogbreed.errors import ArtifactError, run_cli
 
 def is_target_path(target: str) -> bool:
     """A TargetModel path a store can hold: relative, no ``.``/``..``/empty parts, ending in .tar.gz."""
-    return bool(target) and not target.startswith("/") and target.endswith(".tar.gz") \
+    return (
+        bool(target)
+        and not target.startswith("/")
+        and target.endswith(".tar.gz")
         and all(part not in ("", ".", "..") for part in target.split("/"))
+    )
 
 
 def artifact_files(model_dir: Path) -> list[str]:

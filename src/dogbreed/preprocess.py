@@ -49,8 +49,9 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
-def eval_array(image: Image.Image, image_size: int, mean: Sequence[float] = IMAGENET_MEAN,
-               std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
+def eval_array(
+    image: Image.Image, image_size: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> np.ndarray:
     """An RGB PIL image as the model's input: a float32 array of shape (3, image_size, image_size)."""
     cropped = center_crop(resize_shorter_side(image, resize_size(image_size)), image_size)
     pixels = np.asarray(cropped, dtype=np.uint8).astype(np.float32) / np.float32(255)

@@ -27,8 +27,17 @@ def is_interactive(stream=None) -> bool:
 class Progress(Generic[T]):
     """Wraps one pass over a DataLoader and reports rate and ETA."""
 
-    def __init__(self, iterable: Iterable[T], *, total: int, desc: str, log_every: int = 20,
-                 interactive: bool | None = None, unit: str = "batch", initial: int = 0):
+    def __init__(
+        self,
+        iterable: Iterable[T],
+        *,
+        total: int,
+        desc: str,
+        log_every: int = 20,
+        interactive: bool | None = None,
+        unit: str = "batch",
+        initial: int = 0,
+    ):
         self.iterable = iterable
         self.total = total
         self.initial = initial  # steps done before this pass (a resumed epoch)
@@ -46,8 +55,15 @@ class Progress(Generic[T]):
 
     def __iter__(self) -> Iterator[T]:
         if self.interactive:
-            with tqdm(self.iterable, total=self.total, desc=self.desc, unit=self.unit, initial=self.initial,
-                      dynamic_ncols=True, leave=False) as bar:
+            with tqdm(
+                self.iterable,
+                total=self.total,
+                desc=self.desc,
+                unit=self.unit,
+                initial=self.initial,
+                dynamic_ncols=True,
+                leave=False,
+            ) as bar:
                 self._bar = bar
                 yield from bar
             self._bar = None
@@ -60,4 +76,6 @@ class Progress(Generic[T]):
                 rate = (step - self.initial) / elapsed if elapsed > 0 else 0.0
                 eta = (self.total - step) / rate if rate > 0 else 0.0
                 extra = "".join(f" {k}={v}" for k, v in self._postfix.items())
-                log.info("%s step %d/%d %.2f %s/s eta %.0fs%s", self.desc, step, self.total, rate, self.unit, eta, extra)
+                log.info(
+                    "%s step %d/%d %.2f %s/s eta %.0fs%s", self.desc, step, self.total, rate, self.unit, eta, extra
+                )

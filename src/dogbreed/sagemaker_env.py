@@ -102,9 +102,7 @@ def is_sagemaker_layout() -> bool:
     been moved explicitly. A plain native run without either writes no
     failure file, so it never creates ``/opt/ml`` on a workstation.
     """
-    return any(os.environ.get(v) for v in ("SAGEMAKER_BASE_DIR", "SM_OUTPUT_DIR")) or Path(
-        DEFAULT_BASE_DIR
-    ).is_dir()
+    return any(os.environ.get(v) for v in ("SAGEMAKER_BASE_DIR", "SM_OUTPUT_DIR")) or Path(DEFAULT_BASE_DIR).is_dir()
 
 
 def failure_file() -> Path:

@@ -39,8 +39,9 @@ def pytest_collection_modifyitems(config, items):
 
 
 def make(*args: str, timeout: float = 1800, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["make", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **env})
+    return subprocess.run(
+        ["make", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, **env}
+    )
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ import pytest
 from botocore.stub import Stubber
 
 from dogbreed.workflows.registry import push
-
 from tests.conftest import free_port
 from tests.container.conftest import TAG, make
 
@@ -25,8 +24,10 @@ def local_registry(tmp_path):
         pytest.fail("docker-registry is not installed (apt-get install docker-registry)")
     port = free_port()
     config = tmp_path / "registry.yml"
-    config.write_text(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path / 'data'}\n"
-                      f"http:\n  addr: 127.0.0.1:{port}\n")
+    config.write_text(
+        f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path / 'data'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+    )
     process = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     address = f"127.0.0.1:{port}"
     try:
@@ -42,8 +43,9 @@ def local_registry(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=30)
-        listed = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
-                                capture_output=True, text=True).stdout.split()
+        listed = subprocess.run(
+            ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True, text=True
+        ).stdout.split()
         leftovers = [ref for ref in listed if ref.startswith(address)]
         if leftovers:
             subprocess.run(["docker", "rmi", *leftovers], capture_output=True)
@@ -65,8 +67,14 @@ def small_images():
 
 
 def test_make_push_to_any_registry_and_pull_back(small_images, local_registry):
-    result = make("push", f"TAG={TAG}", f"REGISTRY={local_registry}", "LATEST=true",
-                  *(f"{k}={v}" for k, v in small_images.items()), timeout=600)
+    result = make(
+        "push",
+        f"TAG={TAG}",
+        f"REGISTRY={local_registry}",
+        "LATEST=true",
+        *(f"{k}={v}" for k, v in small_images.items()),
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     for name in small_images.values():
         for tag in (TAG, "latest"):
@@ -84,19 +92,33 @@ def test_ecr_flow_creates_the_repository_logs_in_and_pushes(local_registry, tmp_
     token = base64.b64encode(b"AWS:token").decode()
     try:
         with Stubber(ecr) as ecr_stub, Stubber(sts) as sts_stub:
-            sts_stub.add_response("get_caller_identity", {"Account": "123456789012", "Arn": "arn:aws:iam::123456789012:user/x",
-                                                          "UserId": "x"}, {})
-            ecr_stub.add_response("get_authorization_token", {"authorizationData": [
-                {"authorizationToken": token, "proxyEndpoint": f"http://{local_registry}"}]},
-                {"registryIds": ["123456789012"]})
-            ecr_stub.add_client_error("describe_repositories", "RepositoryNotFoundException",
-                                      expected_params={"registryId": "123456789012", "repositoryNames": ["dogbreed-tiny"]})
-            ecr_stub.add_response("create_repository",
-                                  {"repository": {"repositoryUri": f"{local_registry}/dogbreed-tiny"}},
-                                  expected_params={"registryId": "123456789012", "repositoryName": "dogbreed-tiny",
-                                                   "imageScanningConfiguration": {"scanOnPush": True}})
-            pushed = push([tiny], registry=None, region="eu-west-1", account=None, latest=True,
-                          clients=(ecr, sts, "eu-west-1"))
+            sts_stub.add_response(
+                "get_caller_identity",
+                {"Account": "123456789012", "Arn": "arn:aws:iam::123456789012:user/x", "UserId": "x"},
+                {},
+            )
+            ecr_stub.add_response(
+                "get_authorization_token",
+                {"authorizationData": [{"authorizationToken": token, "proxyEndpoint": f"http://{local_registry}"}]},
+                {"registryIds": ["123456789012"]},
+            )
+            ecr_stub.add_client_error(
+                "describe_repositories",
+                "RepositoryNotFoundException",
+                expected_params={"registryId": "123456789012", "repositoryNames": ["dogbreed-tiny"]},
+            )
+            ecr_stub.add_response(
+                "create_repository",
+                {"repository": {"repositoryUri": f"{local_registry}/dogbreed-tiny"}},
+                expected_params={
+                    "registryId": "123456789012",
+                    "repositoryName": "dogbreed-tiny",
+                    "imageScanningConfiguration": {"scanOnPush": True},
+                },
+            )
+            pushed = push(
+                [tiny], registry=None, region="eu-west-1", account=None, latest=True, clients=(ecr, sts, "eu-west-1")
+            )
             ecr_stub.assert_no_pending_responses()
             sts_stub.assert_no_pending_responses()
         assert pushed == [f"{local_registry}/dogbreed-tiny:{TAG}", f"{local_registry}/dogbreed-tiny:latest"]
@@ -106,9 +128,18 @@ def test_ecr_flow_creates_the_repository_logs_in_and_pushes(local_registry, tmp_
 
 
 def test_push_errors_are_one_line(images, tmp_path):
-    result = make("push", f"TAG={TAG}", "REGION=", "AWS_REGION=", "AWS_DEFAULT_REGION=",
-                  AWS_CONFIG_FILE=str(tmp_path / "none"), AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
-                  AWS_EC2_METADATA_DISABLED="true", AWS_ACCESS_KEY_ID="", AWS_SECRET_ACCESS_KEY="")
+    result = make(
+        "push",
+        f"TAG={TAG}",
+        "REGION=",
+        "AWS_REGION=",
+        "AWS_DEFAULT_REGION=",
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_ACCESS_KEY_ID="",
+        AWS_SECRET_ACCESS_KEY="",
+    )
     assert result.returncode != 0
     assert "push: error: no AWS region: set REGION" in result.stderr
     assert "Traceback" not in result.stderr

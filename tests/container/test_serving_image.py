@@ -27,8 +27,17 @@ def _readable(path):
 
 def run_container(image, name, store, *env: str, mount: str = "/opt/ml/models") -> Server:
     port = free_port()
-    command = ["docker", "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080",
-               "-v", f"{_readable(store)}:{mount}:ro"]
+    command = [
+        "docker",
+        "run",
+        "-d",
+        "--name",
+        name,
+        "-p",
+        f"127.0.0.1:{port}:8080",
+        "-v",
+        f"{_readable(store)}:{mount}:ro",
+    ]
     for item in env:
         command += ["-e", item]
     subprocess.run([*command, image, "serve"], check=True, capture_output=True)
@@ -53,25 +62,39 @@ def serving(images, model_store):
 
 
 def test_image_metadata(images):
-    labels = json.loads(subprocess.run(["docker", "inspect", "-f", "{{json .Config.Labels}}", images["serve"]],
-                                       capture_output=True, text=True, check=True).stdout)
+    labels = json.loads(
+        subprocess.run(
+            ["docker", "inspect", "-f", "{{json .Config.Labels}}", images["serve"]],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     assert labels["com.amazonaws.sagemaker.capabilities.multi-models"] == "true"
     assert labels["com.amazonaws.sagemaker.capabilities.accept-bind-to-port"] == "true"
-    user = subprocess.run(["docker", "inspect", "-f", "{{.Config.User}}", images["serve"]],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    user = subprocess.run(
+        ["docker", "inspect", "-f", "{{.Config.User}}", images["serve"]], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert user and user not in ("root", "0")
 
 
 def test_docker_reports_the_server_healthy_through_ping(images, serving):
-    health = json.loads(subprocess.run(["docker", "inspect", "-f", "{{json .Config.Healthcheck}}", images["serve"]],
-                                       capture_output=True, text=True, check=True).stdout)
+    health = json.loads(
+        subprocess.run(
+            ["docker", "inspect", "-f", "{{json .Config.Healthcheck}}", images["serve"]],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     assert "/ping" in " ".join(health["Test"])
     _, name = serving
     deadline = time.monotonic() + 90
     status = ""
     while time.monotonic() < deadline:
-        status = subprocess.run(["docker", "inspect", "-f", "{{.State.Health.Status}}", name], capture_output=True,
-                                text=True).stdout.strip()
+        status = subprocess.run(
+            ["docker", "inspect", "-f", "{{.State.Health.Status}}", name], capture_output=True, text=True
+        ).stdout.strip()
         if status == "healthy":
             break
         time.sleep(2)
@@ -82,13 +105,32 @@ def test_curl_with_the_target_header_reaches_each_model(serving):
     server, _ = serving
     for target in (RESNET, MOBILE):
         result = subprocess.run(
-            ["curl", "-s", "-X", "POST", f"{server.url}/invocations",
-             "-H", f"X-Amzn-SageMaker-Target-Model: {target}", "-H", "Content-Type: application/x-image",
-             "--data-binary", f"@{IMAGE_PATH}"], capture_output=True, text=True, timeout=120, check=True)
+            [
+                "curl",
+                "-s",
+                "-X",
+                "POST",
+                f"{server.url}/invocations",
+                "-H",
+                f"X-Amzn-SageMaker-Target-Model: {target}",
+                "-H",
+                "Content-Type: application/x-image",
+                "--data-binary",
+                f"@{IMAGE_PATH}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
         answer = json.loads(result.stdout)
         assert answer["model"] == target and len(answer["results"][0]["predictions"]) == 4
-    assert answer["results"][0]["predictions"][0]["label"] in {"Cobalt triangle", "Emerald square", "Crimson disc",
-                                                                "Amber stripes"}
+    assert answer["results"][0]["predictions"][0]["label"] in {
+        "Cobalt triangle",
+        "Emerald square",
+        "Crimson disc",
+        "Amber stripes",
+    }
 
 
 def test_sdk_local_runtime_client(serving):
@@ -96,22 +138,30 @@ def test_sdk_local_runtime_client(serving):
 
     server, _ = serving
     client = LocalSagemakerRuntimeClient(config={"local": {"serving_port": server.port}})
-    response = client.invoke_endpoint(EndpointName="dog-breed-classifier-multi-endpoint", TargetModel=RESNET,
-                                      ContentType="application/x-image", Body=IMAGE_PATH.read_bytes())
+    response = client.invoke_endpoint(
+        EndpointName="dog-breed-classifier-multi-endpoint",
+        TargetModel=RESNET,
+        ContentType="application/x-image",
+        Body=IMAGE_PATH.read_bytes(),
+    )
     answer = json.loads(response["Body"].read())
     assert answer["results"][0]["predictions"][0]["label"] == "Cobalt triangle"
 
 
-@pytest.mark.parametrize("body, content_type, status", [
-    (b"", "application/x-image", 400),
-    (b"not an image", "image/jpeg", 400),
-    (b"{oops", "application/json", 400),
-    (b"x", "text/plain", 415),
-])
+@pytest.mark.parametrize(
+    "body, content_type, status",
+    [
+        (b"", "application/x-image", 400),
+        (b"not an image", "image/jpeg", 400),
+        (b"{oops", "application/json", 400),
+        (b"x", "text/plain", 415),
+    ],
+)
 def test_bad_input_is_4xx_and_ping_stays_healthy(serving, body, content_type, status):
     server, _ = serving
-    got, answer = server.json("POST", "/invocations", body, {"Content-Type": content_type,
-                                                              "X-Amzn-SageMaker-Target-Model": RESNET})
+    got, answer = server.json(
+        "POST", "/invocations", body, {"Content-Type": content_type, "X-Amzn-SageMaker-Target-Model": RESNET}
+    )
     assert got == status and answer["message"]
     got, _ = server.invoke(IMAGE_PATH.read_bytes(), "../../etc/passwd")
     assert got == 400
@@ -126,8 +176,9 @@ def test_multi_model_api_in_the_container(images, trained_models, tmp_path, cont
     status, answer = server.json("POST", "/models", body, {"Content-Type": "application/json"})
     assert status == 200, answer
     assert server.json("POST", "/models", body, {"Content-Type": "application/json"})[0] == 409
-    status, answer = server.json("POST", "/models/resnet/invoke", IMAGE_PATH.read_bytes(),
-                                 {"Content-Type": "application/x-image"})
+    status, answer = server.json(
+        "POST", "/models/resnet/invoke", IMAGE_PATH.read_bytes(), {"Content-Type": "application/x-image"}
+    )
     assert status == 200 and answer["results"][0]["predictions"][0]["label"] == "Cobalt triangle"
     assert server.json("DELETE", "/models/resnet")[0] == 200
     assert server.json("GET", "/models/resnet")[0] == 404
@@ -140,8 +191,9 @@ def test_docker_stop_ends_it_in_seconds(images, model_store, tmp_path, container
     started = time.monotonic()
     subprocess.run(["docker", "stop", "-t", "30", container_name], check=True, capture_output=True)
     took = time.monotonic() - started
-    exit_code = subprocess.run(["docker", "inspect", "-f", "{{.State.ExitCode}}", container_name],
-                               capture_output=True, text=True).stdout.strip()
+    exit_code = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.ExitCode}}", container_name], capture_output=True, text=True
+    ).stdout.strip()
     assert took < 15, f"docker stop took {took:.1f}s"
     assert exit_code in ("0", "143"), exit_code
 
@@ -150,8 +202,9 @@ def test_single_model_mode_as_batch_transform_runs_it(images, trained_models, tm
     """A transform job unpacks one model.tar.gz into /opt/ml/model and posts each S3 object as is."""
     model_dir = tmp_path / "model"
     shutil.copytree(trained_models["resnet18"], model_dir)
-    server = run_container(images["serve"], container_name, model_dir, "SAGEMAKER_MAX_PAYLOAD_IN_MB=6",
-                           mount="/opt/ml/model")
+    server = run_container(
+        images["serve"], container_name, model_dir, "SAGEMAKER_MAX_PAYLOAD_IN_MB=6", mount="/opt/ml/model"
+    )
     status, answer = server.invoke(IMAGE_PATH.read_bytes(), Accept="application/json")
     assert status == 200, answer
     assert len(answer["results"]) == 1 and answer["results"][0]["predictions"]
@@ -166,9 +219,12 @@ def _register(server, body):
 
 def test_routing_mode_serves_no_management_api(serving):
     server, _ = serving
-    for method, path in (("POST", "/models?model_name=x&url=http://example.com/evil.mar&handler=evil:handle"),
-                         ("POST", "/models?model_name=fs&url=/"), ("DELETE", "/models/model"),
-                         ("PUT", "/models/model?min_worker=4")):
+    for method, path in (
+        ("POST", "/models?model_name=x&url=http://example.com/evil.mar&handler=evil:handle"),
+        ("POST", "/models?model_name=fs&url=/"),
+        ("DELETE", "/models/model"),
+        ("PUT", "/models/model?min_worker=4"),
+    ):
         status, _, _ = server.request(method, path)
         assert 400 <= status < 500, (method, path, status)
     status, answer = server.invoke(IMAGE_PATH.read_bytes(), RESNET)
@@ -180,8 +236,15 @@ def test_multi_model_mode_refuses_remote_outside_and_handler_choices(images, tra
     store = tmp_path / "models"
     shutil.copytree(trained_models["resnet18"], store / "resnet")
     server = run_container(images["serve"], container_name, store, "SAGEMAKER_MULTI_MODEL=true")
-    for url in ("http://169.254.169.254/latest/meta-data/", "https://example.com/m.mar", "/", "/etc",
-                "/opt/ml/models", "/opt/ml/models/../../etc", "/opt/ml/model"):
+    for url in (
+        "http://169.254.169.254/latest/meta-data/",
+        "https://example.com/m.mar",
+        "/",
+        "/etc",
+        "/opt/ml/models",
+        "/opt/ml/models/../../etc",
+        "/opt/ml/model",
+    ):
         status, answer = _register(server, {"model_name": "x", "url": url})
         assert status == 400, (url, answer)
     status, answer = _register(server, {"model_name": "x", "url": "/opt/ml/models/resnet", "handler": "os:system"})
@@ -198,18 +261,49 @@ def _hostile_store(root):
 
 def test_hostile_archives_in_the_container(images, tmp_path, container_name):
     """The image's Python is Debian's 3.11.2, without tarfile's data filter; the links are refused anyway."""
-    python = subprocess.run(["docker", "run", "--rm", "--entrypoint", "python", images["serve"], "-c",
-                             "import sys, tarfile; print(sys.version.split()[0], hasattr(tarfile, 'data_filter'))"],
-                            capture_output=True, text=True, check=True).stdout.split()
+    python = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--entrypoint",
+            "python",
+            images["serve"],
+            "-c",
+            "import sys, tarfile; print(sys.version.split()[0], hasattr(tarfile, 'data_filter'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert python == ["3.11.2", "False"], python
-    server = run_container(images["serve"], container_name, _hostile_store(tmp_path / "store"),
-                           "DOGBREED_MAX_MEMBER_MB=32")
+    server = run_container(
+        images["serve"], container_name, _hostile_store(tmp_path / "store"), "DOGBREED_MAX_MEMBER_MB=32"
+    )
     status, answer = server.invoke(IMAGE_PATH.read_bytes(), "chain.tar.gz")
     assert status == 400 and "is a link" in answer["message"]
     status, answer = server.invoke(IMAGE_PATH.read_bytes(), "bomb.tar.gz")
     assert status == 400 and answer["type"] == "ModelArchiveTooLarge"
-    left = subprocess.run(["docker", "exec", container_name, "find", "/tmp", "/home", "/opt/ml", "-name",
-                           "escaped.txt", "-o", "-name", "*.staging.*", "-o", "-name", "model.pth"],
-                          capture_output=True, text=True)
+    left = subprocess.run(
+        [
+            "docker",
+            "exec",
+            container_name,
+            "find",
+            "/tmp",
+            "/home",
+            "/opt/ml",
+            "-name",
+            "escaped.txt",
+            "-o",
+            "-name",
+            "*.staging.*",
+            "-o",
+            "-name",
+            "model.pth",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert left.returncode == 0 and left.stdout.strip() == "", left.stdout
     assert server.healthy()

@@ -12,14 +12,15 @@ import torch
 
 from dogbreed.artifact import load_artifact
 from dogbreed.training.metrics import parse_metrics
-
 from tests.conftest import SAMPLE_DATA, free_port
 from tests.container.conftest import TAG, make
 from tests.serving import Server
 
-HPARAMS = ("-H epochs=2 -H batch-size=16 -H image-size=32 -H pretrained=false -H freeze-backbone=false "
-           "-H workers=1 -H debug-out-dir=/opt/ml/output/data/tensors -H debug-collections=losses,weights "
-           "-H debug-save-interval=2")
+HPARAMS = (
+    "-H epochs=2 -H batch-size=16 -H image-size=32 -H pretrained=false -H freeze-backbone=false "
+    "-H workers=1 -H debug-out-dir=/opt/ml/output/data/tensors -H debug-collections=losses,weights "
+    "-H debug-save-interval=2"
+)
 
 
 def docker_networks() -> set[str]:
@@ -33,8 +34,9 @@ def local_train(images, tmp_path_factory):
     networks_before = docker_networks()
     result = make("local-train", f"TAG={TAG}", f"LOCAL_OUT={out}", f"LOCAL_HPARAMS={HPARAMS}")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-3000:]
-    leftovers = subprocess.run(["docker", "ps", "-aq", "--filter", f"ancestor={images['train']}"],
-                               capture_output=True, text=True).stdout.split()
+    leftovers = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"ancestor={images['train']}"], capture_output=True, text=True
+    ).stdout.split()
     assert leftovers == [], "local mode left containers behind"
     assert docker_networks() == networks_before, "local mode left its compose network behind"
     model_archive = next(out.rglob("model.tar.gz"))
@@ -85,8 +87,12 @@ def test_local_train_on_two_containers_trains_data_parallel_and_cleans_up(images
     for rank in (0, 1):
         assert f"distributed: world_size=2 rank={rank} local_rank=0 backend=gloo" in log
     assert "torchrun --nnodes 2 --nproc_per_node 1 --master_addr algo-1" in log  # the toolkit's launcher
-    assert subprocess.run(["docker", "ps", "-aq", "--filter", f"ancestor={images['train']}"],
-                          capture_output=True, text=True).stdout.split() == [], "containers left behind"
+    assert (
+        subprocess.run(
+            ["docker", "ps", "-aq", "--filter", f"ancestor={images['train']}"], capture_output=True, text=True
+        ).stdout.split()
+        == []
+    ), "containers left behind"
     assert docker_networks() == networks_before, "the compose network was left behind"
     with tarfile.open(next(tmp_path.rglob("output.tar.gz"))) as tar:
         tar.extractall(tmp_path / "output", filter="data")
@@ -99,14 +105,19 @@ def test_local_train_on_two_containers_trains_data_parallel_and_cleans_up(images
 
 
 def test_make_local_hpo_runs_hpo_py_trials_in_the_same_image_and_reports_the_best(images, tmp_path):
-    result = make("local-hpo", f"TAG={TAG}", f"LOCAL_OUT={tmp_path}",
-                  "LOCAL_HPARAMS=-H epochs=1 -H batch-size=16 -H image-size=32 -H pretrained=false "
-                  "-H freeze-backbone=false -H workers=0",
-                  "HPO_GRID=--grid learning-rate=0.001,0.05")
+    result = make(
+        "local-hpo",
+        f"TAG={TAG}",
+        f"LOCAL_OUT={tmp_path}",
+        "LOCAL_HPARAMS=-H epochs=1 -H batch-size=16 -H image-size=32 -H pretrained=false "
+        "-H freeze-backbone=false -H workers=0",
+        "HPO_GRID=--grid learning-rate=0.001,0.05",
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-3000:]
     # hpo.py in the container logs the lines the tuning job's metric regexes read.
-    container_log = "\n".join(line for line in result.stdout.splitlines()
-                              if not line.startswith(("trial ", "best: ")))  # the summary lines local.py adds
+    container_log = "\n".join(
+        line for line in result.stdout.splitlines() if not line.startswith(("trial ", "best: "))
+    )  # the summary lines local.py adds
     found = parse_metrics(container_log)
     # Per trial: one epoch line and the kept model's line, each with val_accuracy; one test line.
     assert len(found["validation:accuracy"]) == 4 and len(found["test:accuracy"]) == 2
@@ -137,15 +148,21 @@ def _sagemaker_tree(root, data_source, hyperparameters):
 
 
 def test_broken_dataset_writes_the_failure_file_and_exits_non_zero(images, tmp_path, container_name):
-    channel = _sagemaker_tree(tmp_path / "ml", SAMPLE_DATA, {"pretrained": "false", "epochs": "1",
-                                                              "image-size": "32"})
+    channel = _sagemaker_tree(tmp_path / "ml", SAMPLE_DATA, {"pretrained": "false", "epochs": "1", "image-size": "32"})
     shutil.rmtree(channel / "valid")
     # As SageMaker does: each /opt/ml folder mounted on its own (the image's /opt/ml/code stays visible),
     # and the container named after resourceconfig.json's host, which the toolkit resolves.
-    mounts = [arg for name in ("input", "model", "output", "checkpoints")
-              for arg in ("-v", f"{tmp_path / 'ml' / name}:/opt/ml/{name}")]
-    result = subprocess.run(["docker", "run", "--name", container_name, "--hostname", "algo-1", *mounts,
-                             images["train"], "train"], capture_output=True, text=True, timeout=300)
+    mounts = [
+        arg
+        for name in ("input", "model", "output", "checkpoints")
+        for arg in ("-v", f"{tmp_path / 'ml' / name}:/opt/ml/{name}")
+    ]
+    result = subprocess.run(
+        ["docker", "run", "--name", container_name, "--hostname", "algo-1", *mounts, images["train"], "train"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode != 0
     failure = (tmp_path / "ml" / "output" / "failure").read_text()
     assert "split 'valid' not found" in failure
@@ -154,15 +171,39 @@ def test_broken_dataset_writes_the_failure_file_and_exits_non_zero(images, tmp_p
 
 def test_a_restarted_spot_job_resumes_from_the_checkpoints_sagemaker_restores(images, tmp_path, container_name):
     """Managed spot: SageMaker syncs /opt/ml/checkpoints to S3 and puts it back in the next container."""
-    hyperparameters = {"pretrained": "false", "freeze-backbone": "false", "image-size": "32", "batch-size": "16",
-                       "epochs": "1", "patience": "0"}
+    hyperparameters = {
+        "pretrained": "false",
+        "freeze-backbone": "false",
+        "image-size": "32",
+        "batch-size": "16",
+        "epochs": "1",
+        "patience": "0",
+    }
     _sagemaker_tree(tmp_path / "ml", SAMPLE_DATA, hyperparameters)
-    mounts = [arg for name in ("input", "model", "output", "checkpoints")
-              for arg in ("-v", f"{tmp_path / 'ml' / name}:/opt/ml/{name}")]
+    mounts = [
+        arg
+        for name in ("input", "model", "output", "checkpoints")
+        for arg in ("-v", f"{tmp_path / 'ml' / name}:/opt/ml/{name}")
+    ]
 
     def run_job() -> subprocess.CompletedProcess:
-        result = subprocess.run(["docker", "run", "--rm", "--name", container_name, "--hostname", "algo-1", *mounts,
-                                 images["train"], "train"], capture_output=True, text=True, timeout=600)
+        result = subprocess.run(
+            [
+                "docker",
+                "run",
+                "--rm",
+                "--name",
+                container_name,
+                "--hostname",
+                "algo-1",
+                *mounts,
+                images["train"],
+                "train",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
         return result
 
@@ -183,24 +224,40 @@ def test_a_restarted_spot_job_resumes_from_the_checkpoints_sagemaker_restores(im
 
 def _mounts(root) -> list[str]:
     """Each /opt/ml folder mounted on its own, as SageMaker does (the image's /opt/ml/code stays visible)."""
-    return [arg for name in ("input", "model", "output", "checkpoints")
-            for arg in ("-v", f"{root / name}:/opt/ml/{name}")]
+    return [
+        arg for name in ("input", "model", "output", "checkpoints") for arg in ("-v", f"{root / name}:/opt/ml/{name}")
+    ]
 
 
-def test_docker_stop_checkpoints_the_step_and_the_restarted_job_ends_as_an_uninterrupted_one(images, tmp_path,
-                                                                                            container_name):
+def test_docker_stop_checkpoints_the_step_and_the_restarted_job_ends_as_an_uninterrupted_one(
+    images, tmp_path, container_name
+):
     """docker stop reaches train_model.py through tini and the toolkit; the resumed job matches a straight run."""
-    hyperparameters = {"pretrained": "false", "freeze-backbone": "false", "image-size": "32", "batch-size": "16",
-                       "epochs": "2", "patience": "0", "log-interval": "1", "int8": "false",
-                       "model": "mobilenet_v2", "workers": "2"}
+    hyperparameters = {
+        "pretrained": "false",
+        "freeze-backbone": "false",
+        "image-size": "32",
+        "batch-size": "16",
+        "epochs": "2",
+        "patience": "0",
+        "log-interval": "1",
+        "int8": "false",
+        "model": "mobilenet_v2",
+        "workers": "2",
+    }
     stopped, straight = tmp_path / "stopped", tmp_path / "straight"
     for root in (stopped, straight):
         _sagemaker_tree(root, SAMPLE_DATA, hyperparameters)
     run = ["docker", "run", "--hostname", "algo-1"]
-    subprocess.run([*run, "-d", "--name", container_name, *_mounts(stopped), images["train"], "train"],
-                   check=True, capture_output=True, timeout=60)
-    logs = subprocess.Popen(["docker", "logs", "-f", container_name], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    subprocess.run(
+        [*run, "-d", "--name", container_name, *_mounts(stopped), images["train"], "train"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    logs = subprocess.Popen(
+        ["docker", "logs", "-f", container_name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         for line in logs.stdout:
             if "epoch 2/2 train step 3/" in line:
@@ -210,8 +267,14 @@ def test_docker_stop_checkpoints_the_step_and_the_restarted_job_ends_as_an_unint
     finally:
         logs.kill()
         logs.wait()
-    state = json.loads(subprocess.run(["docker", "inspect", container_name, "--format", "{{json .State}}"],
-                                      capture_output=True, text=True, check=True).stdout)
+    state = json.loads(
+        subprocess.run(
+            ["docker", "inspect", container_name, "--format", "{{json .State}}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     log = subprocess.run(["docker", "logs", container_name], capture_output=True, text=True).stdout
     assert state["ExitCode"] not in (0, 137), f"exit {state['ExitCode']}: not a clean stop"  # 137: SIGKILLed
     assert "stopped by SIGTERM in epoch 2 after step" in log
@@ -221,15 +284,18 @@ def test_docker_stop_checkpoints_the_step_and_the_restarted_job_ends_as_an_unint
     assert checkpoint["partial"]["epoch"] == 2 and checkpoint["partial"]["batches"] >= 3
 
     (stopped / "output" / "failure").unlink()  # SageMaker gives the restarted job a fresh output folder
-    resumed = subprocess.run([*run, "--rm", *_mounts(stopped), images["train"], "train"], capture_output=True,
-                             text=True, timeout=600)
+    resumed = subprocess.run(
+        [*run, "--rm", *_mounts(stopped), images["train"], "train"], capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-2000:]
     assert f"in epoch 2 after step {checkpoint['partial']['batches']}" in resumed.stdout + resumed.stderr
-    uninterrupted = subprocess.run([*run, "--rm", *_mounts(straight), images["train"], "train"],
-                                   capture_output=True, text=True, timeout=600)
+    uninterrupted = subprocess.run(
+        [*run, "--rm", *_mounts(straight), images["train"], "train"], capture_output=True, text=True, timeout=600
+    )
     assert uninterrupted.returncode == 0, uninterrupted.stdout[-3000:]
-    a, b = (torch.load(root / "model" / "model.pth", map_location="cpu", weights_only=True)
-            for root in (stopped, straight))
+    a, b = (
+        torch.load(root / "model" / "model.pth", map_location="cpu", weights_only=True) for root in (stopped, straight)
+    )
     assert a.keys() == b.keys()
     assert max((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].numel()) <= 1e-6
 
@@ -239,17 +305,26 @@ def test_make_local_serve_serves_the_local_train_model_and_make_stop_ends_only_i
     port = free_port()
     name = f"dogbreed-test-local-serve-{port}"
     bystander = f"dogbreed-test-bystander-{port}"
-    settings = [f"TAG={TAG}", f"LOCAL_OUT={out}", f"LOCAL_STORE={tmp_path / 'store'}",
-                f"LOCAL_SERVE_PORT={port}", f"LOCAL_SERVE_NAME={name}"]
-    subprocess.run(["docker", "run", "-d", "--rm", "--name", bystander, "debian:bookworm-slim", "sleep", "300"],
-                   check=True, capture_output=True)
+    settings = [
+        f"TAG={TAG}",
+        f"LOCAL_OUT={out}",
+        f"LOCAL_STORE={tmp_path / 'store'}",
+        f"LOCAL_SERVE_PORT={port}",
+        f"LOCAL_SERVE_NAME={name}",
+    ]
+    subprocess.run(
+        ["docker", "run", "-d", "--rm", "--name", bystander, "debian:bookworm-slim", "sleep", "300"],
+        check=True,
+        capture_output=True,
+    )
     try:
         result = make("local-serve", *settings, timeout=300)
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
         assert (tmp_path / "store" / "dog-breed-classifier" / "model.tar.gz").is_file()
         status, answer = Server(None, port, None).invoke(
             (SAMPLE_DATA / "test" / "001.Crimson_disc" / "Crimson_disc_00001.jpg").read_bytes(),
-            "dog-breed-classifier/model.tar.gz")
+            "dog-breed-classifier/model.tar.gz",
+        )
         assert status == 200 and answer["results"][0]["predictions"]
         with tarfile.open(tmp_path / "store" / "dog-breed-classifier" / "model.tar.gz") as packed:
             assert answer["variant"] == json.load(packed.extractfile("metadata.json"))["onnx"]["serve"]

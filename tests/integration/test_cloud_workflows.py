@@ -22,11 +22,10 @@ from botocore.stub import ANY, Stubber
 
 from dogbreed.labels import display_label
 from dogbreed.training.metrics import METRIC_DEFINITIONS
-from dogbreed.workflows.cloud.cli import main as cloud_main
-from dogbreed.workflows.cloud import config
-from dogbreed.workflows.cloud.config import DEFAULT_TARGETS
 from dogbreed.workflows.aws import Aws, sdk_session
-
+from dogbreed.workflows.cloud import config
+from dogbreed.workflows.cloud.cli import main as cloud_main
+from dogbreed.workflows.cloud.config import DEFAULT_TARGETS
 from tests.conftest import REPO_ROOT, SAMPLE_DATA
 from tests.serving import running_server
 
@@ -109,10 +108,24 @@ class Cloud:
 def aws_cloud(emulator, monkeypatch, capsys):
     import requests
 
-    for name in ("AWS_PROFILE", "SAGEMAKER_ROLE", "SAGEMAKER_BUCKET", "SAGEMAKER_PREFIX", "SAGEMAKER_ENDPOINT",
-                 "REGISTRY", "TAG", "TRAIN_IMAGE", "SERVE_IMAGE", "TRAIN_IMAGE_URI", "SERVE_IMAGE_URI",
-                 "SAGEMAKER_SPOT", "SAGEMAKER_DATA", "TRAIN_INSTANCE_TYPE", "SERVE_INSTANCE_TYPE",
-                 "TRANSFORM_INSTANCE_TYPE"):
+    for name in (
+        "AWS_PROFILE",
+        "SAGEMAKER_ROLE",
+        "SAGEMAKER_BUCKET",
+        "SAGEMAKER_PREFIX",
+        "SAGEMAKER_ENDPOINT",
+        "REGISTRY",
+        "TAG",
+        "TRAIN_IMAGE",
+        "SERVE_IMAGE",
+        "TRAIN_IMAGE_URI",
+        "SERVE_IMAGE_URI",
+        "SAGEMAKER_SPOT",
+        "SAGEMAKER_DATA",
+        "TRAIN_INSTANCE_TYPE",
+        "SERVE_INSTANCE_TYPE",
+        "TRANSFORM_INSTANCE_TYPE",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", emulator)
     monkeypatch.setenv("AWS_ENDPOINT_URL_STS", emulator)
@@ -123,8 +136,14 @@ def aws_cloud(emulator, monkeypatch, capsys):
     boto_session = boto3.Session(region_name=REGION)
     sagemaker_client = boto_session.client("sagemaker")
     runtime = boto_session.client("sagemaker-runtime")
-    aws = Aws(boto_session=boto_session, sagemaker=sagemaker_client, runtime=runtime, s3=boto_session.client("s3"),
-              session=sdk_session(boto_session, sagemaker_client, runtime), region=REGION)
+    aws = Aws(
+        boto_session=boto_session,
+        sagemaker=sagemaker_client,
+        runtime=runtime,
+        s3=boto_session.client("s3"),
+        session=sdk_session(boto_session, sagemaker_client, runtime),
+        region=REGION,
+    )
     aws.s3.create_bucket(Bucket=BUCKET)
     return Cloud(aws, capsys)
 
@@ -134,10 +153,13 @@ def aws_cloud(emulator, monkeypatch, capsys):
 
 def tuning_job(name: str, status: str, best: dict | None = None) -> dict:
     described = {
-        "HyperParameterTuningJobName": name, "HyperParameterTuningJobArn": f"{ARN}:hyper-parameter-tuning-job/{name}",
+        "HyperParameterTuningJobName": name,
+        "HyperParameterTuningJobArn": f"{ARN}:hyper-parameter-tuning-job/{name}",
         "HyperParameterTuningJobConfig": {"Strategy": "Bayesian", "ResourceLimits": {"MaxParallelTrainingJobs": 2}},
-        "HyperParameterTuningJobStatus": status, "CreationTime": NOW,
-        "TrainingJobStatusCounters": {}, "ObjectiveStatusCounters": {},
+        "HyperParameterTuningJobStatus": status,
+        "CreationTime": NOW,
+        "TrainingJobStatusCounters": {},
+        "ObjectiveStatusCounters": {},
     }
     if best:
         described["BestTrainingJob"] = best
@@ -145,36 +167,69 @@ def tuning_job(name: str, status: str, best: dict | None = None) -> dict:
 
 
 def best_summary(job: str, tuned: dict, value: float) -> dict:
-    return {"TrainingJobName": job, "TrainingJobArn": f"{ARN}:training-job/{job}", "CreationTime": NOW,
-            "TrainingJobStatus": "Completed", "TunedHyperParameters": tuned,
-            "FinalHyperParameterTuningJobObjectiveMetric": {"MetricName": "validation:accuracy", "Value": value}}
+    return {
+        "TrainingJobName": job,
+        "TrainingJobArn": f"{ARN}:training-job/{job}",
+        "CreationTime": NOW,
+        "TrainingJobStatus": "Completed",
+        "TunedHyperParameters": tuned,
+        "FinalHyperParameterTuningJobObjectiveMetric": {"MetricName": "validation:accuracy", "Value": value},
+    }
 
 
 def training_job(name: str, status: str, hyperparameters: dict | None = None, **extra) -> dict:
-    return {"TrainingJobName": name, "TrainingJobArn": f"{ARN}:training-job/{name}",
-            "ModelArtifacts": {"S3ModelArtifacts": f"s3://{BUCKET}/dogbreed/training/{name}/output/model.tar.gz"},
-            "TrainingJobStatus": status, "SecondaryStatus": "Completed" if status == "Completed" else "Training",
-            "AlgorithmSpecification": {"TrainingInputMode": "File"}, "ResourceConfig": {"VolumeSizeInGB": 30},
-            "StoppingCondition": {}, "CreationTime": NOW, "HyperParameters": hyperparameters or {}, **extra}
+    return {
+        "TrainingJobName": name,
+        "TrainingJobArn": f"{ARN}:training-job/{name}",
+        "ModelArtifacts": {"S3ModelArtifacts": f"s3://{BUCKET}/dogbreed/training/{name}/output/model.tar.gz"},
+        "TrainingJobStatus": status,
+        "SecondaryStatus": "Completed" if status == "Completed" else "Training",
+        "AlgorithmSpecification": {"TrainingInputMode": "File"},
+        "ResourceConfig": {"VolumeSizeInGB": 30},
+        "StoppingCondition": {},
+        "CreationTime": NOW,
+        "HyperParameters": hyperparameters or {},
+        **extra,
+    }
 
 
 def endpoint(status: str, config: str = f"dogbreed-mme-{STAMP}", reason: str | None = None) -> dict:
-    described = {"EndpointName": "dogbreed", "EndpointArn": f"{ARN}:endpoint/dogbreed", "EndpointConfigName": config,
-                 "EndpointStatus": status, "CreationTime": NOW, "LastModifiedTime": NOW}
+    described = {
+        "EndpointName": "dogbreed",
+        "EndpointArn": f"{ARN}:endpoint/dogbreed",
+        "EndpointConfigName": config,
+        "EndpointStatus": status,
+        "CreationTime": NOW,
+        "LastModifiedTime": NOW,
+    }
     if reason:
         described["FailureReason"] = reason
     return described
 
 
 def not_found(cloud_: Cloud, method: str, what: str) -> None:
-    cloud_.sagemaker.add_client_error(method, service_error_code="ValidationException",
-                                      service_message=f"Could not find {what}.", http_status_code=400)
+    cloud_.sagemaker.add_client_error(
+        method,
+        service_error_code="ValidationException",
+        service_message=f"Could not find {what}.",
+        http_status_code=400,
+    )
 
 
 def invocation_answer(target: str, labels: list[str]) -> dict:
-    payload = json.dumps({"model": target, "results": [{"predictions": [
-        {"label": label, "class_index": i, "probability": round(0.9 / (i + 1), 6)} for i, label in enumerate(labels)
-    ]}]}).encode()
+    payload = json.dumps(
+        {
+            "model": target,
+            "results": [
+                {
+                    "predictions": [
+                        {"label": label, "class_index": i, "probability": round(0.9 / (i + 1), 6)}
+                        for i, label in enumerate(labels)
+                    ]
+                }
+            ],
+        }
+    ).encode()
     return {"Body": StreamingBody(io.BytesIO(payload), len(payload)), "ContentType": "application/json"}
 
 
@@ -185,54 +240,114 @@ def test_hpo_uploads_the_data_tunes_with_the_training_ranges_and_prints_the_best
     name = "dogbreed-hpo-test"
     default_bucket = f"sagemaker-{REGION}-{ACCOUNT}"
     data = f"s3://{default_bucket}/dogbreed/data/sample/"
-    aws_cloud.expect("create_hyper_parameter_tuning_job", {
-        "HyperParameterTuningJobName": name,
-        "HyperParameterTuningJobConfig": {
-            "Strategy": "Bayesian",
-            "ResourceLimits": {"MaxNumberOfTrainingJobs": 4, "MaxParallelTrainingJobs": 2},
-            "TrainingJobEarlyStoppingType": "Auto",
-            "HyperParameterTuningJobObjective": {"Type": "Maximize", "MetricName": "validation:accuracy"},
-            "ParameterRanges": {
-                "ContinuousParameterRanges": [{"Name": "learning-rate", "MinValue": "0.001", "MaxValue": "0.1",
-                                               "ScalingType": "Logarithmic"}],
-                "CategoricalParameterRanges": [{"Name": "batch-size", "Values": ["16", "32", "64", "128", "256"]}],
-                "IntegerParameterRanges": []},
+    aws_cloud.expect(
+        "create_hyper_parameter_tuning_job",
+        {
+            "HyperParameterTuningJobName": name,
+            "HyperParameterTuningJobConfig": {
+                "Strategy": "Bayesian",
+                "ResourceLimits": {"MaxNumberOfTrainingJobs": 4, "MaxParallelTrainingJobs": 2},
+                "TrainingJobEarlyStoppingType": "Auto",
+                "HyperParameterTuningJobObjective": {"Type": "Maximize", "MetricName": "validation:accuracy"},
+                "ParameterRanges": {
+                    "ContinuousParameterRanges": [
+                        {"Name": "learning-rate", "MinValue": "0.001", "MaxValue": "0.1", "ScalingType": "Logarithmic"}
+                    ],
+                    "CategoricalParameterRanges": [{"Name": "batch-size", "Values": ["16", "32", "64", "128", "256"]}],
+                    "IntegerParameterRanges": [],
+                },
+            },
+            "TrainingJobDefinition": {
+                "StaticHyperParameters": {"epochs": "4", "model": "resnet50", "sagemaker_program": "hpo.py"},
+                "RoleArn": ROLE,
+                "OutputDataConfig": {"S3OutputPath": f"s3://{default_bucket}/dogbreed/tuning"},
+                "StoppingCondition": {"MaxRuntimeInSeconds": 86400},
+                "HyperParameterTuningResourceConfig": {
+                    "InstanceCount": 1,
+                    "InstanceType": "ml.g4dn.xlarge",
+                    "VolumeSizeInGB": 30,
+                },
+                "AlgorithmSpecification": {
+                    "TrainingInputMode": "File",
+                    "TrainingImage": TRAIN_IMAGE,
+                    "MetricDefinitions": METRIC_DEFINITIONS,
+                },
+                "InputDataConfig": [
+                    {
+                        "ChannelName": "training",
+                        "DataSource": {
+                            "S3DataSource": {
+                                "S3DataType": "S3Prefix",
+                                "S3Uri": data,
+                                "S3DataDistributionType": "FullyReplicated",
+                            }
+                        },
+                    }
+                ],
+                "Environment": {"SAGEMAKER_PROGRAM": "hpo.py"},
+            },
         },
-        "TrainingJobDefinition": {
-            "StaticHyperParameters": {"epochs": "4", "model": "resnet50", "sagemaker_program": "hpo.py"},
-            "RoleArn": ROLE,
-            "OutputDataConfig": {"S3OutputPath": f"s3://{default_bucket}/dogbreed/tuning"},
-            "StoppingCondition": {"MaxRuntimeInSeconds": 86400},
-            "HyperParameterTuningResourceConfig": {"InstanceCount": 1, "InstanceType": "ml.g4dn.xlarge",
-                                                   "VolumeSizeInGB": 30},
-            "AlgorithmSpecification": {"TrainingInputMode": "File", "TrainingImage": TRAIN_IMAGE,
-                                       "MetricDefinitions": METRIC_DEFINITIONS},
-            "InputDataConfig": [{"ChannelName": "training", "DataSource": {"S3DataSource": {
-                "S3DataType": "S3Prefix", "S3Uri": data, "S3DataDistributionType": "FullyReplicated"}}}],
-            "Environment": {"SAGEMAKER_PROGRAM": "hpo.py"},
-        },
-    }, {"HyperParameterTuningJobArn": f"{ARN}:hyper-parameter-tuning-job/{name}"})
+        {"HyperParameterTuningJobArn": f"{ARN}:hyper-parameter-tuning-job/{name}"},
+    )
     best = best_summary("dogbreed-hpo-test-003-abcd", {"learning-rate": "0.0042", "batch-size": "64"}, 0.81)
-    aws_cloud.expect("describe_hyper_parameter_tuning_job", {"HyperParameterTuningJobName": name},
-                     tuning_job(name, "InProgress"))
-    aws_cloud.expect("describe_hyper_parameter_tuning_job", {"HyperParameterTuningJobName": name},
-                     tuning_job(name, "Completed", best))
-    aws_cloud.expect("describe_hyper_parameter_tuning_job", {"HyperParameterTuningJobName": name},
-                     tuning_job(name, "Completed", best))
-    aws_cloud.expect("describe_training_job", {"TrainingJobName": best["TrainingJobName"]}, training_job(
-        best["TrainingJobName"], "Completed",
-        {"epochs": "4", "model": "resnet50", "learning-rate": "0.0042", "batch-size": '"64"',
-         "sagemaker_program": "hpo.py", "_tuning_objective_metric": "validation:accuracy"}))
+    aws_cloud.expect(
+        "describe_hyper_parameter_tuning_job", {"HyperParameterTuningJobName": name}, tuning_job(name, "InProgress")
+    )
+    aws_cloud.expect(
+        "describe_hyper_parameter_tuning_job",
+        {"HyperParameterTuningJobName": name},
+        tuning_job(name, "Completed", best),
+    )
+    aws_cloud.expect(
+        "describe_hyper_parameter_tuning_job",
+        {"HyperParameterTuningJobName": name},
+        tuning_job(name, "Completed", best),
+    )
+    aws_cloud.expect(
+        "describe_training_job",
+        {"TrainingJobName": best["TrainingJobName"]},
+        training_job(
+            best["TrainingJobName"],
+            "Completed",
+            {
+                "epochs": "4",
+                "model": "resnet50",
+                "learning-rate": "0.0042",
+                "batch-size": '"64"',
+                "sagemaker_program": "hpo.py",
+                "_tuning_objective_metric": "validation:accuracy",
+            },
+        ),
+    )
 
     # No --bucket: the SDK's default bucket, created in the account the emulator's STS reports.
-    code, out, err = aws_cloud.run("hpo", "--role", ROLE, "--tag", "abc1234", "--poll", "0", "--job-name", name,
-                                   "--data", str(SAMPLE_DATA), "--max-jobs", "4", "--max-parallel-jobs", "2",
-                                   "-H", "epochs=4", "-H", "model=resnet50")
+    code, out, err = aws_cloud.run(
+        "hpo",
+        "--role",
+        ROLE,
+        "--tag",
+        "abc1234",
+        "--poll",
+        "0",
+        "--job-name",
+        name,
+        "--data",
+        str(SAMPLE_DATA),
+        "--max-jobs",
+        "4",
+        "--max-parallel-jobs",
+        "2",
+        "-H",
+        "epochs=4",
+        "-H",
+        "model=resnet50",
+    )
     assert code == 0, err
     aws_cloud.done()
     local_files = sorted(p.relative_to(SAMPLE_DATA).as_posix() for p in SAMPLE_DATA.rglob("*") if p.is_file())
-    assert aws_cloud.keys("dogbreed/data/sample/", bucket=default_bucket) == \
-        [f"dogbreed/data/sample/{f}" for f in local_files]
+    assert aws_cloud.keys("dogbreed/data/sample/", bucket=default_bucket) == [
+        f"dogbreed/data/sample/{f}" for f in local_files
+    ]
     assert f"best training job: {best['TrainingJobName']}" in out
     assert "objective: validation:accuracy = 0.81" in out
     assert 'hyperparameters: {"batch-size": "64", "epochs": "4", "learning-rate": "0.0042", "model": "resnet50"}' in out
@@ -240,13 +355,18 @@ def test_hpo_uploads_the_data_tunes_with_the_training_ranges_and_prints_the_best
 
 def test_best_of_a_missing_tuning_job_is_a_one_line_error(aws_cloud):
     aws_cloud.sagemaker.add_client_error(
-        "describe_hyper_parameter_tuning_job", service_error_code="ResourceNotFound",
-        service_message="Amazon SageMaker can't find a tuning job with name nope", http_status_code=400,
-        expected_params={"HyperParameterTuningJobName": "nope"})
+        "describe_hyper_parameter_tuning_job",
+        service_error_code="ResourceNotFound",
+        service_message="Amazon SageMaker can't find a tuning job with name nope",
+        http_status_code=400,
+        expected_params={"HyperParameterTuningJobName": "nope"},
+    )
     code, out, err = aws_cloud.run("best", "--tuning-job", "nope")
     assert code == 1
-    assert err == "best: error: tuning job 'nope' not found in us-east-1: " \
-                  "Amazon SageMaker can't find a tuning job with name nope\n"
+    assert (
+        err == "best: error: tuning job 'nope' not found in us-east-1: "
+        "Amazon SageMaker can't find a tuning job with name nope\n"
+    )
     aws_cloud.done()
 
 
@@ -257,12 +377,24 @@ def test_hpo_no_wait_returns_after_creating_the_job_and_syncs_only_missing_files
         (data / split / "001.A" / "a.jpg").write_bytes(b"jpeg " + split.encode())
     aws_cloud.aws.s3.put_object(Bucket=BUCKET, Key="dogbreed/data/dogImages/train/001.A/a.jpg", Body=b"jpeg train")
     request = Capture()
-    aws_cloud.expect("create_hyper_parameter_tuning_job", {"HyperParameterTuningJobName": "t1",
-                                                           "HyperParameterTuningJobConfig": request,
-                                                           "TrainingJobDefinition": ANY},
-                     {"HyperParameterTuningJobArn": f"{ARN}:hyper-parameter-tuning-job/t1"})
-    code, out, err = aws_cloud.run("hpo", *SETTINGS, "--job-name", "t1", "--data", str(data), "--no-wait",
-                                   "--objective", "validation:loss", "--early-stopping", "Off")
+    aws_cloud.expect(
+        "create_hyper_parameter_tuning_job",
+        {"HyperParameterTuningJobName": "t1", "HyperParameterTuningJobConfig": request, "TrainingJobDefinition": ANY},
+        {"HyperParameterTuningJobArn": f"{ARN}:hyper-parameter-tuning-job/t1"},
+    )
+    code, out, err = aws_cloud.run(
+        "hpo",
+        *SETTINGS,
+        "--job-name",
+        "t1",
+        "--data",
+        str(data),
+        "--no-wait",
+        "--objective",
+        "validation:loss",
+        "--early-stopping",
+        "Off",
+    )
     assert code == 0, err
     aws_cloud.done()
     assert request.value["HyperParameterTuningJobObjective"] == {"Type": "Minimize", "MetricName": "validation:loss"}
@@ -278,75 +410,154 @@ def test_train_remote_with_the_best_hyperparameters_debugger_rules_profiler_and_
     job = "dogbreed-train-test"
     aws_cloud.aws.s3.put_object(Bucket=BUCKET, Key="datasets/dogImages/train/001.A/a.jpg", Body=b"x")
     best = best_summary("hpo-007", {"learning-rate": "0.0042", "batch-size": '"64"'}, 0.81)
-    aws_cloud.expect("describe_hyper_parameter_tuning_job", {"HyperParameterTuningJobName": "hpo"},
-                     tuning_job("hpo", "Completed", best))
-    aws_cloud.expect("describe_training_job", {"TrainingJobName": "hpo-007"}, training_job(
-        "hpo-007", "Completed", {"epochs": "3", "learning-rate": "0.0042", "batch-size": '"64"',
-                                 "sagemaker_program": '"hpo.py"', "_tuning_objective_metric": '"validation:accuracy"'}))
+    aws_cloud.expect(
+        "describe_hyper_parameter_tuning_job",
+        {"HyperParameterTuningJobName": "hpo"},
+        tuning_job("hpo", "Completed", best),
+    )
+    aws_cloud.expect(
+        "describe_training_job",
+        {"TrainingJobName": "hpo-007"},
+        training_job(
+            "hpo-007",
+            "Completed",
+            {
+                "epochs": "3",
+                "learning-rate": "0.0042",
+                "batch-size": '"64"',
+                "sagemaker_program": '"hpo.py"',
+                "_tuning_objective_metric": '"validation:accuracy"',
+            },
+        ),
+    )
     hook = Capture()
     output = f"s3://{BUCKET}/dogbreed/training"
-    aws_cloud.expect("create_training_job", {
-        "TrainingJobName": job,
-        "AlgorithmSpecification": {"TrainingInputMode": "File", "TrainingImage": TRAIN_IMAGE,
-                                   "MetricDefinitions": METRIC_DEFINITIONS},
-        "RoleArn": ROLE,
-        "InputDataConfig": [{"ChannelName": "training", "DataSource": {"S3DataSource": {
-            "S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/datasets/dogImages/",
-            "S3DataDistributionType": "FullyReplicated"}}}],
-        "OutputDataConfig": {"S3OutputPath": output},
-        "ResourceConfig": {"InstanceCount": 1, "InstanceType": "ml.p3.2xlarge", "VolumeSizeInGB": 30},
-        "StoppingCondition": {"MaxRuntimeInSeconds": 7200, "MaxWaitTimeInSeconds": 14400},
-        # Tuned values, then the explicit -H on top.
-        "HyperParameters": {"learning-rate": "0.0042", "batch-size": "64", "epochs": "10"},
-        "Environment": {"SAGEMAKER_PROGRAM": "train_model.py"},
-        "EnableManagedSpotTraining": True,
-        "CheckpointConfig": {"S3Uri": f"s3://{BUCKET}/dogbreed/checkpoints/{job}"},
-        "DebugRuleConfigurations": [
-            {"RuleConfigurationName": name, "RuleEvaluatorImage": RULES_IMAGE, "RuleParameters": {"rule_to_invoke": name}}
-            for name in ("LossNotDecreasing", "Overfit", "Overtraining", "VanishingGradient",
-                         "PoorWeightInitialization")],
-        "DebugHookConfig": hook,
-        "ProfilerRuleConfigurations": [{"RuleConfigurationName": "ProfilerReport", "RuleEvaluatorImage": RULES_IMAGE,
-                                        "RuleParameters": {"rule_to_invoke": "ProfilerReport"}}],
-        "ProfilerConfig": {"S3OutputPath": output, "DisableProfiler": False, "ProfilingIntervalInMilliseconds": 500},
-    }, {"TrainingJobArn": f"{ARN}:training-job/{job}"})
+    aws_cloud.expect(
+        "create_training_job",
+        {
+            "TrainingJobName": job,
+            "AlgorithmSpecification": {
+                "TrainingInputMode": "File",
+                "TrainingImage": TRAIN_IMAGE,
+                "MetricDefinitions": METRIC_DEFINITIONS,
+            },
+            "RoleArn": ROLE,
+            "InputDataConfig": [
+                {
+                    "ChannelName": "training",
+                    "DataSource": {
+                        "S3DataSource": {
+                            "S3DataType": "S3Prefix",
+                            "S3Uri": f"s3://{BUCKET}/datasets/dogImages/",
+                            "S3DataDistributionType": "FullyReplicated",
+                        }
+                    },
+                }
+            ],
+            "OutputDataConfig": {"S3OutputPath": output},
+            "ResourceConfig": {"InstanceCount": 1, "InstanceType": "ml.p3.2xlarge", "VolumeSizeInGB": 30},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 7200, "MaxWaitTimeInSeconds": 14400},
+            # Tuned values, then the explicit -H on top.
+            "HyperParameters": {"learning-rate": "0.0042", "batch-size": "64", "epochs": "10"},
+            "Environment": {"SAGEMAKER_PROGRAM": "train_model.py"},
+            "EnableManagedSpotTraining": True,
+            "CheckpointConfig": {"S3Uri": f"s3://{BUCKET}/dogbreed/checkpoints/{job}"},
+            "DebugRuleConfigurations": [
+                {
+                    "RuleConfigurationName": name,
+                    "RuleEvaluatorImage": RULES_IMAGE,
+                    "RuleParameters": {"rule_to_invoke": name},
+                }
+                for name in (
+                    "LossNotDecreasing",
+                    "Overfit",
+                    "Overtraining",
+                    "VanishingGradient",
+                    "PoorWeightInitialization",
+                )
+            ],
+            "DebugHookConfig": hook,
+            "ProfilerRuleConfigurations": [
+                {
+                    "RuleConfigurationName": "ProfilerReport",
+                    "RuleEvaluatorImage": RULES_IMAGE,
+                    "RuleParameters": {"rule_to_invoke": "ProfilerReport"},
+                }
+            ],
+            "ProfilerConfig": {
+                "S3OutputPath": output,
+                "DisableProfiler": False,
+                "ProfilingIntervalInMilliseconds": 500,
+            },
+        },
+        {"TrainingJobArn": f"{ARN}:training-job/{job}"},
+    )
     aws_cloud.expect("describe_training_job", {"TrainingJobName": job}, training_job(job, "InProgress"))
     finished = training_job(
-        job, "Completed", EnableManagedSpotTraining=True, BillableTimeInSeconds=410, TrainingTimeInSeconds=1200,
-        DebugHookConfig={"S3OutputPath": output}, ProfilerConfig={"S3OutputPath": output},
-        DebugRuleEvaluationStatuses=[{"RuleConfigurationName": "LossNotDecreasing", "RuleEvaluationStatus": "NoIssuesFound"},
-                                     {"RuleConfigurationName": "Overfit", "RuleEvaluationStatus": "IssuesFound"}],
-        ProfilerRuleEvaluationStatuses=[{"RuleConfigurationName": "ProfilerReport",
-                                         "RuleEvaluationStatus": "InProgress"}])
+        job,
+        "Completed",
+        EnableManagedSpotTraining=True,
+        BillableTimeInSeconds=410,
+        TrainingTimeInSeconds=1200,
+        DebugHookConfig={"S3OutputPath": output},
+        ProfilerConfig={"S3OutputPath": output},
+        DebugRuleEvaluationStatuses=[
+            {"RuleConfigurationName": "LossNotDecreasing", "RuleEvaluationStatus": "NoIssuesFound"},
+            {"RuleConfigurationName": "Overfit", "RuleEvaluationStatus": "IssuesFound"},
+        ],
+        ProfilerRuleEvaluationStatuses=[
+            {"RuleConfigurationName": "ProfilerReport", "RuleEvaluationStatus": "InProgress"}
+        ],
+    )
     aws_cloud.expect("describe_training_job", {"TrainingJobName": job}, finished)
     aws_cloud.expect("describe_training_job", {"TrainingJobName": job}, finished)
 
-    code, out, err = aws_cloud.run("train-remote", *SETTINGS, "--job-name", job, "--from-tuning-job", "hpo",
-                                   "--data", f"s3://{BUCKET}/datasets/dogImages", "--instance-type", "ml.p3.2xlarge",
-                                   "--spot", "--max-run", "7200", "-H", "epochs=10")
+    code, out, err = aws_cloud.run(
+        "train-remote",
+        *SETTINGS,
+        "--job-name",
+        job,
+        "--from-tuning-job",
+        "hpo",
+        "--data",
+        f"s3://{BUCKET}/datasets/dogImages",
+        "--instance-type",
+        "ml.p3.2xlarge",
+        "--spot",
+        "--max-run",
+        "7200",
+        "-H",
+        "epochs=10",
+    )
     assert code == 0, err
     aws_cloud.done()
     collections = {c["CollectionName"]: c["CollectionParameters"] for c in hook.value["CollectionConfigurations"]}
     assert hook.value["S3OutputPath"] == output and len(hook.value["CollectionConfigurations"]) == 4
-    assert collections == {"losses": {"save_interval": "100"}, "weights": {"save_interval": "100"},
-                           "gradients": {"save_interval": "100"},
-                           "relu_input": {"include_regex": ".*relu_input", "save_interval": "100"}}
+    assert collections == {
+        "losses": {"save_interval": "100"},
+        "weights": {"save_interval": "100"},
+        "gradients": {"save_interval": "100"},
+        "relu_input": {"include_regex": ".*relu_input", "save_interval": "100"},
+    }
     assert f"model: {output}/{job}/output/model.tar.gz" in out
     assert f"debugger tensors: {output}/{job}/debug-output/" in out
-    assert (f"profiler report: {output}/{job}/rule-output/ProfilerReport/profiler-output/profiler-report.html"
-            in out)
+    assert f"profiler report: {output}/{job}/rule-output/ProfilerReport/profiler-output/profiler-report.html" in out
     assert "rule Overfit: IssuesFound" in out and "spot: billed 410 s of 1200 s" in out
 
 
 def test_train_remote_access_denied_is_a_one_line_error(aws_cloud):
     aws_cloud.aws.s3.put_object(Bucket=BUCKET, Key="data/train/001.A/a.jpg", Body=b"x")
     aws_cloud.sagemaker.add_client_error(
-        "create_training_job", service_error_code="AccessDeniedException", http_status_code=400,
-        service_message=f"User: arn:aws:iam::{ACCOUNT}:user/dev is not authorized to perform: iam:PassRole")
+        "create_training_job",
+        service_error_code="AccessDeniedException",
+        http_status_code=400,
+        service_message=f"User: arn:aws:iam::{ACCOUNT}:user/dev is not authorized to perform: iam:PassRole",
+    )
     code, out, err = aws_cloud.run("train-remote", *SETTINGS, "--data", f"s3://{BUCKET}/data/")
     assert code == 1
-    assert err.count("\n") == 1 and err.startswith("train-remote: error: AWS CreateTrainingJob failed: "
-                                                   "AccessDeniedException: User:")
+    assert err.count("\n") == 1 and err.startswith(
+        "train-remote: error: AWS CreateTrainingJob failed: AccessDeniedException: User:"
+    )
     assert "iam:PassRole" in err and "IAM permissions" in err
     aws_cloud.done()
 
@@ -354,10 +565,14 @@ def test_train_remote_access_denied_is_a_one_line_error(aws_cloud):
 def test_training_job_failure_reason_ends_in_a_clear_message(aws_cloud):
     aws_cloud.aws.s3.put_object(Bucket=BUCKET, Key="data/train/001.A/a.jpg", Body=b"x")
     aws_cloud.expect("create_training_job", ANY_TRAINING_JOB, {"TrainingJobArn": f"{ARN}:training-job/j"})
-    aws_cloud.expect("describe_training_job", {"TrainingJobName": "j"}, training_job(
-        "j", "Failed", FailureReason="AlgorithmError: data: train/ has no class folders"))
-    code, out, err = aws_cloud.run("train-remote", *SETTINGS, "--job-name", "j", "--data", f"s3://{BUCKET}/data/",
-                                   "-H", "epochs=1")
+    aws_cloud.expect(
+        "describe_training_job",
+        {"TrainingJobName": "j"},
+        training_job("j", "Failed", FailureReason="AlgorithmError: data: train/ has no class folders"),
+    )
+    code, out, err = aws_cloud.run(
+        "train-remote", *SETTINGS, "--job-name", "j", "--data", f"s3://{BUCKET}/data/", "-H", "epochs=1"
+    )
     assert code == 1
     assert err.count("\n") == 1 and "train/ has no class folders" in err
     aws_cloud.done()
@@ -365,13 +580,34 @@ def test_training_job_failure_reason_ends_in_a_clear_message(aws_cloud):
 
 def test_train_remote_without_debugger_sends_no_rules_and_returns_without_waiting(aws_cloud):
     aws_cloud.aws.s3.put_object(Bucket=BUCKET, Key="data/train/001.A/a.jpg", Body=b"x")
-    aws_cloud.expect("create_training_job", {
-        "TrainingJobName": "j", "AlgorithmSpecification": ANY, "RoleArn": ROLE, "InputDataConfig": ANY,
-        "OutputDataConfig": ANY, "ResourceConfig": ANY, "StoppingCondition": {"MaxRuntimeInSeconds": 86400},
-        "HyperParameters": {"epochs": "1"}, "Environment": {"SAGEMAKER_PROGRAM": "train_model.py"},
-        "ProfilerConfig": {"DisableProfiler": True}}, {"TrainingJobArn": f"{ARN}:training-job/j"})
-    code, out, err = aws_cloud.run("train-remote", *SETTINGS, "--job-name", "j", "--data", f"s3://{BUCKET}/data/",
-                                   "-H", "epochs=1", "--no-debugger", "--no-wait")
+    aws_cloud.expect(
+        "create_training_job",
+        {
+            "TrainingJobName": "j",
+            "AlgorithmSpecification": ANY,
+            "RoleArn": ROLE,
+            "InputDataConfig": ANY,
+            "OutputDataConfig": ANY,
+            "ResourceConfig": ANY,
+            "StoppingCondition": {"MaxRuntimeInSeconds": 86400},
+            "HyperParameters": {"epochs": "1"},
+            "Environment": {"SAGEMAKER_PROGRAM": "train_model.py"},
+            "ProfilerConfig": {"DisableProfiler": True},
+        },
+        {"TrainingJobArn": f"{ARN}:training-job/j"},
+    )
+    code, out, err = aws_cloud.run(
+        "train-remote",
+        *SETTINGS,
+        "--job-name",
+        "j",
+        "--data",
+        f"s3://{BUCKET}/data/",
+        "-H",
+        "epochs=1",
+        "--no-debugger",
+        "--no-wait",
+    )
     assert code == 0, err
     aws_cloud.done()
     assert "make training-result TRAINING_JOB=j" in out
@@ -380,17 +616,37 @@ def test_train_remote_without_debugger_sends_no_rules_and_returns_without_waitin
 @pytest.mark.parametrize("flags, count", [(["--instance-count", "2"], 2), (["--distributed"], 1)])
 def test_train_remote_across_instances_or_gpus_asks_the_image_for_torchrun(aws_cloud, flags, count):
     aws_cloud.aws.s3.put_object(Bucket=BUCKET, Key="data/train/001.A/a.jpg", Body=b"x")
-    aws_cloud.expect("create_training_job", {
-        "TrainingJobName": "j", "AlgorithmSpecification": ANY, "RoleArn": ROLE, "InputDataConfig": ANY,
-        "OutputDataConfig": ANY,
-        "ResourceConfig": {"InstanceCount": count, "InstanceType": "ml.g5.12xlarge", "VolumeSizeInGB": 30},
-        "StoppingCondition": {"MaxRuntimeInSeconds": 86400},
-        "HyperParameters": {"epochs": "1", "sagemaker_torch_distributed_enabled": "true"},
-        "Environment": {"SAGEMAKER_PROGRAM": "train_model.py"},
-        "ProfilerConfig": {"DisableProfiler": True}}, {"TrainingJobArn": f"{ARN}:training-job/j"})
-    code, out, err = aws_cloud.run("train-remote", *SETTINGS, "--job-name", "j", "--data", f"s3://{BUCKET}/data/",
-                                   "--instance-type", "ml.g5.12xlarge", "-H", "epochs=1", "--no-debugger",
-                                   "--no-wait", *flags)
+    aws_cloud.expect(
+        "create_training_job",
+        {
+            "TrainingJobName": "j",
+            "AlgorithmSpecification": ANY,
+            "RoleArn": ROLE,
+            "InputDataConfig": ANY,
+            "OutputDataConfig": ANY,
+            "ResourceConfig": {"InstanceCount": count, "InstanceType": "ml.g5.12xlarge", "VolumeSizeInGB": 30},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 86400},
+            "HyperParameters": {"epochs": "1", "sagemaker_torch_distributed_enabled": "true"},
+            "Environment": {"SAGEMAKER_PROGRAM": "train_model.py"},
+            "ProfilerConfig": {"DisableProfiler": True},
+        },
+        {"TrainingJobArn": f"{ARN}:training-job/j"},
+    )
+    code, out, err = aws_cloud.run(
+        "train-remote",
+        *SETTINGS,
+        "--job-name",
+        "j",
+        "--data",
+        f"s3://{BUCKET}/data/",
+        "--instance-type",
+        "ml.g5.12xlarge",
+        "-H",
+        "epochs=1",
+        "--no-debugger",
+        "--no-wait",
+        *flags,
+    )
     assert code == 0, err
     aws_cloud.done()
 
@@ -402,26 +658,57 @@ def test_train_remote_refuses_a_zero_instance_count_before_any_call(aws_cloud):
 
 
 def test_training_result_reports_a_stopped_job_and_a_missing_one(aws_cloud):
-    aws_cloud.expect("describe_training_job", {"TrainingJobName": "old"}, training_job(
-        "old", "Stopped", FailureReason="MaxWaitTimeInSeconds exceeded", EnableManagedSpotTraining=True,
-        BillableTimeInSeconds=300, TrainingTimeInSeconds=900))
+    aws_cloud.expect(
+        "describe_training_job",
+        {"TrainingJobName": "old"},
+        training_job(
+            "old",
+            "Stopped",
+            FailureReason="MaxWaitTimeInSeconds exceeded",
+            EnableManagedSpotTraining=True,
+            BillableTimeInSeconds=300,
+            TrainingTimeInSeconds=900,
+        ),
+    )
     code, out, err = aws_cloud.run("training-result", "--training-job", "old")
     assert code == 0, err
-    assert out.splitlines()[:3] == ["training job: old (Stopped)", "failure: MaxWaitTimeInSeconds exceeded",
-                                    f"model: s3://{BUCKET}/dogbreed/training/old/output/model.tar.gz"]
+    assert out.splitlines()[:3] == [
+        "training job: old (Stopped)",
+        "failure: MaxWaitTimeInSeconds exceeded",
+        f"model: s3://{BUCKET}/dogbreed/training/old/output/model.tar.gz",
+    ]
     assert "spot: billed 300 s of 900 s" in out
-    aws_cloud.sagemaker.add_client_error("describe_training_job", service_error_code="ValidationException",
-                                         service_message="Requested resource not found.", http_status_code=400)
+    aws_cloud.sagemaker.add_client_error(
+        "describe_training_job",
+        service_error_code="ValidationException",
+        service_message="Requested resource not found.",
+        http_status_code=400,
+    )
     code, _, err = aws_cloud.run("training-result", "--training-job", "gone")
-    assert code == 1 and err == ("training-result: error: AWS DescribeTrainingJob failed: ValidationException: "
-                                 "Requested resource not found.\n")
+    assert code == 1 and err == (
+        "training-result: error: AWS DescribeTrainingJob failed: ValidationException: Requested resource not found.\n"
+    )
     aws_cloud.done()
 
 
-ANY_TRAINING_JOB = {key: ANY for key in (
-    "TrainingJobName", "AlgorithmSpecification", "RoleArn", "InputDataConfig", "OutputDataConfig", "ResourceConfig",
-    "StoppingCondition", "HyperParameters", "Environment", "DebugRuleConfigurations", "DebugHookConfig",
-    "ProfilerRuleConfigurations", "ProfilerConfig")}
+ANY_TRAINING_JOB = {
+    key: ANY
+    for key in (
+        "TrainingJobName",
+        "AlgorithmSpecification",
+        "RoleArn",
+        "InputDataConfig",
+        "OutputDataConfig",
+        "ResourceConfig",
+        "StoppingCondition",
+        "HyperParameters",
+        "Environment",
+        "DebugRuleConfigurations",
+        "DebugHookConfig",
+        "ProfilerRuleConfigurations",
+        "ProfilerConfig",
+    )
+}
 
 
 # --- settings -------------------------------------------------------------------------------------------------------
@@ -429,43 +716,82 @@ ANY_TRAINING_JOB = {key: ANY for key in (
 
 def test_missing_bucket_and_data_are_one_line_errors(aws_cloud):
     code, _, err = aws_cloud.run("train-remote", "--role", ROLE, "--bucket", "no-such-bucket", "--data", "s3://x/y/")
-    assert code == 1 and err.startswith("train-remote: error: S3 bucket 'no-such-bucket' does not exist") \
-        and "SAGEMAKER_BUCKET" in err and err.count("\n") == 1
+    assert (
+        code == 1
+        and err.startswith("train-remote: error: S3 bucket 'no-such-bucket' does not exist")
+        and "SAGEMAKER_BUCKET" in err
+        and err.count("\n") == 1
+    )
     code, _, err = aws_cloud.run("train-remote", *SETTINGS, "--data", f"s3://{BUCKET}/empty/")
-    assert code == 1 and err == f"train-remote: error: no objects under s3://{BUCKET}/empty/: " \
-                                "upload the dataset there, or pass a local folder\n"
+    assert (
+        code == 1
+        and err
+        == f"train-remote: error: no objects under s3://{BUCKET}/empty/: "
+        "upload the dataset there, or pass a local folder\n"
+    )
     code, _, err = aws_cloud.run("hpo", *SETTINGS)
     assert code == 1 and "no training data: set --data" in err
     aws_cloud.done()
 
 
 def _cli(*args: str, **env: str) -> subprocess.CompletedProcess:
-    clean = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "AWS_CONFIG_FILE": "/dev/null",
-             "AWS_SHARED_CREDENTIALS_FILE": "/dev/null", "AWS_EC2_METADATA_DISABLED": "true", **env}
-    return subprocess.run([sys.executable, "-m", "dogbreed.workflows.cloud", *args], cwd=REPO_ROOT, env=clean,
-                          capture_output=True, text=True, timeout=120)
+    clean = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": "/nonexistent",
+        "AWS_CONFIG_FILE": "/dev/null",
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "dogbreed.workflows.cloud", *args],
+        cwd=REPO_ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_missing_credentials_region_and_role_name_what_to_set():
     result = _cli("teardown", AWS_REGION="eu-west-1")
     assert result.returncode == 1 and result.stderr == (
         "teardown: error: no AWS credentials: configure a profile (AWS_PROFILE) "
-        "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY\n")
+        "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY\n"
+    )
     result = _cli("teardown", AWS_ACCESS_KEY_ID="a", AWS_SECRET_ACCESS_KEY="b")
     assert result.returncode == 1 and result.stderr.startswith("teardown: error: no AWS region: set --region")
-    result = _cli("deploy", "--model", "dog-breed-classifier/model.tar.gz=x.tar.gz", AWS_REGION="eu-west-1",
-                  AWS_ACCESS_KEY_ID="a", AWS_SECRET_ACCESS_KEY="b")
+    result = _cli(
+        "deploy",
+        "--model",
+        "dog-breed-classifier/model.tar.gz=x.tar.gz",
+        AWS_REGION="eu-west-1",
+        AWS_ACCESS_KEY_ID="a",
+        AWS_SECRET_ACCESS_KEY="b",
+    )
     assert result.returncode == 1 and result.stderr == (
-        "deploy: error: no IAM role: set --role, ROLE (make) or SAGEMAKER_ROLE to a SageMaker execution role ARN\n")
+        "deploy: error: no IAM role: set --role, ROLE (make) or SAGEMAKER_ROLE to a SageMaker execution role ARN\n"
+    )
     result = _cli("hpo", "--role", "my-role", AWS_REGION="eu-west-1", AWS_ACCESS_KEY_ID="a", AWS_SECRET_ACCESS_KEY="b")
     assert result.returncode == 1 and "--role must be an IAM role ARN" in result.stderr
 
 
 def test_make_targets_pass_settings_and_fail_in_one_line():
-    env = {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "AWS_CONFIG_FILE": "/dev/null",
-           "AWS_SHARED_CREDENTIALS_FILE": "/dev/null", "AWS_EC2_METADATA_DISABLED": "true"}
-    result = subprocess.run(["make", "--no-print-directory", "teardown", "REGION=eu-west-1"], cwd=REPO_ROOT,
-                            env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": "/nonexistent",
+        "AWS_CONFIG_FILE": "/dev/null",
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    result = subprocess.run(
+        ["make", "--no-print-directory", "teardown", "REGION=eu-west-1"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode != 0
     assert "teardown: error: no AWS credentials" in result.stderr and "Traceback" not in result.stderr
 
@@ -474,33 +800,59 @@ def test_make_targets_pass_settings_and_fail_in_one_line():
 
 
 def expect_new_endpoint_resources(aws_cloud, name: str, instance_type: str = "ml.m5.large") -> None:
-    aws_cloud.expect("create_model", {
-        "ModelName": name, "ExecutionRoleArn": ROLE,
-        "PrimaryContainer": {"Image": SERVE_IMAGE, "Mode": "MultiModel",
-                             "ModelDataUrl": f"s3://{BUCKET}/dogbreed/models/"}},
-        {"ModelArn": f"{ARN}:model/{name}"})
-    aws_cloud.expect("create_endpoint_config", {
-        "EndpointConfigName": name,
-        "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": name, "InitialVariantWeight": 1,
-                                "InitialInstanceCount": 1, "InstanceType": instance_type}], "Tags": []},
-        {"EndpointConfigArn": f"{ARN}:endpoint-config/{name}"})
+    aws_cloud.expect(
+        "create_model",
+        {
+            "ModelName": name,
+            "ExecutionRoleArn": ROLE,
+            "PrimaryContainer": {
+                "Image": SERVE_IMAGE,
+                "Mode": "MultiModel",
+                "ModelDataUrl": f"s3://{BUCKET}/dogbreed/models/",
+            },
+        },
+        {"ModelArn": f"{ARN}:model/{name}"},
+    )
+    aws_cloud.expect(
+        "create_endpoint_config",
+        {
+            "EndpointConfigName": name,
+            "ProductionVariants": [
+                {
+                    "VariantName": "AllTraffic",
+                    "ModelName": name,
+                    "InitialVariantWeight": 1,
+                    "InitialInstanceCount": 1,
+                    "InstanceType": instance_type,
+                }
+            ],
+            "Tags": [],
+        },
+        {"EndpointConfigArn": f"{ARN}:endpoint-config/{name}"},
+    )
 
 
 def test_deploy_uploads_both_models_creates_a_multi_model_endpoint_then_updates_it_in_place(
-        aws_cloud, model_store, monkeypatch):
+    aws_cloud, model_store, monkeypatch
+):
     first = f"dogbreed-mme-{STAMP}"
     models = [f"--model={t}={model_store / t}" for t in DEFAULT_TARGETS]
     not_found(aws_cloud, "describe_endpoint", 'endpoint "dogbreed"')
     expect_new_endpoint_resources(aws_cloud, first, "ml.c5.xlarge")
-    aws_cloud.expect("create_endpoint", {"EndpointName": "dogbreed", "EndpointConfigName": first, "Tags": []},
-                     {"EndpointArn": f"{ARN}:endpoint/dogbreed"})
+    aws_cloud.expect(
+        "create_endpoint",
+        {"EndpointName": "dogbreed", "EndpointConfigName": first, "Tags": []},
+        {"EndpointArn": f"{ARN}:endpoint/dogbreed"},
+    )
     aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"}, endpoint("Creating", first))
     aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"}, endpoint("InService", first))
     code, out, err = aws_cloud.run("deploy", *SETTINGS, *models, "--instance-type", "ml.c5.xlarge")
     assert code == 0, err
     aws_cloud.done()
-    assert aws_cloud.keys("dogbreed/models/") == ["dogbreed/models/dog-breed-classifier-mobile/model.tar.gz",
-                                                  "dogbreed/models/dog-breed-classifier/model.tar.gz"]
+    assert aws_cloud.keys("dogbreed/models/") == [
+        "dogbreed/models/dog-breed-classifier-mobile/model.tar.gz",
+        "dogbreed/models/dog-breed-classifier/model.tar.gz",
+    ]
     for target in DEFAULT_TARGETS:
         assert aws_cloud.body(f"dogbreed/models/{target}") == (model_store / target).read_bytes()
     assert "endpoint dogbreed is InService" in out
@@ -512,17 +864,34 @@ def test_deploy_uploads_both_models_creates_a_multi_model_endpoint_then_updates_
     aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"}, endpoint("InService", first))
     expect_new_endpoint_resources(aws_cloud, second)
     aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"}, endpoint("InService", first))
-    aws_cloud.expect("update_endpoint", {"EndpointName": "dogbreed", "EndpointConfigName": second},
-                     {"EndpointArn": f"{ARN}:endpoint/dogbreed"})
+    aws_cloud.expect(
+        "update_endpoint",
+        {"EndpointName": "dogbreed", "EndpointConfigName": second},
+        {"EndpointArn": f"{ARN}:endpoint/dogbreed"},
+    )
     aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"}, endpoint("Updating", first))
     aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"}, endpoint("InService", second))
     other = "dogbreed-prod-mme-20261101-000000"  # another endpoint's: never touched
-    aws_cloud.expect("list_endpoint_configs", {"NameContains": "dogbreed"}, {"EndpointConfigs": [
-        {"EndpointConfigName": n, "EndpointConfigArn": f"{ARN}:endpoint-config/{n}", "CreationTime": NOW}
-        for n in (first, second, other)]})
+    aws_cloud.expect(
+        "list_endpoint_configs",
+        {"NameContains": "dogbreed"},
+        {
+            "EndpointConfigs": [
+                {"EndpointConfigName": n, "EndpointConfigArn": f"{ARN}:endpoint-config/{n}", "CreationTime": NOW}
+                for n in (first, second, other)
+            ]
+        },
+    )
     aws_cloud.expect("delete_endpoint_config", {"EndpointConfigName": first})
-    aws_cloud.expect("list_models", {"NameContains": "dogbreed"}, {"Models": [
-        {"ModelName": n, "ModelArn": f"{ARN}:model/{n}", "CreationTime": NOW} for n in (other, first, second)]})
+    aws_cloud.expect(
+        "list_models",
+        {"NameContains": "dogbreed"},
+        {
+            "Models": [
+                {"ModelName": n, "ModelArn": f"{ARN}:model/{n}", "CreationTime": NOW} for n in (other, first, second)
+            ]
+        },
+    )
     aws_cloud.expect("delete_model", {"ModelName": first})
     code, out, err = aws_cloud.run("deploy", *SETTINGS, models[0])
     assert code == 0, err
@@ -535,11 +904,20 @@ def test_deploy_endpoint_that_fails_to_reach_in_service_is_a_clear_error(aws_clo
     name = f"dogbreed-mme-{STAMP}"
     not_found(aws_cloud, "describe_endpoint", 'endpoint "dogbreed"')
     expect_new_endpoint_resources(aws_cloud, name)
-    aws_cloud.expect("create_endpoint", {"EndpointName": "dogbreed", "EndpointConfigName": name, "Tags": []},
-                     {"EndpointArn": f"{ARN}:endpoint/dogbreed"})
-    aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"},
-                     endpoint("Failed", name, "The primary container for production variant AllTraffic did not "
-                                              "pass the ping health check."))
+    aws_cloud.expect(
+        "create_endpoint",
+        {"EndpointName": "dogbreed", "EndpointConfigName": name, "Tags": []},
+        {"EndpointArn": f"{ARN}:endpoint/dogbreed"},
+    )
+    aws_cloud.expect(
+        "describe_endpoint",
+        {"EndpointName": "dogbreed"},
+        endpoint(
+            "Failed",
+            name,
+            "The primary container for production variant AllTraffic did not pass the ping health check.",
+        ),
+    )
     target = DEFAULT_TARGETS[0]
     code, out, err = aws_cloud.run("deploy", *SETTINGS, "--model", f"{target}={model_store / target}")
     assert code == 1
@@ -561,8 +939,11 @@ def test_deploy_replaces_a_failed_endpoint_and_refuses_one_in_flight(aws_cloud, 
     aws_cloud.expect("delete_endpoint", {"EndpointName": "dogbreed"})
     aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"}, endpoint("Deleting", "older"))
     not_found(aws_cloud, "describe_endpoint", 'endpoint "dogbreed"')  # the deletion waiter's last look
-    aws_cloud.expect("create_endpoint", {"EndpointName": "dogbreed", "EndpointConfigName": name, "Tags": []},
-                     {"EndpointArn": f"{ARN}:endpoint/dogbreed"})
+    aws_cloud.expect(
+        "create_endpoint",
+        {"EndpointName": "dogbreed", "EndpointConfigName": name, "Tags": []},
+        {"EndpointArn": f"{ARN}:endpoint/dogbreed"},
+    )
     aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"}, endpoint("InService", name))
     aws_cloud.expect("list_endpoint_configs", {"NameContains": "dogbreed"}, {"EndpointConfigs": []})
     aws_cloud.expect("list_models", {"NameContains": "dogbreed"}, {"Models": []})
@@ -604,12 +985,26 @@ def test_deploy_refuses_bad_targets_and_broken_archives_before_any_call(aws_clou
 def expect_served_model(aws_cloud, data_url: str = f"s3://{BUCKET}/dogbreed/models/") -> None:
     name = f"dogbreed-mme-{STAMP}"
     aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"}, endpoint("InService", name))
-    aws_cloud.expect("describe_endpoint_config", {"EndpointConfigName": name}, {
-        "EndpointConfigName": name, "EndpointConfigArn": f"{ARN}:endpoint-config/{name}", "CreationTime": NOW,
-        "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": name}]})
-    aws_cloud.expect("describe_model", {"ModelName": name}, {
-        "ModelName": name, "ModelArn": f"{ARN}:model/{name}", "CreationTime": NOW,
-        "PrimaryContainer": {"Image": SERVE_IMAGE, "Mode": "MultiModel", "ModelDataUrl": data_url}})
+    aws_cloud.expect(
+        "describe_endpoint_config",
+        {"EndpointConfigName": name},
+        {
+            "EndpointConfigName": name,
+            "EndpointConfigArn": f"{ARN}:endpoint-config/{name}",
+            "CreationTime": NOW,
+            "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": name}],
+        },
+    )
+    aws_cloud.expect(
+        "describe_model",
+        {"ModelName": name},
+        {
+            "ModelName": name,
+            "ModelArn": f"{ARN}:model/{name}",
+            "CreationTime": NOW,
+            "PrimaryContainer": {"Image": SERVE_IMAGE, "Mode": "MultiModel", "ModelDataUrl": data_url},
+        },
+    )
 
 
 def test_add_model_uploads_under_the_prefix_the_endpoint_serves(aws_cloud, model_store):
@@ -629,21 +1024,38 @@ def test_add_model_uploads_under_the_prefix_the_endpoint_serves(aws_cloud, model
 def test_invoke_sends_the_image_to_each_target_model(aws_cloud):
     body = TEST_IMAGE.read_bytes()
     for target, labels in zip(DEFAULT_TARGETS, (["Crimson_disc", "Blue_stripes"], ["Crimson_disc", "x"])):
-        aws_cloud.runtime.add_response("invoke_endpoint", invocation_answer(target, labels), {
-            "EndpointName": "dogbreed", "TargetModel": target, "ContentType": "application/x-image",
-            "Accept": "application/json", "CustomAttributes": "top_k=2", "Body": body})
+        aws_cloud.runtime.add_response(
+            "invoke_endpoint",
+            invocation_answer(target, labels),
+            {
+                "EndpointName": "dogbreed",
+                "TargetModel": target,
+                "ContentType": "application/x-image",
+                "Accept": "application/json",
+                "CustomAttributes": "top_k=2",
+                "Body": body,
+            },
+        )
     code, out, err = aws_cloud.run("invoke", "--image", str(TEST_IMAGE), "--top-k", "2")
     assert code == 0, err
     aws_cloud.done()
     assert out.splitlines() == [
-        "dog-breed-classifier/model.tar.gz (endpoint dogbreed):", "    0.9000  Crimson_disc", "    0.4500  Blue_stripes",
-        "dog-breed-classifier-mobile/model.tar.gz (endpoint dogbreed):", "    0.9000  Crimson_disc", "    0.4500  x"]
+        "dog-breed-classifier/model.tar.gz (endpoint dogbreed):",
+        "    0.9000  Crimson_disc",
+        "    0.4500  Blue_stripes",
+        "dog-breed-classifier-mobile/model.tar.gz (endpoint dogbreed):",
+        "    0.9000  Crimson_disc",
+        "    0.4500  x",
+    ]
 
 
 def test_invoke_model_error_is_a_one_line_error(aws_cloud):
-    aws_cloud.runtime.add_client_error("invoke_endpoint", service_error_code="ModelError", http_status_code=424,
-                                       service_message="Received client error (404) from primary: target model "
-                                                       "'nope/model.tar.gz' not found")
+    aws_cloud.runtime.add_client_error(
+        "invoke_endpoint",
+        service_error_code="ModelError",
+        http_status_code=424,
+        service_message="Received client error (404) from primary: target model 'nope/model.tar.gz' not found",
+    )
     code, _, err = aws_cloud.run("invoke", "--image", str(TEST_IMAGE), "--target", "nope/model.tar.gz")
     assert code == 1 and err.count("\n") == 1 and "ModelError" in err and "not found" in err
     aws_cloud.done()
@@ -655,17 +1067,23 @@ def test_invoke_reaches_a_local_server_through_the_same_client_path(model_store,
         out, err = capsys.readouterr()
         assert code == 0, err
         lines = out.splitlines()
-        assert lines[0] == f"dog-breed-classifier/model.tar.gz (the local serving container on 127.0.0.1:{server.port}):"
+        assert (
+            lines[0] == f"dog-breed-classifier/model.tar.gz (the local serving container on 127.0.0.1:{server.port}):"
+        )
         assert len(lines) == 8 and lines[4].startswith("dog-breed-classifier-mobile/model.tar.gz")
         known = {display_label(folder.name) for folder in (SAMPLE_DATA / "train").iterdir()}
         labels = {line[12:] for line in lines[1:4]}  # after "  PROBABILITY  "
         assert labels <= known and len(labels) == 3
 
-        code = cloud_main(["invoke", "--local-port", str(server.port), "--image", str(TEST_IMAGE),
-                           "--target", "missing/model.tar.gz"])
+        code = cloud_main(
+            ["invoke", "--local-port", str(server.port), "--image", str(TEST_IMAGE), "--target", "missing/model.tar.gz"]
+        )
         _, err = capsys.readouterr()
-        assert code == 1 and err.startswith("invoke: error: the endpoint answered 404: target model") \
+        assert (
+            code == 1
+            and err.startswith("invoke: error: the endpoint answered 404: target model")
             and err.count("\n") == 1
+        )
         assert server.healthy()
 
 
@@ -688,25 +1106,44 @@ def test_batch_transform_runs_the_serving_image_over_an_s3_folder(aws_cloud):
         aws_cloud.aws.s3.put_object(Bucket=BUCKET, Key=f"images/dog{i}.jpg", Body=TEST_IMAGE.read_bytes())
     expect_served_model(aws_cloud)
     model_data = f"s3://{BUCKET}/dogbreed/models/dog-breed-classifier/model.tar.gz"
-    aws_cloud.expect("create_model", {"ModelName": name, "ExecutionRoleArn": ROLE, "PrimaryContainer": {
-        "Image": SERVE_IMAGE, "ModelDataUrl": model_data, "Mode": "SingleModel"}}, {"ModelArn": f"{ARN}:model/{name}"})
+    aws_cloud.expect(
+        "create_model",
+        {
+            "ModelName": name,
+            "ExecutionRoleArn": ROLE,
+            "PrimaryContainer": {"Image": SERVE_IMAGE, "ModelDataUrl": model_data, "Mode": "SingleModel"},
+        },
+        {"ModelArn": f"{ARN}:model/{name}"},
+    )
     output = f"s3://{BUCKET}/dogbreed/batch/{name}/"
     transform = {
-        "TransformJobName": name, "ModelName": name, "BatchStrategy": "SingleRecord",
-        "MaxConcurrentTransforms": 2, "MaxPayloadInMB": 6,
-        "TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/images/"}},
-                           "ContentType": "application/x-image"},
+        "TransformJobName": name,
+        "ModelName": name,
+        "BatchStrategy": "SingleRecord",
+        "MaxConcurrentTransforms": 2,
+        "MaxPayloadInMB": 6,
+        "TransformInput": {
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/images/"}},
+            "ContentType": "application/x-image",
+        },
         "TransformOutput": {"S3OutputPath": output, "Accept": "application/json"},
         "TransformResources": {"InstanceCount": 1, "InstanceType": "ml.m5.large"},
     }
     aws_cloud.expect("create_transform_job", transform, {"TransformJobArn": f"{ARN}:transform-job/{name}"})
-    described = {"TransformJobName": name, "TransformJobArn": f"{ARN}:transform-job/{name}", "ModelName": name,
-                 "TransformInput": transform["TransformInput"], "TransformResources": transform["TransformResources"],
-                 "CreationTime": NOW}
-    aws_cloud.expect("describe_transform_job", {"TransformJobName": name},
-                     {**described, "TransformJobStatus": "InProgress"})
-    aws_cloud.expect("describe_transform_job", {"TransformJobName": name},
-                     {**described, "TransformJobStatus": "Completed"})
+    described = {
+        "TransformJobName": name,
+        "TransformJobArn": f"{ARN}:transform-job/{name}",
+        "ModelName": name,
+        "TransformInput": transform["TransformInput"],
+        "TransformResources": transform["TransformResources"],
+        "CreationTime": NOW,
+    }
+    aws_cloud.expect(
+        "describe_transform_job", {"TransformJobName": name}, {**described, "TransformJobStatus": "InProgress"}
+    )
+    aws_cloud.expect(
+        "describe_transform_job", {"TransformJobName": name}, {**described, "TransformJobStatus": "Completed"}
+    )
     aws_cloud.expect("delete_model", {"ModelName": name})
     code, out, err = aws_cloud.run("batch-transform", *SETTINGS, "--input", f"s3://{BUCKET}/images/")
     assert code == 0, err
@@ -734,17 +1171,34 @@ def test_teardown_deletes_the_endpoint_its_configs_and_models_and_keeps_s3_unles
     other = "dogbreed-prod-mme-20261101-000000"
 
     def expect_listings(configs, models):
-        aws_cloud.expect("list_endpoint_configs", {"NameContains": "dogbreed"}, {"EndpointConfigs": [
-            {"EndpointConfigName": n, "EndpointConfigArn": f"{ARN}:endpoint-config/{n}", "CreationTime": NOW}
-            for n in configs]})
-        aws_cloud.expect("list_models", {"NameContains": "dogbreed"}, {"Models": [
-            {"ModelName": n, "ModelArn": f"{ARN}:model/{n}", "CreationTime": NOW} for n in models]})
+        aws_cloud.expect(
+            "list_endpoint_configs",
+            {"NameContains": "dogbreed"},
+            {
+                "EndpointConfigs": [
+                    {"EndpointConfigName": n, "EndpointConfigArn": f"{ARN}:endpoint-config/{n}", "CreationTime": NOW}
+                    for n in configs
+                ]
+            },
+        )
+        aws_cloud.expect(
+            "list_models",
+            {"NameContains": "dogbreed"},
+            {"Models": [{"ModelName": n, "ModelArn": f"{ARN}:model/{n}", "CreationTime": NOW} for n in models]},
+        )
 
     aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"}, endpoint("InService", mme))
     aws_cloud.expect("delete_endpoint", {"EndpointName": "dogbreed"})
-    aws_cloud.sagemaker.add_response("list_endpoint_configs", {"EndpointConfigs": [
-        {"EndpointConfigName": n, "EndpointConfigArn": f"{ARN}:endpoint-config/{n}", "CreationTime": NOW}
-        for n in (mme, other)]}, {"NameContains": "dogbreed"})
+    aws_cloud.sagemaker.add_response(
+        "list_endpoint_configs",
+        {
+            "EndpointConfigs": [
+                {"EndpointConfigName": n, "EndpointConfigArn": f"{ARN}:endpoint-config/{n}", "CreationTime": NOW}
+                for n in (mme, other)
+            ]
+        },
+        {"NameContains": "dogbreed"},
+    )
     aws_cloud.expect("delete_endpoint_config", {"EndpointConfigName": mme})
     models = [{"ModelName": n, "ModelArn": f"{ARN}:model/{n}", "CreationTime": NOW} for n in (mme, batch, other)]
     aws_cloud.expect("list_models", {"NameContains": "dogbreed"}, {"Models": models})  # one listing for both kinds
@@ -753,9 +1207,13 @@ def test_teardown_deletes_the_endpoint_its_configs_and_models_and_keeps_s3_unles
     code, out, err = aws_cloud.run("teardown", *SETTINGS)
     assert code == 0, err
     aws_cloud.done()
-    assert out.splitlines() == ["deleted endpoint dogbreed", f"deleted endpoint config {mme}",
-                                f"deleted model {mme}", f"deleted model {batch}",
-                                "S3 data kept (--delete-s3 models|all removes it)"]
+    assert out.splitlines() == [
+        "deleted endpoint dogbreed",
+        f"deleted endpoint config {mme}",
+        f"deleted model {mme}",
+        f"deleted model {batch}",
+        "S3 data kept (--delete-s3 models|all removes it)",
+    ]
     assert len(aws_cloud.keys()) == 2
 
     # Again, with nothing left and the models' S3 data asked for.

@@ -20,17 +20,46 @@ from tests.integration.test_training_failures_and_resume import max_weight_diffe
 pytestmark = pytest.mark.integration
 
 # MobileNetV2: dropout and the BatchNorm recompute, as in the single-process resume test.
-DDP_ARGS = ["--data-dir", str(SAMPLE_DATA), *FAST_ARGS, "--model", "mobilenet_v2", "--epochs", "3",
-            "--learning-rate", "0.003", "--patience", "0", "--workers", "1", "--log-interval", "1",
-            "--int8", "false"]
+DDP_ARGS = [
+    "--data-dir",
+    str(SAMPLE_DATA),
+    *FAST_ARGS,
+    "--model",
+    "mobilenet_v2",
+    "--epochs",
+    "3",
+    "--learning-rate",
+    "0.003",
+    "--patience",
+    "0",
+    "--workers",
+    "1",
+    "--log-interval",
+    "1",
+    "--int8",
+    "false",
+]
 
 
 def torchrun(args, base, processes: int = 2):
     """torchrun --standalone (a free rendezvous port on this host) with ``processes`` training processes."""
-    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                             str(processes), str(TRAIN_SCRIPT), *args],
-                            env={**sagemaker_env_for(base), "OMP_NUM_THREADS": "1"}, cwd=REPO_ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(processes),
+            str(TRAIN_SCRIPT),
+            *args,
+        ],
+        env={**sagemaker_env_for(base), "OMP_NUM_THREADS": "1"},
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def finished(process, timeout: float = 600) -> str:
@@ -80,8 +109,9 @@ def test_the_test_accuracy_is_what_one_process_measures_on_the_same_weights(two_
     model, metadata = load_artifact(base / "model")
     size = metadata["input_size"]
     data = discover(resolve_split_dirs(SAMPLE_DATA, {"train": None, "valid": None, "test": None}))
-    loader = DataLoader(ImageFileDataset(data.splits["test"].samples, eval_transform(size), resize_size(size)),
-                        batch_size=16)
+    loader = DataLoader(
+        ImageFileDataset(data.splits["test"].samples, eval_transform(size), resize_size(size)), batch_size=16
+    )
     correct = total = 0
     with torch.no_grad():
         for images, targets in loader:
@@ -112,8 +142,11 @@ def test_sigterm_stops_every_rank_at_one_step_and_a_resumed_job_ends_with_the_sa
     resumed_output = finished(resumed)
     assert resumed.returncode == 0, resumed_output[-3000:]
     for rank in (0, 1):  # every rank resumes from rank 0's checkpoint
-        assert re.search(rf"\[rank {rank}\] resuming from checkpoint .* in epoch 2 after step "
-                         rf"{checkpoint['partial']['batches']}\n", resumed_output)
+        assert re.search(
+            rf"\[rank {rank}\] resuming from checkpoint .* in epoch 2 after step "
+            rf"{checkpoint['partial']['batches']}\n",
+            resumed_output,
+        )
     assert not (stopped / "output" / "failure").exists()
 
     uninterrupted = torchrun(DDP_ARGS, straight)
@@ -122,8 +155,9 @@ def test_sigterm_stops_every_rank_at_one_step_and_a_resumed_job_ends_with_the_sa
     a = torch.load(stopped / "model" / "model.pth", map_location="cpu", weights_only=True)
     b = torch.load(straight / "model" / "model.pth", map_location="cpu", weights_only=True)
     assert max_weight_difference(a, b) <= 1e-6
-    histories = [json.loads((base / "output" / "data" / "metrics.json").read_text())["history"]
-                 for base in (stopped, straight)]
+    histories = [
+        json.loads((base / "output" / "data" / "metrics.json").read_text())["history"] for base in (stopped, straight)
+    ]
     assert [h["train_loss"] for h in histories[0]] == pytest.approx([h["train_loss"] for h in histories[1]], abs=1e-6)
 
 

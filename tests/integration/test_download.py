@@ -24,13 +24,18 @@ def make_zip(entries: dict[str, bytes], links: dict[str, str] | None = None) -> 
             zf.writestr(name, data)
         for name, target in (links or {}).items():
             info = zipfile.ZipInfo(name)
-            info.external_attr = (0o120777 << 16)
+            info.external_attr = 0o120777 << 16
             zf.writestr(info, target)
     return buffer.getvalue()
 
 
-DATASET = make_zip({f"dogImages/{split}/001.Affenpinscher/a_{i}.jpg": bytes([i]) * 5000
-                    for split in ("train", "valid", "test") for i in range(20)})
+DATASET = make_zip(
+    {
+        f"dogImages/{split}/001.Affenpinscher/a_{i}.jpg": bytes([i]) * 5000
+        for split in ("train", "valid", "test")
+        for i in range(20)
+    }
+)
 
 
 class ZipServer:
@@ -104,11 +109,14 @@ def test_etag_md5_is_checked(tmp_path):
             fetch_dataset(server.url, tmp_path)
 
 
-@pytest.mark.parametrize("payload, message", [
-    (make_zip({"../evil.txt": b"x"}), "unsafe path in archive: '../evil.txt'"),
-    (make_zip({"/etc/evil.txt": b"x"}), "unsafe path"),
-    (make_zip({"ok/a.txt": b"x"}, links={"ok/link": "/etc/passwd"}), "is a symbolic link"),
-])
+@pytest.mark.parametrize(
+    "payload, message",
+    [
+        (make_zip({"../evil.txt": b"x"}), "unsafe path in archive: '../evil.txt'"),
+        (make_zip({"/etc/evil.txt": b"x"}), "unsafe path"),
+        (make_zip({"ok/a.txt": b"x"}, links={"ok/link": "/etc/passwd"}), "is a symbolic link"),
+    ],
+)
 def test_unsafe_archives_are_not_unpacked(tmp_path, payload, message):
     dest = tmp_path / "dest"
     with ZipServer(payload) as server:
@@ -122,8 +130,24 @@ def test_cli_reports_a_failed_download_in_one_line(tmp_path):
     with ZipServer(DATASET) as server:
         url = server.url
     # The server is gone: every attempt is refused.
-    result = subprocess.run([sys.executable, "-m", "dogbreed.download", "--url", url, "--dest", str(tmp_path),
-                             "--retries", "2", "--backoff", "0.01"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dogbreed.download",
+            "--url",
+            url,
+            "--dest",
+            str(tmp_path),
+            "--retries",
+            "2",
+            "--backoff",
+            "0.01",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1
     assert "download failed after 2 attempts" in result.stderr

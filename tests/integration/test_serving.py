@@ -13,7 +13,6 @@ import pytest
 from PIL import Image
 
 from dogbreed.package import pack_artifact
-
 from tests.conftest import SAMPLE_DATA
 from tests.serving import running_server, stop_and_check_nothing_left
 
@@ -28,8 +27,9 @@ MAX_REQUEST_MB = 2
 
 @pytest.fixture(scope="module")
 def server(model_store, tmp_path_factory):
-    with running_server(model_store, tmp_path_factory.mktemp("serve"),
-                        SAGEMAKER_MAX_PAYLOAD_IN_MB=str(MAX_REQUEST_MB)) as server:
+    with running_server(
+        model_store, tmp_path_factory.mktemp("serve"), SAGEMAKER_MAX_PAYLOAD_IN_MB=str(MAX_REQUEST_MB)
+    ) as server:
         yield server
 
 
@@ -62,18 +62,30 @@ def test_sdk_local_runtime_client_as_in_the_readme(server):
     client = LocalSagemakerRuntimeClient(config={"local": {"serving_port": server.port}})
     path = SAMPLE_DATA / "test" / "003.Cobalt_triangle" / "Cobalt_triangle_00004.jpg"
     for target in (RESNET, MOBILE):
-        response = client.invoke_endpoint(EndpointName="dog-breed-classifier-multi-endpoint", TargetModel=target,
-                                          ContentType="application/x-image", Body=path.read_bytes())
+        response = client.invoke_endpoint(
+            EndpointName="dog-breed-classifier-multi-endpoint",
+            TargetModel=target,
+            ContentType="application/x-image",
+            Body=path.read_bytes(),
+        )
         answer = json.loads(response["Body"].read())
         assert answer["model"] == target and answer["results"][0]["predictions"]
-    assert answer["results"][0]["predictions"][0]["label"] in {"Cobalt triangle", "Emerald square",
-                                                                "Crimson disc", "Amber stripes"}
+    assert answer["results"][0]["predictions"][0]["label"] in {
+        "Cobalt triangle",
+        "Emerald square",
+        "Crimson disc",
+        "Amber stripes",
+    }
 
 
 def test_json_batch_top_k_and_full_probabilities(server):
     body = json.dumps({"instances": [base64.b64encode(p.read_bytes()).decode() for p in TEST_IMAGES[:3]]}).encode()
-    status, answer = server.invoke(body, RESNET, content_type="application/json",
-                                   **{"X-Amzn-SageMaker-Custom-Attributes": "top_k=2,probabilities=true"})
+    status, answer = server.invoke(
+        body,
+        RESNET,
+        content_type="application/json",
+        **{"X-Amzn-SageMaker-Custom-Attributes": "top_k=2,probabilities=true"},
+    )
     assert status == 200, answer
     assert len(answer["results"]) == 3
     assert all(len(r["predictions"]) == 2 and len(r["probabilities"]) == 4 for r in answer["results"])
@@ -91,17 +103,20 @@ def _big_png() -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("body, headers, status", [
-    (b"", {"Content-Type": "application/x-image"}, 400),
-    (b"this is not an image", {"Content-Type": "image/jpeg"}, 400),
-    (IMAGE[: len(IMAGE) // 2], {"Content-Type": "image/jpeg"}, 400),
-    (b"{broken", {"Content-Type": "application/json"}, 400),
-    (b'["%%%"]', {"Content-Type": "application/json"}, 400),
-    (IMAGE, {"Content-Type": "text/csv"}, 415),
-    (IMAGE, {"Content-Type": "image/jpeg", "Accept": "text/csv"}, 406),
-    (IMAGE, {"Content-Type": "image/jpeg", "X-Amzn-SageMaker-Custom-Attributes": "top_k=-1"}, 400),
-    (b"\0" * (MAX_REQUEST_MB * 1024 * 1024 + 10), {"Content-Type": "image/jpeg"}, 413),
-])
+@pytest.mark.parametrize(
+    "body, headers, status",
+    [
+        (b"", {"Content-Type": "application/x-image"}, 400),
+        (b"this is not an image", {"Content-Type": "image/jpeg"}, 400),
+        (IMAGE[: len(IMAGE) // 2], {"Content-Type": "image/jpeg"}, 400),
+        (b"{broken", {"Content-Type": "application/json"}, 400),
+        (b'["%%%"]', {"Content-Type": "application/json"}, 400),
+        (IMAGE, {"Content-Type": "text/csv"}, 415),
+        (IMAGE, {"Content-Type": "image/jpeg", "Accept": "text/csv"}, 406),
+        (IMAGE, {"Content-Type": "image/jpeg", "X-Amzn-SageMaker-Custom-Attributes": "top_k=-1"}, 400),
+        (b"\0" * (MAX_REQUEST_MB * 1024 * 1024 + 10), {"Content-Type": "image/jpeg"}, 413),
+    ],
+)
 def test_bad_input_gets_json_4xx_and_the_server_stays_healthy(server, body, headers, status):
     got, answer = server.json("POST", "/invocations", body, {"X-Amzn-SageMaker-Target-Model": RESNET, **headers})
     assert got == status
@@ -117,8 +132,12 @@ def test_huge_image_dimensions_are_refused(server):
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0)) + \
-        chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+    bomb = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+        + chunk(b"IEND", b"")
+    )
     status, answer = server.invoke(bomb, RESNET, content_type="image/png")
     assert status == 413 and "too large" in answer["message"]
     status, _ = server.invoke(_big_png(), RESNET, content_type="image/png")
@@ -150,9 +169,11 @@ def test_broken_models_fail_alone(server, model_store, trained_models, tmp_path)
         info.size = 4
         tar.addfile(info, io.BytesIO(b"evil"))
     try:
-        for target, fragment in (("broken/corrupt.tar.gz", "cannot unpack"),
-                                 ("broken/no-metadata.tar.gz", "metadata.json is missing"),
-                                 ("broken/slip.tar.gz", "unsafe member path")):
+        for target, fragment in (
+            ("broken/corrupt.tar.gz", "cannot unpack"),
+            ("broken/no-metadata.tar.gz", "metadata.json is missing"),
+            ("broken/slip.tar.gz", "unsafe member path"),
+        ):
             status, answer = server.invoke(IMAGE, target)
             assert status == 400 and fragment in answer["message"], answer
         assert not list(model_store.parent.rglob("escaped.txt"))
@@ -217,8 +238,9 @@ def test_multi_model_contract(trained_models, tmp_path):
 
 
 def test_the_onnx_variant_that_answered_is_named(server, trained_models):
-    status, headers, data = server.request("POST", "/invocations", IMAGE, {
-        "Content-Type": "image/jpeg", "X-Amzn-SageMaker-Target-Model": RESNET})
+    status, headers, data = server.request(
+        "POST", "/invocations", IMAGE, {"Content-Type": "image/jpeg", "X-Amzn-SageMaker-Target-Model": RESNET}
+    )
     answer = json.loads(data)
     chosen = json.loads((trained_models["resnet18"] / "metadata.json").read_text())["onnx"]["serve"]
     assert status == 200 and answer["variant"] == chosen

@@ -19,7 +19,6 @@ import pytest
 import torch
 from PIL import Image
 
-
 from tests.conftest import SAMPLE_DATA, free_port
 from tests.hostile_archives import bomb, symlink_chain
 from tests.serving import running_server
@@ -110,10 +109,19 @@ def multi_model(trained_models, tmp_path_factory):
     evil = root / "evil" / "model"
     shutil.copytree(trained_models["resnet18"], evil)
     marker = base / "evil-ran"
-    (evil / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\ndef handle(data, context):\n    return data\n")
+    (evil / "evil.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\ndef handle(data, context):\n    return data\n"
+    )
     (evil / "MAR-INF").mkdir()
-    (evil / "MAR-INF" / "MANIFEST.json").write_text(json.dumps(
-        {"specificationVersion": "1.0", "runtime": "python", "model": {"modelName": "evil", "handler": "evil:handle"}}))
+    (evil / "MAR-INF" / "MANIFEST.json").write_text(
+        json.dumps(
+            {
+                "specificationVersion": "1.0",
+                "runtime": "python",
+                "model": {"modelName": "evil", "handler": "evil:handle"},
+            }
+        )
+    )
     (root / "out").symlink_to("/etc")
     with running_server(root, base, SAGEMAKER_MULTI_MODEL="true") as server:
         yield server, root, marker
@@ -126,9 +134,20 @@ def _register(server, body, headers=JSON):
 
 def test_multi_model_mode_loads_only_local_folders_under_the_root(multi_model, fetches):
     server, root, _ = multi_model
-    for url in (f"{fetches.url}/evil.mar", f"https{fetches.url[4:]}/m.tar.gz", "s3://bucket/model.tar.gz",
-                "file:///etc", "/", "/etc", str(root), f"{root}/../models/resnet/model", str(root / "out"),
-                str(root / "out" / "ssl"), "resnet/model", f"{root}/resnet/model\u0000x"):
+    for url in (
+        f"{fetches.url}/evil.mar",
+        f"https{fetches.url[4:]}/m.tar.gz",
+        "s3://bucket/model.tar.gz",
+        "file:///etc",
+        "/",
+        "/etc",
+        str(root),
+        f"{root}/../models/resnet/model",
+        str(root / "out"),
+        str(root / "out" / "ssl"),
+        "resnet/model",
+        f"{root}/resnet/model\u0000x",
+    ):
         status, answer = _register(server, {"model_name": "x", "url": url})
         assert status == 400, (url, answer)
         assert answer["message"]
@@ -141,8 +160,9 @@ def test_multi_model_mode_loads_only_local_folders_under_the_root(multi_model, f
 
 def test_the_request_and_the_folder_cannot_choose_the_handler(multi_model):
     server, root, marker = multi_model
-    status, answer = _register(server, {"model_name": "evil", "url": str(root / "evil" / "model"),
-                                        "handler": "evil:handle"})
+    status, answer = _register(
+        server, {"model_name": "evil", "url": str(root / "evil" / "model"), "handler": "evil:handle"}
+    )
     assert status == 400 and "handler cannot be chosen" in answer["message"]
     # The folder's MANIFEST.json names evil:handle too; the project's handler serves it anyway.
     status, answer = _register(server, {"model_name": "evil", "url": str(root / "evil" / "model")})
@@ -219,11 +239,16 @@ def test_deeply_nested_json_is_400(server):
 
 
 def test_query_parameters_are_not_headers(server):
-    status, _, data = server.request("POST", "/invocations?accept=x&x-amzn-sagemaker-target-model=../../etc",
-                                     IMAGE, {"Content-Type": "image/jpeg", "X-Amzn-SageMaker-Target-Model": RESNET})
+    status, _, data = server.request(
+        "POST",
+        "/invocations?accept=x&x-amzn-sagemaker-target-model=../../etc",
+        IMAGE,
+        {"Content-Type": "image/jpeg", "X-Amzn-SageMaker-Target-Model": RESNET},
+    )
     assert status == 200 and json.loads(data)["model"] == RESNET
-    status, _, data = server.request("POST", "/invocations?x-amzn-sagemaker-target-model=" + RESNET, IMAGE,
-                                     {"Content-Type": "image/jpeg"})
+    status, _, data = server.request(
+        "POST", "/invocations?x-amzn-sagemaker-target-model=" + RESNET, IMAGE, {"Content-Type": "image/jpeg"}
+    )
     assert status == 400 and "set the X-Amzn-SageMaker-Target-Model header" in json.loads(data)["message"]
     assert server.healthy()
 
@@ -247,8 +272,9 @@ def test_a_batch_of_pixel_bombs_is_413(server):
 
 
 def _probabilities(server, body: bytes, content_type: str) -> torch.Tensor:
-    status, answer = server.invoke(body, RESNET, content_type=content_type,
-                                   **{"X-Amzn-SageMaker-Custom-Attributes": "probabilities=true"})
+    status, answer = server.invoke(
+        body, RESNET, content_type=content_type, **{"X-Amzn-SageMaker-Custom-Attributes": "probabilities=true"}
+    )
     assert status == 200, answer
     return torch.tensor(answer["results"][0]["probabilities"])
 
@@ -266,8 +292,10 @@ def test_exif_orientation_is_applied(server):
     """A phone held upright stores the picture turned 90 degrees, with EXIF orientation 6."""
     upright = Image.new("RGB", (96, 64), (128, 128, 128))
     upright.paste(Image.open(SAMPLE_DATA / "test" / "001.Crimson_disc" / "Crimson_disc_00003.jpg"), (0, 0))
-    upright.paste(Image.open(SAMPLE_DATA / "test" / "003.Cobalt_triangle" / "Cobalt_triangle_00004.jpg")
-                  .crop((0, 0, 32, 64)), (64, 0))
+    upright.paste(
+        Image.open(SAMPLE_DATA / "test" / "003.Cobalt_triangle" / "Cobalt_triangle_00004.jpg").crop((0, 0, 32, 64)),
+        (64, 0),
+    )
     stored = upright.transpose(Image.Transpose.ROTATE_90)
     phone_jpeg = _encode(stored, "JPEG", orientation=6)
     # What every viewer shows: the JPEG's own pixels, turned upright (PNG: no second lossy step).
@@ -289,12 +317,18 @@ def test_a_request_slower_than_the_timeout_gets_an_error_within_about_the_timeou
     buffer = io.BytesIO()
     Image.new("RGB", (9000, 9000), (120, 30, 200)).save(buffer, format="PNG")
     body = json.dumps({"instances": [base64.b64encode(buffer.getvalue()).decode()] * 20}).encode()
-    with running_server(model_store, tmp_path, SAGEMAKER_MODEL_SERVER_TIMEOUT="6", SAGEMAKER_MAX_PAYLOAD_IN_MB="10",
-                        DOGBREED_MAX_REQUEST_PIXELS=str(10**10)) as server:
+    with running_server(
+        model_store,
+        tmp_path,
+        SAGEMAKER_MODEL_SERVER_TIMEOUT="6",
+        SAGEMAKER_MAX_PAYLOAD_IN_MB="10",
+        DOGBREED_MAX_REQUEST_PIXELS=str(10**10),
+    ) as server:
         assert server.invoke(IMAGE, RESNET)[0] == 200  # loaded: the next request's time is all its own
         started = time.monotonic()
-        status, _, _ = server.request("POST", "/invocations", body,
-                                      {**JSON, "X-Amzn-SageMaker-Target-Model": RESNET}, timeout=120)
+        status, _, _ = server.request(
+            "POST", "/invocations", body, {**JSON, "X-Amzn-SageMaker-Target-Model": RESNET}, timeout=120
+        )
         took = time.monotonic() - started
         assert status >= 500 and took < 15, (status, took)
         deadline = time.monotonic() + 60
@@ -329,10 +363,15 @@ def test_error_bodies_name_no_server_path(server, hostile_store, trained_models,
         tar.add(trained_models["resnet18"] / "metadata.json", arcname="metadata.json")
         tar.add(tmp_path / served_file, arcname=served_file)
     bodies = []
-    for target in ("broken/no-metadata.tar.gz", "broken/bad-graph.tar.gz", "broken/corrupt.tar.gz",
-                   "no/such/model.tar.gz"):
-        status, _, data = server.request("POST", "/invocations", IMAGE, {"Content-Type": "image/jpeg",
-                                                                        "X-Amzn-SageMaker-Target-Model": target})
+    for target in (
+        "broken/no-metadata.tar.gz",
+        "broken/bad-graph.tar.gz",
+        "broken/corrupt.tar.gz",
+        "no/such/model.tar.gz",
+    ):
+        status, _, data = server.request(
+            "POST", "/invocations", IMAGE, {"Content-Type": "image/jpeg", "X-Amzn-SageMaker-Target-Model": target}
+        )
         assert 400 <= status < 500, (target, status)
         bodies.append(data.decode())
     for body in bodies:
@@ -347,8 +386,9 @@ def test_the_unpack_folder_stays_bounded_and_staging_is_cleaned_at_start(model_s
     abandoned = unpack_dir / ".0123abcd.staging.killed"  # what a worker killed mid-unpack leaves
     (abandoned / "sub").mkdir(parents=True)
     (abandoned / "sub" / "model.pth").write_bytes(b"half")
-    with running_server(model_store, tmp_path, DOGBREED_UNPACK_DIR=str(unpack_dir),
-                        DOGBREED_UNPACK_CACHE_ENTRIES="1") as server:
+    with running_server(
+        model_store, tmp_path, DOGBREED_UNPACK_DIR=str(unpack_dir), DOGBREED_UNPACK_CACHE_ENTRIES="1"
+    ) as server:
         for target in (RESNET, "dog-breed-classifier-mobile/model.tar.gz", RESNET):
             assert server.invoke(IMAGE, target)[0] == 200
             assert not abandoned.exists()  # the worker removed it when it started

@@ -19,8 +19,23 @@ pytestmark = pytest.mark.integration
 
 # MobileNetV2 has dropout (the global random generator) and recomputed BatchNorm statistics; two workers
 # prepare batches in parallel. None of it may make a resumed run differ from an uninterrupted one.
-RESUME_ARGS = ["--data-dir", str(SAMPLE_DATA), *FAST_ARGS, "--model", "mobilenet_v2", "--epochs", "3",
-               "--patience", "0", "--workers", "2", "--log-interval", "1", "--int8", "false"]
+RESUME_ARGS = [
+    "--data-dir",
+    str(SAMPLE_DATA),
+    *FAST_ARGS,
+    "--model",
+    "mobilenet_v2",
+    "--epochs",
+    "3",
+    "--patience",
+    "0",
+    "--workers",
+    "2",
+    "--log-interval",
+    "1",
+    "--int8",
+    "false",
+]
 
 
 def _state(path):
@@ -34,8 +49,14 @@ def max_weight_difference(a: dict, b: dict) -> float:
 
 def test_sigterm_mid_epoch_then_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
     stopped, straight = tmp_path / "stopped", tmp_path / "straight"
-    process = subprocess.Popen([sys.executable, str(TRAIN_SCRIPT), *RESUME_ARGS], env=sagemaker_env_for(stopped),
-                               cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, str(TRAIN_SCRIPT), *RESUME_ARGS],
+        env=sagemaker_env_for(stopped),
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     seen = []
     try:
         for line in process.stdout:  # a progress line per step: stop in the middle of epoch 2
@@ -67,25 +88,34 @@ def test_sigterm_mid_epoch_then_resume_ends_with_the_weights_of_an_uninterrupted
         a, b = _state(stopped / relative), _state(straight / relative)
         a, b = (a, b) if relative.endswith(".pth") else (a["model"], b["model"])
         assert max_weight_difference(a, b) <= 1e-6, relative
-    histories = [json.loads((base / "output" / "data" / "metrics.json").read_text())["history"]
-                 for base in (stopped, straight)]
+    histories = [
+        json.loads((base / "output" / "data" / "metrics.json").read_text())["history"] for base in (stopped, straight)
+    ]
     assert [h["train_loss"] for h in histories[0]] == pytest.approx([h["train_loss"] for h in histories[1]], abs=1e-6)
 
 
 def test_checkpoint_of_another_job_is_refused(tmp_path):
     first = run_script(TRAIN_SCRIPT, ["--data-dir", str(SAMPLE_DATA), *FAST_ARGS, "--epochs", "1"], tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
-    other = run_script(TRAIN_SCRIPT, ["--data-dir", str(SAMPLE_DATA), *FAST_ARGS, "--epochs", "1",
-                                      "--model", "mobilenet_v2"], tmp_path)
+    other = run_script(
+        TRAIN_SCRIPT, ["--data-dir", str(SAMPLE_DATA), *FAST_ARGS, "--epochs", "1", "--model", "mobilenet_v2"], tmp_path
+    )
     assert other.returncode == 1
     assert "belongs to another job: its architecture is 'resnet18'" in other.stderr
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda d: __import__("shutil").rmtree(d / "test"), "split 'test' not found"),
-    (lambda d: (d / "train" / "002.Emerald_square" / "Emerald_square_00003.jpg").write_bytes(b"\xff\xd8\xff\xe0trunc"),
-     "bad image "),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: __import__("shutil").rmtree(d / "test"), "split 'test' not found"),
+        (
+            lambda d: (d / "train" / "002.Emerald_square" / "Emerald_square_00003.jpg").write_bytes(
+                b"\xff\xd8\xff\xe0trunc"
+            ),
+            "bad image ",
+        ),
+    ],
+)
 def test_bad_data_fails_early_with_failure_file(sample_copy, tmp_path, damage, message):
     damage(sample_copy)
     base = tmp_path / "ml"
@@ -112,14 +142,21 @@ def test_hook_comes_from_sagemaker_debugger_config(tmp_path):
     tensors = tmp_path / "tensors"
     config = tmp_path / "ml" / "input" / "config" / "debughookconfig.json"
     config.parent.mkdir(parents=True)
-    config.write_text(json.dumps({
-        "LocalPath": str(tensors),
-        "HookParameters": {"save_interval": "1"},
-        "CollectionConfigurations": [{"CollectionName": "losses"}, {"CollectionName": "gradients"}],
-    }))
+    config.write_text(
+        json.dumps(
+            {
+                "LocalPath": str(tensors),
+                "HookParameters": {"save_interval": "1"},
+                "CollectionConfigurations": [{"CollectionName": "losses"}, {"CollectionName": "gradients"}],
+            }
+        )
+    )
     # --debug-out-dir is ignored: the job's Debugger config wins.
-    result = run_script(TRAIN_SCRIPT, ["--data-dir", str(SAMPLE_DATA), *FAST_ARGS, "--epochs", "1",
-                                       "--debug-out-dir", str(tmp_path / "ignored")], tmp_path / "ml")
+    result = run_script(
+        TRAIN_SCRIPT,
+        ["--data-dir", str(SAMPLE_DATA), *FAST_ARGS, "--epochs", "1", "--debug-out-dir", str(tmp_path / "ignored")],
+        tmp_path / "ml",
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"hook from Debugger config {config}" in result.stdout
     assert not (tmp_path / "ignored").exists()

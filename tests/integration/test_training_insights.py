@@ -12,13 +12,37 @@ from tests.conftest import REPO_ROOT, SAMPLE_DATA, TRAIN_SCRIPT, run_script
 
 pytestmark = pytest.mark.integration
 
-BASE_ARGS = ["--data-dir", str(SAMPLE_DATA), "--pretrained", "false", "--image-size", "32", "--batch-size", "16",
-             "--workers", "1", "--log-interval", "50", "--int8", "false", "--patience", "0"]
+BASE_ARGS = [
+    "--data-dir",
+    str(SAMPLE_DATA),
+    "--pretrained",
+    "false",
+    "--image-size",
+    "32",
+    "--batch-size",
+    "16",
+    "--workers",
+    "1",
+    "--log-interval",
+    "50",
+    "--int8",
+    "false",
+    "--patience",
+    "0",
+]
 # A random-init backbone kept frozen, a linear head learning at 0.01: the loss falls steadily and the
 # validation loss follows it. Nothing for the rules to find.
 HEALTHY = [*BASE_ARGS, "--freeze-backbone", "true", "--learning-rate", "0.01", "--epochs", "5"]
-RULES = {"LossNotDecreasing", "Overfit", "Overtraining", "VanishingGradient", "ExplodingTensor",
-         "PoorWeightInitialization", "DeadRelu", "ClassImbalance"}
+RULES = {
+    "LossNotDecreasing",
+    "Overfit",
+    "Overtraining",
+    "VanishingGradient",
+    "ExplodingTensor",
+    "PoorWeightInitialization",
+    "DeadRelu",
+    "ClassImbalance",
+}
 
 
 def train(base, args):
@@ -45,8 +69,11 @@ def test_a_healthy_run_trips_no_rule_and_every_rule_looked(healthy):
         assert rule["error"] is None
     assert rules["LossNotDecreasing"]["parameters"]["num_steps"] == 10
     assert rules["VanishingGradient"]["parameters"] == {"threshold": 1e-7}
-    assert rules["DeadRelu"]["parameters"] == {"tensor_regex": ".*relu_output", "threshold_inactivity": 1.0,
-                                               "threshold_layer": 50.0}
+    assert rules["DeadRelu"]["parameters"] == {
+        "tensor_regex": ".*relu_output",
+        "threshold_inactivity": 1.0,
+        "threshold_layer": 50.0,
+    }
 
 
 def test_every_relu_site_and_the_labels_are_saved_for_the_rules(healthy):
@@ -90,8 +117,14 @@ def test_the_report_holds_the_verdicts_and_the_pictures(healthy):
     page = (base / "output" / "data" / "debugger-report.html").read_text()
     assert "None of the 8 rules fired." in page
     assert page.index("<h2>Rules</h2>") < page.index("<h2>Loss by mode</h2>")
-    for section in ("Loss by mode", "Gradients", "Weight updates", "Learning curves", "Confusion matrix (test)",
-                    "Profile"):
+    for section in (
+        "Loss by mode",
+        "Gradients",
+        "Weight updates",
+        "Learning curves",
+        "Confusion matrix (test)",
+        "Profile",
+    ):
         assert f"<h2>{section}</h2>" in page
     assert page.count('src="data:image/png;base64,') >= 6
     assert "50 steps on cpu:" in page and "waiting for data" in page
@@ -169,9 +202,19 @@ def test_make_debug_report_rebuilds_from_a_saved_trial(healthy, tmp_path):
     base, _, _, _ = healthy
     out = tmp_path / "rebuilt"
     out.mkdir()
-    result = subprocess.run(["make", "--no-print-directory", "debug-report",
-                             f"DEBUG_DIR={base / 'output' / 'data' / 'tensors'}", f"DEBUG_OUTPUT_DIR={out}"],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            "make",
+            "--no-print-directory",
+            "debug-report",
+            f"DEBUG_DIR={base / 'output' / 'data' / 'tensors'}",
+            f"DEBUG_OUTPUT_DIR={out}",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     rebuilt = json.loads((out / "rules.json").read_text())
     original = json.loads((base / "output" / "data" / "rules.json").read_text())
@@ -179,11 +222,17 @@ def test_make_debug_report_rebuilds_from_a_saved_trial(healthy, tmp_path):
     page = (out / "debugger-report.html").read_text()
     assert "None of the 8 rules fired." in page and "<h2>Gradients</h2>" in page
 
-    missing = subprocess.run(["make", "--no-print-directory", "debug-report", f"DEBUG_DIR={tmp_path / 'nothing'}"],
-                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    missing = subprocess.run(
+        ["make", "--no-print-directory", "debug-report", f"DEBUG_DIR={tmp_path / 'nothing'}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert missing.returncode != 0
     errors = [line for line in missing.stderr.splitlines() if line.startswith("debug_report: error: ")]
     assert errors == [f"debug_report: error: no smdebug trial at {tmp_path / 'nothing'}"]
-    unset = subprocess.run(["make", "--no-print-directory", "debug-report"], cwd=REPO_ROOT, capture_output=True,
-                           text=True, timeout=60)
+    unset = subprocess.run(
+        ["make", "--no-print-directory", "debug-report"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
     assert unset.returncode != 0 and "set DEBUG_DIR" in unset.stderr

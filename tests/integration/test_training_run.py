@@ -14,7 +14,6 @@ from dogbreed.artifact import load_artifact
 from dogbreed.images import open_rgb
 from dogbreed.training.metrics import parse_metrics
 from dogbreed.transforms import eval_transform
-
 from tests.conftest import FAST_ARGS, HPO_SCRIPT, REPO_ROOT, SAMPLE_DATA, TRAIN_SCRIPT, run_script
 
 pytestmark = pytest.mark.integration
@@ -26,11 +25,25 @@ EPOCHS = 3
 def trained(tmp_path_factory):
     base = tmp_path_factory.mktemp("ml")
     debug_dir = base / "debug"
-    result = run_script(TRAIN_SCRIPT, [
-        "--data-dir", str(SAMPLE_DATA), *FAST_ARGS, "--epochs", str(EPOCHS), "--patience", "0",
-        "--debug-out-dir", str(debug_dir), "--debug-save-interval", "2",
-        "--debug-collections", "losses,weights,gradients",
-    ], base)
+    result = run_script(
+        TRAIN_SCRIPT,
+        [
+            "--data-dir",
+            str(SAMPLE_DATA),
+            *FAST_ARGS,
+            "--epochs",
+            str(EPOCHS),
+            "--patience",
+            "0",
+            "--debug-out-dir",
+            str(debug_dir),
+            "--debug-save-interval",
+            "2",
+            "--debug-collections",
+            "losses,weights,gradients",
+        ],
+        base,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return base, debug_dir, result.stdout
 
@@ -72,8 +85,12 @@ def test_onnx_variants_are_written_checked_and_chosen(trained):
     assert set(onnx["variants"]) == {"fp32", "int8"} and onnx["serve"] in {"fp32", "int8"} and onnx["reason"]
     int8 = onnx["variants"]["int8"]
     fp32_accuracy = onnx["variants"]["fp32"]["test_accuracy"]
-    expected = ("int8" if fp32_accuracy - int8["test_accuracy"] <= onnx["int8_gate"]["max_accuracy_drop"]
-                and int8["agreement_with_fp32"] >= onnx["int8_gate"]["min_agreement"] else "fp32")
+    expected = (
+        "int8"
+        if fp32_accuracy - int8["test_accuracy"] <= onnx["int8_gate"]["max_accuracy_drop"]
+        and int8["agreement_with_fp32"] >= onnx["int8_gate"]["min_agreement"]
+        else "fp32"
+    )
     assert onnx["serve"] == expected
     metrics = json.loads((base / "output" / "data" / "metrics.json").read_text())
     assert metrics["serving_variant"]["variant"] == onnx["serve"]
@@ -81,8 +98,9 @@ def test_onnx_variants_are_written_checked_and_chosen(trained):
 
     transform = eval_transform(metadata["input_size"], metadata["mean"], metadata["std"])
     batch = torch.stack([transform(open_rgb(p)) for p in sorted((SAMPLE_DATA / "test").rglob("*.jpg"))])
-    session = onnxruntime.InferenceSession(str(base / "model" / onnx["variants"]["fp32"]["file"]),
-                                           providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(
+        str(base / "model" / onnx["variants"]["fp32"]["file"]), providers=["CPUExecutionProvider"]
+    )
     got = session.run(["logits"], {"images": batch.numpy()})[0]  # the whole split as one dynamic batch
     with torch.no_grad():
         assert np.allclose(got, model(batch).numpy(), atol=1e-4, rtol=1e-3)
@@ -144,8 +162,11 @@ def test_smdebug_tensors_read_back(trained):
 
 
 def test_hpo_entry_point_runs_a_short_trial(tmp_path):
-    result = run_script(HPO_SCRIPT, ["--data-dir", str(SAMPLE_DATA), *FAST_ARGS, "--model", "mobilenet_v2",
-                                     "--learning-rate", "0.01"], tmp_path)
+    result = run_script(
+        HPO_SCRIPT,
+        ["--data-dir", str(SAMPLE_DATA), *FAST_ARGS, "--model", "mobilenet_v2", "--learning-rate", "0.01"],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     found = parse_metrics(result.stdout)
     assert 1 <= len(found["train:loss"]) <= 3  # hpo.py's budget: 3 epochs at most
@@ -154,12 +175,18 @@ def test_hpo_entry_point_runs_a_short_trial(tmp_path):
 
 
 def test_amp_on_cpu_uses_bfloat16_only_when_a_timed_trial_finds_it_faster(tmp_path):
-    result = run_script(TRAIN_SCRIPT, ["--data-dir", str(SAMPLE_DATA), *FAST_ARGS, "--epochs", "1", "--amp", "true",
-                                       "--device", "cpu"], tmp_path)
+    result = run_script(
+        TRAIN_SCRIPT,
+        ["--data-dir", str(SAMPLE_DATA), *FAST_ARGS, "--epochs", "1", "--amp", "true", "--device", "cpu"],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
-    match = re.search(r"--amp on CPU: a training step takes ([\d.]+) ms in bfloat16 and ([\d.]+) ms in float32 "
-                      r".*: using (\w+)", log)
+    match = re.search(
+        r"--amp on CPU: a training step takes ([\d.]+) ms in bfloat16 and ([\d.]+) ms in float32 "
+        r".*: using (\w+)",
+        log,
+    )
     assert match, log[-3000:]
     bfloat16_ms, float32_ms, chosen = float(match[1]), float(match[2]), match[3]
     assert chosen == ("bfloat16" if bfloat16_ms < float32_ms else "float32")
@@ -174,21 +201,32 @@ def test_make_export_onnx_adds_the_variants_to_an_older_artifact(trained, tmp_pa
     del metadata["onnx"]  # as train_model.py wrote artifacts before it made ONNX variants
     (old / "metadata.json").write_text(json.dumps(metadata))
 
-    result = subprocess.run(["make", "export-onnx", f"MODEL_DIR={old}"], cwd=REPO_ROOT, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        ["make", "export-onnx", f"MODEL_DIR={old}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     onnx = json.loads((old / "metadata.json").read_text())["onnx"]
     assert onnx["parity"]["inputs"] == "random" and onnx["serve"] == "fp32" and "--data-dir" in onnx["reason"]
     assert sorted(p.name for p in old.iterdir()) == ["metadata.json", "model.onnx", "model.pth"]
 
-    result = subprocess.run(["make", "export-onnx", f"MODEL_DIR={old}", f"EXPORT_DATA_DIR={SAMPLE_DATA}"],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        ["make", "export-onnx", f"MODEL_DIR={old}", f"EXPORT_DATA_DIR={SAMPLE_DATA}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     onnx = json.loads((old / "metadata.json").read_text())["onnx"]
     assert set(onnx["variants"]) == {"fp32", "int8"} and "inputs" not in onnx["parity"]
     assert "serving uses" in result.stdout
     load_artifact(old)  # still a valid artifact
 
-    result = subprocess.run(["make", "export-onnx", f"MODEL_DIR={tmp_path / 'nothing'}"], cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        ["make", "export-onnx", f"MODEL_DIR={tmp_path / 'nothing'}"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode != 0 and "metadata.json is missing" in result.stderr

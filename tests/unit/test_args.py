@@ -6,12 +6,40 @@ from dogbreed.training.cli import get_args_parser
 
 
 def test_values_as_sagemaker_passes_them(clean_env):
-    args = get_args_parser().parse_args([
-        "--learning-rate", "0.05", "--batch-size", "64", "--epochs", "2", "--pretrained", "False",
-        "--freeze-backbone", "True", "--amp", "true", "--model", "mobilenet_v2", "--momentum", "0.8",
-        "--weight-decay", "0.0001", "--image-size", "128", "--workers", "0", "--seed", "7", "--patience", "0",
-        "--optimizer", "sgd", "--debug-collections", "losses,weights,gradients",
-    ])
+    args = get_args_parser().parse_args(
+        [
+            "--learning-rate",
+            "0.05",
+            "--batch-size",
+            "64",
+            "--epochs",
+            "2",
+            "--pretrained",
+            "False",
+            "--freeze-backbone",
+            "True",
+            "--amp",
+            "true",
+            "--model",
+            "mobilenet_v2",
+            "--momentum",
+            "0.8",
+            "--weight-decay",
+            "0.0001",
+            "--image-size",
+            "128",
+            "--workers",
+            "0",
+            "--seed",
+            "7",
+            "--patience",
+            "0",
+            "--optimizer",
+            "sgd",
+            "--debug-collections",
+            "losses,weights,gradients",
+        ]
+    )
     assert args.learning_rate == 0.05 and args.batch_size == 64 and args.epochs == 2
     assert args.pretrained is False and args.freeze_backbone is True and args.amp is True
     assert args.model == "mobilenet_v2" and args.optimizer == "sgd" and args.momentum == 0.8
@@ -44,14 +72,17 @@ def test_paths_fall_back_to_sagemaker_variables(clean_env, tmp_path):
     assert get_args_parser().parse_args(["--data-dir", "x"]).data_dir == Path("x")
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--learning-rate", "-0.1"], "argument --learning-rate/--lr: must be greater than 0, got -0.1"),
-    (["--batch-size", "0"], "argument --batch-size: must be at least 1, got 0"),
-    (["--model", "vgg16"], "argument --model: invalid choice: 'vgg16'"),
-    (["--pretrained", "maybe"], "argument --pretrained: expected true or false, got 'maybe'"),
-    (["--epochs", "ten"], "argument --epochs: expected an integer, got 'ten'"),
-    (["--debug-collections", "activations"], "argument --debug-collections: choose from"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--learning-rate", "-0.1"], "argument --learning-rate/--lr: must be greater than 0, got -0.1"),
+        (["--batch-size", "0"], "argument --batch-size: must be at least 1, got 0"),
+        (["--model", "vgg16"], "argument --model: invalid choice: 'vgg16'"),
+        (["--pretrained", "maybe"], "argument --pretrained: expected true or false, got 'maybe'"),
+        (["--epochs", "ten"], "argument --epochs: expected an integer, got 'ten'"),
+        (["--debug-collections", "activations"], "argument --debug-collections: choose from"),
+    ],
+)
 def test_bad_hyperparameters_fail_in_one_line_with_failure_file(clean_env, tmp_path, capsys, argv, message):
     clean_env.setenv("SAGEMAKER_BASE_DIR", str(tmp_path))
     with pytest.raises(SystemExit) as exit_info:

@@ -12,8 +12,15 @@ FOLDERS = ["001.Affenpinscher", "002.Afghan_hound", "003.Airedale_terrier"]
 
 def _write(tmp_path, arch="mobilenet_v2"):
     model = build_model(arch, len(FOLDERS))
-    metadata = make_metadata(architecture=arch, class_folders=FOLDERS, input_size=64, mean=[0.5] * 3,
-                             std=[0.25] * 3, metrics={"test_accuracy": 0.5}, hyperparameters={"epochs": 1})
+    metadata = make_metadata(
+        architecture=arch,
+        class_folders=FOLDERS,
+        input_size=64,
+        mean=[0.5] * 3,
+        std=[0.25] * 3,
+        metrics={"test_accuracy": 0.5},
+        hyperparameters={"epochs": 1},
+    )
     save_artifact(tmp_path, model.state_dict(), metadata)
     return model
 
@@ -30,13 +37,16 @@ def test_round_trip_rebuilds_the_same_model(tmp_path):
     assert isinstance(torch.load(tmp_path / WEIGHTS_FILE, weights_only=True), dict)
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda m: m.pop("architecture"), "missing field 'architecture'"),
-    (lambda m: m.update(num_classes=4), "num_classes is 4 but there are 3 class folders"),
-    (lambda m: m.update(architecture="vgg"), "unknown model 'vgg'"),
-    (lambda m: m.update(std=[0, 1, 1]), "std must be positive"),
-    (lambda m: m.update(format_version=99), "format_version 99 is not supported"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m.pop("architecture"), "missing field 'architecture'"),
+        (lambda m: m.update(num_classes=4), "num_classes is 4 but there are 3 class folders"),
+        (lambda m: m.update(architecture="vgg"), "unknown model 'vgg'"),
+        (lambda m: m.update(std=[0, 1, 1]), "std must be positive"),
+        (lambda m: m.update(format_version=99), "format_version 99 is not supported"),
+    ],
+)
 def test_inconsistent_metadata_is_reported(tmp_path, change, message):
     _write(tmp_path)
     metadata = json.loads((tmp_path / METADATA_FILE).read_text())

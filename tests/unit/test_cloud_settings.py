@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from dogbreed.workflows import parse_pairs
+from dogbreed.workflows.aws import Aws, CloudError, split_s3_uri
 from dogbreed.workflows.cloud import config, endpoint, tuning
 from dogbreed.workflows.cloud.cli import get_args_parser
-from dogbreed.workflows.aws import Aws, CloudError, split_s3_uri
 
 
 def test_settings_fall_back_to_the_environment_when_the_parser_is_built(monkeypatch):
@@ -17,7 +17,11 @@ def test_settings_fall_back_to_the_environment_when_the_parser_is_built(monkeypa
     monkeypatch.setenv("SAGEMAKER_SPOT", "true")
     args = get_args_parser().parse_args(["train-remote"])
     assert (args.role, args.bucket, args.instance_type, args.spot) == (
-        "arn:aws:iam::123456789012:role/from-env", "env-bucket", "ml.p3.2xlarge", True)
+        "arn:aws:iam::123456789012:role/from-env",
+        "env-bucket",
+        "ml.p3.2xlarge",
+        True,
+    )
     flags = get_args_parser().parse_args(["train-remote", "--bucket", "flag-bucket", "--no-spot"])
     assert (flags.bucket, flags.spot) == ("flag-bucket", False)
     monkeypatch.delenv("SAGEMAKER_BUCKET")
@@ -44,13 +48,20 @@ def test_tuning_ranges_are_the_training_codes_recommended_ranges():
     rate = ranges["learning-rate"].as_tuning_range("learning-rate")
     assert rate == {"Name": "learning-rate", "MinValue": "0.001", "MaxValue": "0.1", "ScalingType": "Logarithmic"}
     assert ranges["batch-size"].as_tuning_range("batch-size") == {
-        "Name": "batch-size", "Values": ["16", "32", "64", "128", "256"]}
+        "Name": "batch-size",
+        "Values": ["16", "32", "64", "128", "256"],
+    }
 
 
 def test_user_hyperparameters_drop_what_sagemaker_adds_and_unquote():
-    assert tuning.user_hyperparameters({
-        "sagemaker_program": '"hpo.py"', "_tuning_objective_metric": "validation:accuracy",
-        "batch-size": '"64"', "learning-rate": "0.004"}) == {"batch-size": "64", "learning-rate": "0.004"}
+    assert tuning.user_hyperparameters(
+        {
+            "sagemaker_program": '"hpo.py"',
+            "_tuning_objective_metric": "validation:accuracy",
+            "batch-size": '"64"',
+            "learning-rate": "0.004",
+        }
+    ) == {"batch-size": "64", "learning-rate": "0.004"}
 
 
 @pytest.mark.parametrize("target", ["", "/abs/model.tar.gz", "../up/model.tar.gz", "a/./b.tar.gz", "model.zip"])
@@ -72,7 +83,11 @@ def test_pairs_and_s3_uris_are_checked():
 def test_own_names_match_only_this_endpoints_resources():
     pattern = endpoint.own_names("dogbreed", "mme")
     assert pattern.match("dogbreed-mme-20261122-120000")
-    for other in ("dogbreed-prod-mme-20261122-120000", "dogbreed-mme-20261122-120000-x", "dogbreed-batch-20261122-120000"):
+    for other in (
+        "dogbreed-prod-mme-20261122-120000",
+        "dogbreed-mme-20261122-120000-x",
+        "dogbreed-batch-20261122-120000",
+    ):
         assert not pattern.match(other)
 
 

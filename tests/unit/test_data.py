@@ -5,7 +5,6 @@ import pytest
 
 from dogbreed.errors import DataError
 from dogbreed.training.data import discover, resolve_split_dirs
-
 from tests.conftest import SAMPLE_DATA
 
 NONE = {"train": None, "valid": None, "test": None}
@@ -39,8 +38,7 @@ def test_no_location_at_all_says_what_to_set():
 
 def test_discovery_indexes_classes_by_sorted_folder():
     data = discover(resolve_split_dirs(SAMPLE_DATA, NONE))
-    assert data.class_folders == ["001.Crimson_disc", "002.Emerald_square", "003.Cobalt_triangle",
-                                  "004.Amber_stripes"]
+    assert data.class_folders == ["001.Crimson_disc", "002.Emerald_square", "003.Cobalt_triangle", "004.Amber_stripes"]
     assert data.class_counts("train") == [40, 40, 40, 40]
     path, label = data.splits["test"].samples[-1]
     assert path.parent.name == "004.Amber_stripes" and label == 3

@@ -44,17 +44,26 @@ def test_nothing_is_written_when_the_export_is_broken(tmp_path, monkeypatch):
     other = build_model("mobilenet_v2", 4).eval()  # other random weights
     monkeypatch.setattr(export, "export_onnx", lambda model, path, size: real(other, path, size))
     with pytest.raises(ArtifactError, match="logits differ by up to"):
-        write_onnx_variants(_model(), tmp_path, SIZE, parity_batches=[images for images, _ in _loader()],
-                            test_loader=_loader(), calibration_batches=None)
+        write_onnx_variants(
+            _model(),
+            tmp_path,
+            SIZE,
+            parity_batches=[images for images, _ in _loader()],
+            test_loader=_loader(),
+            calibration_batches=None,
+        )
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("fp32, int8, agreement, gate, variant, fragment", [
-    (0.90, 0.895, 0.99, Int8Gate(), "int8", "keeps test accuracy within 1.0 points"),
-    (0.90, 0.88, 0.99, Int8Gate(), "fp32", "loses 2.0 points"),
-    (0.90, 0.90, 0.95, Int8Gate(), "fp32", "agree on the top-1 class for 95.0%"),
-    (0.90, 0.899, 1.00, Int8Gate(max_accuracy_drop=0.0), "fp32", "at most 0.0 are allowed"),
-])
+@pytest.mark.parametrize(
+    "fp32, int8, agreement, gate, variant, fragment",
+    [
+        (0.90, 0.895, 0.99, Int8Gate(), "int8", "keeps test accuracy within 1.0 points"),
+        (0.90, 0.88, 0.99, Int8Gate(), "fp32", "loses 2.0 points"),
+        (0.90, 0.90, 0.95, Int8Gate(), "fp32", "agree on the top-1 class for 95.0%"),
+        (0.90, 0.899, 1.00, Int8Gate(max_accuracy_drop=0.0), "fp32", "at most 0.0 are allowed"),
+    ],
+)
 def test_the_int8_gate(fp32, int8, agreement, gate, variant, fragment):
     chosen, reason = choose_variant(fp32, int8, agreement, gate)
     assert chosen == variant and fragment in reason
@@ -64,12 +73,21 @@ def test_both_variants_are_written_evaluated_and_gated(tmp_path):
     model = _model()
     calibration = [images for images, _ in _loader(16)]
     tight = Int8Gate(max_accuracy_drop=0.0, min_agreement=1.0)
-    section = write_onnx_variants(model, tmp_path, SIZE, parity_batches=calibration, test_loader=_loader(),
-                                  calibration_batches=calibration, gate=tight)
+    section = write_onnx_variants(
+        model,
+        tmp_path,
+        SIZE,
+        parity_batches=calibration,
+        test_loader=_loader(),
+        calibration_batches=calibration,
+        gate=tight,
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.int8.onnx", "model.onnx"]
     int8, fp32 = section["variants"]["int8"], section["variants"]["fp32"]
-    assert section["serve"] == choose_variant(fp32["test_accuracy"], int8["test_accuracy"],
-                                              int8["agreement_with_fp32"], tight)[0]
+    assert (
+        section["serve"]
+        == choose_variant(fp32["test_accuracy"], int8["test_accuracy"], int8["agreement_with_fp32"], tight)[0]
+    )
     assert section["int8_gate"] == {"max_accuracy_drop": 0.0, "min_agreement": 1.0}
     with torch.no_grad():
         expected = torch.cat([model(images).argmax(1) for images, _ in _loader()])

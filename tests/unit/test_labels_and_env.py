@@ -6,12 +6,15 @@ from dogbreed import sagemaker_env
 from dogbreed.labels import class_index, display_label
 
 
-@pytest.mark.parametrize("folder, label", [
-    ("001.Affenpinscher", "Affenpinscher"),
-    ("005.Irish_water_spaniel", "Irish water spaniel"),
-    ("133.Yorkshire_terrier", "Yorkshire terrier"),
-    ("Plain_name", "Plain name"),
-])
+@pytest.mark.parametrize(
+    "folder, label",
+    [
+        ("001.Affenpinscher", "Affenpinscher"),
+        ("005.Irish_water_spaniel", "Irish water spaniel"),
+        ("133.Yorkshire_terrier", "Yorkshire terrier"),
+        ("Plain_name", "Plain name"),
+    ],
+)
 def test_display_label_strips_prefix_and_underscores(folder, label):
     assert display_label(folder) == label
 
@@ -53,9 +56,23 @@ def test_debug_hook_config_found_by_env_or_default_location(clean_env, tmp_path)
     assert sagemaker_env.debug_hook_config_file() == explicit
 
 
-@pytest.mark.parametrize("word, expected", [("true", True), ("Yes", True), (" on ", True), ("1", True), (True, True),
-                                            ("false", False), ("NO", False), ("off", False), ("0", False),
-                                            (False, False), ("maybe", None), ("", None)])
+@pytest.mark.parametrize(
+    "word, expected",
+    [
+        ("true", True),
+        ("Yes", True),
+        (" on ", True),
+        ("1", True),
+        (True, True),
+        ("false", False),
+        ("NO", False),
+        ("off", False),
+        ("0", False),
+        (False, False),
+        ("maybe", None),
+        ("", None),
+    ],
+)
 def test_one_word_list_for_booleans_everywhere(word, expected):
     from dogbreed import settings
 

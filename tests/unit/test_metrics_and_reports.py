@@ -5,14 +5,15 @@ import torch
 
 from dogbreed.training import reports
 from dogbreed.training.metrics import METRIC_DEFINITIONS, OBJECTIVE_METRIC, format_metrics, parse_metrics
-
 from tests.conftest import SAMPLE_DATA
 
 
 def test_metric_line_format_and_regexes_agree():
     line = format_metrics(epoch=3, train_loss=0.91, train_accuracy=0.5, val_loss=0.88, val_accuracy=0.71)
     assert line == "epoch=3 train_loss=0.9100 train_accuracy=0.5000 val_loss=0.8800 val_accuracy=0.7100"
-    found = parse_metrics(line + "\nbest_epoch=3 val_loss=0.8800 val_accuracy=0.7100\ntest_loss=1.2e-03 test_accuracy=1\n")
+    found = parse_metrics(
+        line + "\nbest_epoch=3 val_loss=0.8800 val_accuracy=0.7100\ntest_loss=1.2e-03 test_accuracy=1\n"
+    )
     assert found["validation:accuracy"] == [0.71, 0.71]
     assert found["train:loss"] == [0.91]
     assert found["test:loss"] == [0.0012] and found["test:accuracy"] == [1.0]
@@ -66,4 +67,7 @@ def test_progress_writes_plain_lines_with_its_unit_when_not_a_terminal(caplog):
     assert items == list(range(7))
     lines = [r.getMessage() for r in caplog.records]
     assert [line.split(" file/s")[0].rsplit(" ", 1)[0] for line in lines] == [
-        "upload step 3/7", "upload step 6/7", "upload step 7/7"]
+        "upload step 3/7",
+        "upload step 6/7",
+        "upload step 7/7",
+    ]

@@ -82,8 +82,11 @@ def test_the_version_has_one_source():
 
 
 def test_every_console_script_loads_a_command_of_this_package(project):
-    scripts = {e.name: e for e in importlib.metadata.entry_points(group="console_scripts")
-               if e.dist is not None and e.dist.name == "dogbreed"}
+    scripts = {
+        e.name: e
+        for e in importlib.metadata.entry_points(group="console_scripts")
+        if e.dist is not None and e.dist.name == "dogbreed"
+    }
     assert set(scripts) == set(project["scripts"])
     for name, entry in scripts.items():
         assert callable(entry.load()), name

@@ -13,7 +13,6 @@ from torchvision import transforms as T
 
 from dogbreed.preprocess import IMAGENET_MEAN, IMAGENET_STD, eval_array, resize_size
 from dogbreed.transforms import eval_transform
-
 from tests.conftest import SAMPLE_DATA
 
 # A real photo that ships with matplotlib (Grace Hopper, 512x600 JPEG).
@@ -23,14 +22,21 @@ PHOTO = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
 def _photos() -> list[Image.Image]:
     """The photo as cameras and users send it: portrait, landscape strips, tiny, turned, re-encoded small."""
     photo = Image.open(PHOTO).convert("RGB")
-    return [photo, photo.crop((0, 0, 512, 201)), photo.crop((37, 0, 140, 600)), photo.resize((19, 31)),
-            photo.transpose(Image.Transpose.ROTATE_90), ImageOps.grayscale(photo).convert("RGB"),
-            photo.resize((1500, 1757), Image.Resampling.LANCZOS)]
+    return [
+        photo,
+        photo.crop((0, 0, 512, 201)),
+        photo.crop((37, 0, 140, 600)),
+        photo.resize((19, 31)),
+        photo.transpose(Image.Transpose.ROTATE_90),
+        ImageOps.grayscale(photo).convert("RGB"),
+        photo.resize((1500, 1757), Image.Resampling.LANCZOS),
+    ]
 
 
 def _reference(image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> T.Compose:
-    return T.Compose([T.Resize(resize_size(image_size)), T.CenterCrop(image_size), T.ToTensor(),
-                      T.Normalize(list(mean), list(std))])
+    return T.Compose(
+        [T.Resize(resize_size(image_size)), T.CenterCrop(image_size), T.ToTensor(), T.Normalize(list(mean), list(std))]
+    )
 
 
 @pytest.mark.parametrize("image_size", [32, 64, 224, 299])

@@ -24,27 +24,45 @@ def ecr():
 
 def test_missing_repository_is_created_with_scan_on_push(ecr):
     client, stubber = ecr
-    stubber.add_client_error("describe_repositories", "RepositoryNotFoundException",
-                             expected_params={"registryId": "123456789012", "repositoryNames": ["dogbreed-serve"]})
-    stubber.add_response("create_repository", {"repository": {"repositoryUri": URI}},
-                         expected_params={"registryId": "123456789012", "repositoryName": "dogbreed-serve",
-                                          "imageScanningConfiguration": {"scanOnPush": True}})
+    stubber.add_client_error(
+        "describe_repositories",
+        "RepositoryNotFoundException",
+        expected_params={"registryId": "123456789012", "repositoryNames": ["dogbreed-serve"]},
+    )
+    stubber.add_response(
+        "create_repository",
+        {"repository": {"repositoryUri": URI}},
+        expected_params={
+            "registryId": "123456789012",
+            "repositoryName": "dogbreed-serve",
+            "imageScanningConfiguration": {"scanOnPush": True},
+        },
+    )
     assert ensure_repository(client, "dogbreed-serve", "123456789012") == URI
 
 
 def test_existing_repository_is_reused(ecr):
     client, stubber = ecr
-    stubber.add_response("describe_repositories", {"repositories": [{"repositoryUri": URI}]},
-                         expected_params={"registryId": "123456789012", "repositoryNames": ["dogbreed-serve"]})
+    stubber.add_response(
+        "describe_repositories",
+        {"repositories": [{"repositoryUri": URI}]},
+        expected_params={"registryId": "123456789012", "repositoryNames": ["dogbreed-serve"]},
+    )
     assert ensure_repository(client, "dogbreed-serve", "123456789012") == URI
 
 
 def test_authorization_token_becomes_a_docker_login(ecr):
     client, stubber = ecr
     token = base64.b64encode(b"AWS:secret-password").decode()
-    stubber.add_response("get_authorization_token", {"authorizationData": [{
-        "authorizationToken": token, "proxyEndpoint": "https://123456789012.dkr.ecr.eu-west-1.amazonaws.com"}]},
-        {"registryIds": ["123456789012"]})
+    stubber.add_response(
+        "get_authorization_token",
+        {
+            "authorizationData": [
+                {"authorizationToken": token, "proxyEndpoint": "https://123456789012.dkr.ecr.eu-west-1.amazonaws.com"}
+            ]
+        },
+        {"registryIds": ["123456789012"]},
+    )
     login = ecr_login(client, "123456789012")
     assert (login.username, login.password) == ("AWS", "secret-password")
     assert login.endpoint.endswith("amazonaws.com")
@@ -56,8 +74,14 @@ def test_image_names_and_tags():
 
 
 def test_missing_region_and_credentials_are_one_line_errors(clean_env, monkeypatch, tmp_path):
-    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                 "AWS_SESSION_TOKEN"):
+    for name in (
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_PROFILE",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))

@@ -20,8 +20,15 @@ CLASSES, FEATURES, BATCH = 4, 8, 32
 
 def network() -> nn.Sequential:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(FEATURES, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(inplace=True),
-                         nn.Linear(32, 32), nn.ReLU6(), nn.Linear(32, CLASSES))
+    return nn.Sequential(
+        nn.Linear(FEATURES, 32),
+        nn.ReLU(),
+        nn.Linear(32, 32),
+        nn.ReLU(inplace=True),
+        nn.Linear(32, 32),
+        nn.ReLU6(),
+        nn.Linear(32, CLASSES),
+    )
 
 
 def batches(steps: int, labels_of=lambda y: y):
@@ -140,10 +147,11 @@ def test_a_class_mostly_mispredicted_in_validation_trips_class_imbalance_at_the_
 
 @pytest.mark.parametrize("regex", [".*relu_output", ".*relu_output,.*ReLU_output"])
 def test_dead_relu_takes_the_built_in_regex_parameter(tmp_path, regex):
-    from smdebug.rules.rule_invoker import invoke_rule
     from smdebug.exceptions import RuleEvaluationConditionMet
+    from smdebug.rules.rule_invoker import invoke_rule
 
     from dogbreed.training.rule_library import DeadRelu as dead_relu
+
     model = network()
     nn.init.constant_(model[0].bias, -1000.0)
     trial = trial_of(tmp_path, model)

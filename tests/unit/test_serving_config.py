@@ -110,7 +110,11 @@ def test_query_parameters_are_never_taken_for_headers():
     from dogbreed.serving.handler_service import request_headers
 
     # What MMS hands the handler for POST /invocations?accept=x&x-amzn-sagemaker-target-model=../../etc
-    merged = {"accept": {"content-type": None}, "x-amzn-sagemaker-target-model": {"content-type": None},
-              "Content-Type": "image/jpeg", "body": {"content-type": "image/jpeg"}}
+    merged = {
+        "accept": {"content-type": None},
+        "x-amzn-sagemaker-target-model": {"content-type": None},
+        "Content-Type": "image/jpeg",
+        "body": {"content-type": "image/jpeg"},
+    }
     assert request_headers(merged) == {"Content-Type": "image/jpeg"}
     assert request_headers(None) == {}

@@ -14,9 +14,15 @@ from PIL import Image
 from dogbreed.artifact import make_metadata, save_artifact
 from dogbreed.models import build_model
 from dogbreed.serving.errors import InferenceError
-from dogbreed.serving.inference import (Options, Predictor, check_accept, decode_image, decode_request,
-                                        encode_response, parse_custom_attributes)
-
+from dogbreed.serving.inference import (
+    Options,
+    Predictor,
+    check_accept,
+    decode_image,
+    decode_request,
+    encode_response,
+    parse_custom_attributes,
+)
 from tests.conftest import SAMPLE_DATA
 
 JPEG = (SAMPLE_DATA / "test" / "001.Crimson_disc" / "Crimson_disc_00003.jpg").read_bytes()
@@ -41,23 +47,33 @@ def test_raw_image_types_are_one_image():
 
 def test_json_batch_and_its_options():
     options = Options()
-    body = json.dumps({"instances": [base64.b64encode(JPEG).decode(), base64.b64encode(_png()).decode()],
-                       "top_k": 2, "probabilities": True}).encode()
+    body = json.dumps(
+        {
+            "instances": [base64.b64encode(JPEG).decode(), base64.b64encode(_png()).decode()],
+            "top_k": 2,
+            "probabilities": True,
+        }
+    ).encode()
     assert len(decode_request(body, "application/json; charset=utf-8", options)) == 2
     assert options == Options(top_k=2, probabilities=True)
-    assert len(decode_request(json.dumps([base64.b64encode(JPEG).decode()]).encode(), "application/json", Options())) == 1
+    assert (
+        len(decode_request(json.dumps([base64.b64encode(JPEG).decode()]).encode(), "application/json", Options())) == 1
+    )
 
 
-@pytest.mark.parametrize("body, content_type, status, fragment", [
-    (b"", "application/x-image", 400, "empty request body"),
-    (b"hello, not an image", "image/jpeg", 400, "not an image"),
-    (b"{not json", "application/json", 400, "invalid JSON"),
-    (b'["@@@not base64@@@"]', "application/json", 400, "instance 0 is not valid base64"),
-    (b"[]", "application/json", 400, "non-empty list"),
-    (b'{"instances": [1]}', "application/json", 400, "not a base64 string"),
-    (JPEG, "text/plain", 415, "content type 'text/plain' is not supported"),
-    (JPEG, None, 415, "not supported"),
-])
+@pytest.mark.parametrize(
+    "body, content_type, status, fragment",
+    [
+        (b"", "application/x-image", 400, "empty request body"),
+        (b"hello, not an image", "image/jpeg", 400, "not an image"),
+        (b"{not json", "application/json", 400, "invalid JSON"),
+        (b'["@@@not base64@@@"]', "application/json", 400, "instance 0 is not valid base64"),
+        (b"[]", "application/json", 400, "non-empty list"),
+        (b'{"instances": [1]}', "application/json", 400, "not a base64 string"),
+        (JPEG, "text/plain", 415, "content type 'text/plain' is not supported"),
+        (JPEG, None, 415, "not supported"),
+    ],
+)
 def test_bad_input_gets_a_client_error(body, content_type, status, fragment):
     got_status, message = _status(decode_request, body, content_type, Options())
     assert got_status == status and fragment in message
@@ -117,8 +133,9 @@ def test_images_are_decoded_one_at_a_time(tmp_path, monkeypatch):
     assert predictor.probabilities([JPEG, _png(), JPEG]).shape == (3, 3)
 
 
-@pytest.mark.parametrize("top_k", ["Infinity", "-Infinity", "NaN", "1e400", "true", "2.5", "0", "-3", "\"3x\"",
-                                   "[1]", "{}", "null"])
+@pytest.mark.parametrize(
+    "top_k", ["Infinity", "-Infinity", "NaN", "1e400", "true", "2.5", "0", "-3", '"3x"', "[1]", "{}", "null"]
+)
 def test_top_k_that_is_not_a_positive_integer_is_400(top_k):
     body = f'{{"instances": ["{base64.b64encode(JPEG).decode()}"], "top_k": {top_k}}}'.encode()
     assert _status(decode_request, body, "application/json", Options())[0] == 400
@@ -127,8 +144,11 @@ def test_top_k_that_is_not_a_positive_integer_is_400(top_k):
 def test_top_k_as_whole_number_or_digits():
     for top_k, expected in (("3.0", 3), ('"4"', 4), ("10000000000000000000000", 10**22)):
         options = Options()
-        decode_request(f'{{"instances": ["{base64.b64encode(JPEG).decode()}"], "top_k": {top_k}}}'.encode(),
-                       "application/json", options)
+        decode_request(
+            f'{{"instances": ["{base64.b64encode(JPEG).decode()}"], "top_k": {top_k}}}'.encode(),
+            "application/json",
+            options,
+        )
         assert options.top_k == expected
 
 
@@ -153,8 +173,15 @@ def _artifact(folder, classes=("001.Affenpinscher", "002.Afghan_hound", "003.Bas
     from dogbreed.training.export import write_onnx_variants
 
     model = build_model("mobilenet_v2", len(classes)).eval()
-    metadata = make_metadata(architecture="mobilenet_v2", class_folders=list(classes), input_size=32,
-                             mean=[0.5] * 3, std=[0.5] * 3, metrics={}, hyperparameters={})
+    metadata = make_metadata(
+        architecture="mobilenet_v2",
+        class_folders=list(classes),
+        input_size=32,
+        mean=[0.5] * 3,
+        std=[0.5] * 3,
+        metrics={},
+        hyperparameters={},
+    )
     if onnx:
         metadata["onnx"] = write_onnx_variants(model, folder, 32, parity_batches=[torch.randn(4, 3, 32, 32)])
     save_artifact(folder, model.state_dict(), metadata)
@@ -177,11 +204,14 @@ def test_predict_and_encode_top_k_and_probabilities(tmp_path):
     with torch.no_grad():  # ONNX Runtime answers as the torch model does
         expected = torch.softmax(model(eval_transform(32, [0.5] * 3, [0.5] * 3)(decode_image(JPEG))[None]), 1)
     assert abs(probs[0] - expected[0].numpy()).max() < 1e-5
-    answer = json.loads(encode_response(probs, predictor.labels, Options(top_k=2, probabilities=True), "m",
-                                        predictor.variant))
+    answer = json.loads(
+        encode_response(probs, predictor.labels, Options(top_k=2, probabilities=True), "m", predictor.variant)
+    )
     assert answer["variant"] == predictor.variant == "fp32"
     first = answer["results"][0]
-    assert [p["probability"] for p in first["predictions"]] == sorted((p["probability"] for p in first["predictions"]), reverse=True)
+    assert [p["probability"] for p in first["predictions"]] == sorted(
+        (p["probability"] for p in first["predictions"]), reverse=True
+    )
     assert len(first["predictions"]) == 2 and len(first["probabilities"]) == 3
     assert answer["labels"] == ["Affenpinscher", "Afghan hound", "Basenji"]
     top = first["predictions"][0]

@@ -19,10 +19,18 @@ import pytest
 
 from dogbreed.serving import store
 from dogbreed.serving.errors import InferenceError
-from dogbreed.serving.store import (ArchiveLimits, CacheLimits, ModelCache, TargetListing, clean_staging, evict,
-                                    list_targets, resolve_target, unpacked)
+from dogbreed.serving.store import (
+    ArchiveLimits,
+    CacheLimits,
+    ModelCache,
+    TargetListing,
+    clean_staging,
+    evict,
+    list_targets,
+    resolve_target,
+    unpacked,
+)
 from dogbreed.serving.workflow import Workflow
-
 from tests.conftest import REPO_ROOT
 from tests.hostile_archives import bomb, symlink_chain
 
@@ -38,8 +46,9 @@ def unpack(archive: Path, cache: Path, limits: ArchiveLimits | None = None, **kw
         return folder
 
 
-def _tar(path: Path, members: dict[str, bytes], links: dict[str, str] | None = None,
-         kind: bytes = tarfile.SYMTYPE) -> Path:
+def _tar(
+    path: Path, members: dict[str, bytes], links: dict[str, str] | None = None, kind: bytes = tarfile.SYMTYPE
+) -> Path:
     with tarfile.open(path, "w:gz") as tar:
         for name, data in members.items():
             info = tarfile.TarInfo(name)
@@ -96,8 +105,12 @@ def test_unpack_happens_once_and_a_replaced_archive_is_a_new_version(tmp_path):
     for t in threads:
         t.join()
     assert len(set(results)) == 1
-    assert sorted(str(p.relative_to(results[0])) for p in results[0].rglob("*")) == \
-        ["metadata.json", "sub", "sub/model.pth", "x.txt"]
+    assert sorted(str(p.relative_to(results[0])) for p in results[0].rglob("*")) == [
+        "metadata.json",
+        "sub",
+        "sub/model.pth",
+        "x.txt",
+    ]
     assert _folders(cache) == [results[0].name]  # no staging folder left behind
     _tar(good, {"metadata.json": b"{}", "model.pth": b"w2"})
     os.utime(good, ns=(1, 1))
@@ -193,7 +206,7 @@ resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
 from dogbreed.serving.errors import InferenceError
 from dogbreed.serving.store import unpacked
 try:
-    with unpacked(Path({str(archive)!r}), Path({str(tmp_path / 'unpacked')!r})):
+    with unpacked(Path({str(archive)!r}), Path({str(tmp_path / "unpacked")!r})):
         print(json.dumps([200, ""]))
 except InferenceError as exc:
     print(json.dumps([exc.status, exc.message]))

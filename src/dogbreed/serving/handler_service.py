@@ -25,8 +25,7 @@ def request_headers(merged) -> dict[str, str]:
     the headers, and ``?accept=...`` or ``?x-amzn-sagemaker-target-model=...``
     is never taken for one.
     """
-    return {name: value for name, value in (merged or {}).items()
-            if isinstance(name, str) and isinstance(value, str)}
+    return {name: value for name, value in (merged or {}).items() if isinstance(name, str) and isinstance(value, str)}
 
 
 class HandlerService:
@@ -36,8 +35,12 @@ class HandlerService:
     def initialize(self, context) -> None:
         model_dir = Path(context.system_properties["model_dir"])
         self.workflow = Workflow(model_dir)
-        log.info("serving %s (%s mode), %s ONNX Runtime threads", model_dir,
-                 "artifact" if self.workflow.direct else "routing", intra_op_threads() or "default")
+        log.info(
+            "serving %s (%s mode), %s ONNX Runtime threads",
+            model_dir,
+            "artifact" if self.workflow.direct else "routing",
+            intra_op_threads() or "default",
+        )
 
     def handle(self, data, context):
         if self.workflow is None:

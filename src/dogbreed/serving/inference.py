@@ -137,12 +137,14 @@ def check_pixels(images: list[bytes], budget: int, batch: bool) -> None:
             raise _image_error(exc, position if batch else None) from exc
         total += width * height
         if total > budget:
-            raise InferenceError(413, "TooManyPixels", f"the request's images hold over {budget} pixels; "
-                                 "send fewer or smaller images")
+            raise InferenceError(
+                413, "TooManyPixels", f"the request's images hold over {budget} pixels; send fewer or smaller images"
+            )
 
 
-def decode_request(body: bytes | bytearray | None, content_type: str | None, options: Options,
-                   pixel_budget: int | None = None) -> list[bytes]:
+def decode_request(
+    body: bytes | bytearray | None, content_type: str | None, options: Options, pixel_budget: int | None = None
+) -> list[bytes]:
     """The encoded images in a request body, checked from their headers; JSON bodies may also set options.
 
     Nothing is decoded here beyond the image headers: :meth:`Predictor.probabilities` decodes them one by one.
@@ -158,9 +160,11 @@ def parse_request(body: bytes | bytearray | None, content_type: str | None, opti
     if kind in IMAGE_TYPES:
         return [body]
     if kind != JSON_TYPE:
-        raise InferenceError(415, "UnsupportedMediaType",
-                             f"content type {content_type!r} is not supported; send "
-                             f"{', '.join(sorted(IMAGE_TYPES))} or {JSON_TYPE}")
+        raise InferenceError(
+            415,
+            "UnsupportedMediaType",
+            f"content type {content_type!r} is not supported; send {', '.join(sorted(IMAGE_TYPES))} or {JSON_TYPE}",
+        )
     if not body:
         raise bad_request("empty request body: send a JSON list of base64-encoded images")
     try:
@@ -176,7 +180,7 @@ def parse_request(body: bytes | bytearray | None, content_type: str | None, opti
             options.probabilities = _parse_bool(payload["probabilities"], "probabilities")
         payload = payload.get("instances")
     if not isinstance(payload, list) or not payload:
-        raise bad_request("JSON body must be a non-empty list of base64-encoded images, or {\"instances\": [...]}")
+        raise bad_request('JSON body must be a non-empty list of base64-encoded images, or {"instances": [...]}')
     if len(payload) > MAX_BATCH:
         raise InferenceError(413, "TooManyImages", f"at most {MAX_BATCH} images per request, got {len(payload)}")
     images = []
@@ -230,20 +234,32 @@ class Predictor:
 
     def probabilities(self, images: list[bytes]) -> np.ndarray:
         """Class probabilities for encoded images: decoded and preprocessed one at a time, run as one batch."""
-        batch = np.stack([eval_array(decode_image(data, self.draft_size, i if len(images) > 1 else None),
-                                     self.input_size, self.mean, self.std) for i, data in enumerate(images)])
+        batch = np.stack(
+            [
+                eval_array(
+                    decode_image(data, self.draft_size, i if len(images) > 1 else None),
+                    self.input_size,
+                    self.mean,
+                    self.std,
+                )
+                for i, data in enumerate(images)
+            ]
+        )
         return softmax(self.session.run(None, {self.input_name: batch})[0])
 
 
-def encode_response(probabilities: np.ndarray, labels: list[str], options: Options, target: str | None,
-                    variant: str | None = None) -> bytes:
+def encode_response(
+    probabilities: np.ndarray, labels: list[str], options: Options, target: str | None, variant: str | None = None
+) -> bytes:
     k = min(options.top_k, len(labels))
     results = []
     for row in probabilities:
         top = np.argsort(-row, kind="stable")[:k]
-        entry: dict[str, Any] = {"predictions": [
-            {"label": labels[i], "class_index": int(i), "probability": round(float(row[i]), 6)} for i in top
-        ]}
+        entry: dict[str, Any] = {
+            "predictions": [
+                {"label": labels[i], "class_index": int(i), "probability": round(float(row[i]), 6)} for i in top
+            ]
+        }
         if options.probabilities:
             entry["probabilities"] = [round(float(p), 6) for p in row]
         results.append(entry)

@@ -126,9 +126,17 @@ def mms_properties(host: str, port: int, env: Environment, management_address: s
 
 def mms_command(config_file: Path, model_store: Path, multi_model: bool) -> list[str]:
     executable = Path(sys.executable).parent / "multi-model-server"
-    command = [str(executable) if executable.exists() else shutil.which("multi-model-server") or "multi-model-server",
-               "--start", "--foreground", "--mms-config", str(config_file), "--model-store", "/",
-               "--log-config", str(resources.files("dogbreed.serving") / "log4j2.xml")]
+    command = [
+        str(executable) if executable.exists() else shutil.which("multi-model-server") or "multi-model-server",
+        "--start",
+        "--foreground",
+        "--mms-config",
+        str(config_file),
+        "--model-store",
+        "/",
+        "--log-config",
+        str(resources.files("dogbreed.serving") / "log4j2.xml"),
+    ]
     if not multi_model:
         command += ["--models", f"{ROUTER_MODEL_NAME}={model_store.resolve()}"]
     return command
@@ -151,8 +159,10 @@ def find_manifest(folder: Path) -> Path | None:
 
 def check_setup(model_store: Path, multi_model: bool) -> None:
     if not (guard_dir() / GUARD_CLASS).is_file():
-        raise ServeError(f"the MMS guard is not built in {guard_dir()} (make venv builds it; "
-                         "DOGBREED_MMS_GUARD_DIR moves it); the server does not start without it")
+        raise ServeError(
+            f"the MMS guard is not built in {guard_dir()} (make venv builds it; "
+            "DOGBREED_MMS_GUARD_DIR moves it); the server does not start without it"
+        )
     if multi_model:
         return
     if not model_store.is_dir():
@@ -195,8 +205,11 @@ def stop_group(process: subprocess.Popen) -> None:
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dogbreed-serve", description="Serve models with multi-model-server.")
     parser.add_argument("--model-store", type=Path, default=default_model_store())
-    parser.add_argument("--host", default=os.environ.get("DOGBREED_BIND_HOST", "127.0.0.1"),
-                        help="address to listen on (127.0.0.1; the image sets 0.0.0.0 through DOGBREED_BIND_HOST)")
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("DOGBREED_BIND_HOST", "127.0.0.1"),
+        help="address to listen on (127.0.0.1; the image sets 0.0.0.0 through DOGBREED_BIND_HOST)",
+    )
     parser.add_argument("--port", type=int, default=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080")))
     parser.add_argument("--pid-file", type=Path, help="write this process's pid here while it runs")
     return parser
@@ -239,11 +252,15 @@ def main(argv: list[str] | None = None) -> int:
     work_dir = Path(tempfile.mkdtemp(prefix="dogbreed-mms-"))  # mode 0700: the management socket lives here
     config_file = write_config(args, work_dir, env, multi_model)
     command = mms_command(config_file, args.model_store, multi_model)
-    print(f"dogbreed-serve: {'multi-model' if multi_model else 'routing'} mode, store {args.model_store}, "
-          f"{worker_count(env)} worker(s), http://{args.host}:{args.port}", flush=True)
+    print(
+        f"dogbreed-serve: {'multi-model' if multi_model else 'routing'} mode, store {args.model_store}, "
+        f"{worker_count(env)} worker(s), http://{args.host}:{args.port}",
+        flush=True,
+    )
     # MMS's classpath starts with ".": run from the guard folder, its classes come before model-server.jar's.
-    process = subprocess.Popen(command, env=child_environment(args, work_dir, env), cwd=guard_dir(),
-                               start_new_session=True)
+    process = subprocess.Popen(
+        command, env=child_environment(args, work_dir, env), cwd=guard_dir(), start_new_session=True
+    )
     if args.pid_file:
         args.pid_file.parent.mkdir(parents=True, exist_ok=True)
         args.pid_file.write_text(f"{os.getpid()}\n")

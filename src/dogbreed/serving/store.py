@@ -70,9 +70,11 @@ class ArchiveLimits:
 
     @classmethod
     def from_env(cls) -> "ArchiveLimits":
-        return cls(members=positive_int("DOGBREED_MAX_ARCHIVE_MEMBERS", cls.members),
-                   member_bytes=positive_int("DOGBREED_MAX_MEMBER_MB", cls.member_bytes // MB) * MB,
-                   total_bytes=positive_int("DOGBREED_MAX_UNPACKED_MB", cls.total_bytes // MB) * MB)
+        return cls(
+            members=positive_int("DOGBREED_MAX_ARCHIVE_MEMBERS", cls.members),
+            member_bytes=positive_int("DOGBREED_MAX_MEMBER_MB", cls.member_bytes // MB) * MB,
+            total_bytes=positive_int("DOGBREED_MAX_UNPACKED_MB", cls.total_bytes // MB) * MB,
+        )
 
 
 @dataclass(frozen=True)
@@ -84,8 +86,10 @@ class CacheLimits:
 
     @classmethod
     def from_env(cls) -> "CacheLimits":
-        return cls(total_bytes=positive_int("DOGBREED_UNPACK_CACHE_MB", cls.total_bytes // MB) * MB,
-                   entries=positive_int("DOGBREED_UNPACK_CACHE_ENTRIES", cls.entries))
+        return cls(
+            total_bytes=positive_int("DOGBREED_UNPACK_CACHE_MB", cls.total_bytes // MB) * MB,
+            entries=positive_int("DOGBREED_UNPACK_CACHE_ENTRIES", cls.entries),
+        )
 
 
 def resolve_target(root: Path, target: str, listing: Callable[[], list[str]] | None = None) -> Path:
@@ -233,8 +237,11 @@ def extract(archive: Path, dest: Path, limits: ArchiveLimits) -> None:
                 _make_folder(target, archive)
                 continue
             if member.size > limits.member_bytes:
-                raise too_large(archive, f"member {member.name!r} is {member.size} bytes; the limit is "
-                                         f"{limits.member_bytes} (DOGBREED_MAX_MEMBER_MB)")
+                raise too_large(
+                    archive,
+                    f"member {member.name!r} is {member.size} bytes; the limit is "
+                    f"{limits.member_bytes} (DOGBREED_MAX_MEMBER_MB)",
+                )
             total += member.size
             if total > limits.total_bytes:
                 raise too_large(archive, f"it unpacks to over {limits.total_bytes} bytes (DOGBREED_MAX_UNPACKED_MB)")
@@ -292,8 +299,12 @@ def _key_lock(unpack_dir: Path, key: str, blocking: bool = True) -> Iterator[boo
 
 
 @contextmanager
-def unpacked(archive: Path, unpack_dir: Path | None = None, limits: ArchiveLimits | None = None,
-             cache_limits: CacheLimits | None = None) -> Iterator[Path]:
+def unpacked(
+    archive: Path,
+    unpack_dir: Path | None = None,
+    limits: ArchiveLimits | None = None,
+    cache_limits: CacheLimits | None = None,
+) -> Iterator[Path]:
     """The artifact folder of ``archive``, unpacked once; no other worker evicts it while the block runs."""
     unpack_dir = unpack_dir or default_unpack_dir()
     try:

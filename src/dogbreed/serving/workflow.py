@@ -26,10 +26,24 @@ from pathlib import Path
 from dogbreed.artifact_format import METADATA_FILE, read_metadata
 from dogbreed.errors import ArtifactError
 from dogbreed.serving.errors import InferenceError, bad_request, redact_paths
-from dogbreed.serving.inference import (JSON_TYPE, Predictor, check_accept, decode_request, encode_response,
-                                        parse_custom_attributes)
-from dogbreed.serving.store import (LRU, ModelCache, TargetListing, archive_key, clean_staging, default_unpack_dir,
-                                    resolve_target, unpacked)
+from dogbreed.serving.inference import (
+    JSON_TYPE,
+    Predictor,
+    check_accept,
+    decode_request,
+    encode_response,
+    parse_custom_attributes,
+)
+from dogbreed.serving.store import (
+    LRU,
+    ModelCache,
+    TargetListing,
+    archive_key,
+    clean_staging,
+    default_unpack_dir,
+    resolve_target,
+    unpacked,
+)
 from dogbreed.settings import natural_int, positive_int
 
 log = logging.getLogger(__name__)
@@ -64,8 +78,11 @@ def load_predictor(folder: Path, target: str) -> Predictor:
         return Predictor(folder, read_metadata(folder))
     except ArtifactError as exc:
         log.warning("target %s: %s", target, exc)
-        raise InferenceError(400, "ModelArtifactError",
-                             f"target model {target!r} is not a valid model artifact: {redact_paths(str(exc))}") from exc
+        raise InferenceError(
+            400,
+            "ModelArtifactError",
+            f"target model {target!r} is not a valid model artifact: {redact_paths(str(exc))}",
+        ) from exc
     except MemoryError as exc:
         raise InferenceError(507, "InsufficientMemory", f"not enough memory to load {target!r}") from exc
 
@@ -87,8 +104,9 @@ class Workflow:
         if not target:
             targets = self.targets()
             if len(targets) != 1:
-                raise bad_request(f"set the X-Amzn-SageMaker-Target-Model header; available targets: "
-                                  f"{', '.join(targets) or 'none'}")
+                raise bad_request(
+                    f"set the X-Amzn-SageMaker-Target-Model header; available targets: {', '.join(targets) or 'none'}"
+                )
             target = targets[0]
         return target, resolve_target(self.model_dir, target, self.targets)
 
@@ -115,20 +133,25 @@ class Workflow:
         lower = {k.lower(): v for k, v in headers.items()}
         try:
             if self.max_payload is not None and body is not None and len(body) > self.max_payload:
-                raise InferenceError(413, "PayloadTooLarge",
-                                     f"request body is {len(body)} bytes; the maximum is {self.max_payload}")
+                raise InferenceError(
+                    413, "PayloadTooLarge", f"request body is {len(body)} bytes; the maximum is {self.max_payload}"
+                )
             check_accept(lower.get("accept"))
             options = parse_custom_attributes(lower.get(ATTRIBUTES_HEADER))
             target, path = self._choose(lower.get(TARGET_HEADER))
             predictor = self._predictor(target, path)
             images = decode_request(body, lower.get("content-type"), options)
             probabilities = predictor.probabilities(images)
-            return Response(200, encode_response(probabilities, predictor.labels, options, target, predictor.variant),
-                            variant=predictor.variant)
+            return Response(
+                200,
+                encode_response(probabilities, predictor.labels, options, target, predictor.variant),
+                variant=predictor.variant,
+            )
         except InferenceError as exc:
             log.info("request refused: %d %s", exc.status, exc.message)
             return Response(exc.status, exc.body())
         except Exception:  # a bug, not the client's fault: say so, and leave the detail to the log
             log.exception("request failed")
-            return Response(500, InferenceError(500, "InternalError", "the server failed to answer; "
-                                                "its log has the detail").body())
+            return Response(
+                500, InferenceError(500, "InternalError", "the server failed to answer; its log has the detail").body()
+            )

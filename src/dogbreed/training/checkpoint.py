@@ -16,7 +16,6 @@ import torch
 
 from dogbreed.errors import CheckpointError
 
-
 CHECKPOINT_FILE = "checkpoint.pt"
 # What must match for a checkpoint to continue the current job.
 IDENTITY_KEYS = ("architecture", "class_folders", "image_size", "freeze_backbone")

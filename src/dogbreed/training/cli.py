@@ -23,6 +23,7 @@ from dogbreed.training.debugger import DEBUG_COLLECTIONS
 
 log = logging.getLogger("dogbreed")
 
+
 def str2bool(value: str | bool) -> bool:
     parsed = settings.parse_bool(value)
     if parsed is None:
@@ -76,13 +77,22 @@ def get_args_parser(prog: str = "train_model.py", description: str | None = None
 
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="resnet18", choices=sorted(ARCHITECTURES), help="architecture")
-    model.add_argument("--pretrained", default=True, **bool_flag,
-                       help="start from ImageNet weights (false: random init)")
-    model.add_argument("--pretrained-weights", type=Path, default=sagemaker_env.channel_dir("pretrained"),
-                       help="ImageNet weights file, or a folder holding torchvision's file; default: the "
-                            "'pretrained' channel (SM_CHANNEL_PRETRAINED); unset: torchvision's download")
-    model.add_argument("--freeze-backbone", default=True, **bool_flag,
-                       help="train only the new classifier head (feature extraction); false: fine-tune all")
+    model.add_argument(
+        "--pretrained", default=True, **bool_flag, help="start from ImageNet weights (false: random init)"
+    )
+    model.add_argument(
+        "--pretrained-weights",
+        type=Path,
+        default=sagemaker_env.channel_dir("pretrained"),
+        help="ImageNet weights file, or a folder holding torchvision's file; default: the "
+        "'pretrained' channel (SM_CHANNEL_PRETRAINED); unset: torchvision's download",
+    )
+    model.add_argument(
+        "--freeze-backbone",
+        default=True,
+        **bool_flag,
+        help="train only the new classifier head (feature extraction); false: fine-tune all",
+    )
 
     hp = parser.add_argument_group("optimisation")
     hp.add_argument("--epochs", type=_number(int, minimum=1), default=10)
@@ -91,59 +101,129 @@ def get_args_parser(prog: str = "train_model.py", description: str | None = None
     hp.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"])
     hp.add_argument("--momentum", type=_number(float, minimum=0, maximum=1), default=0.9, help="SGD only")
     hp.add_argument("--weight-decay", type=_number(float, minimum=0), default=0.0)
-    hp.add_argument("--image-size", type=_number(int, minimum=16, maximum=1024), default=224,
-                    help="square input side in pixels")
-    hp.add_argument("--patience", type=_number(int, minimum=0), default=3,
-                    help="early stopping: epochs without a validation-accuracy gain (0: off)")
+    hp.add_argument(
+        "--image-size", type=_number(int, minimum=16, maximum=1024), default=224, help="square input side in pixels"
+    )
+    hp.add_argument(
+        "--patience",
+        type=_number(int, minimum=0),
+        default=3,
+        help="early stopping: epochs without a validation-accuracy gain (0: off)",
+    )
     hp.add_argument("--seed", type=_number(int, minimum=0), default=42)
-    hp.add_argument("--recompute-bn-stats", default=None, **bool_flag,
-                    help="before each evaluation, recompute BatchNorm's running statistics on up to "
-                         f"{BATCHNORM_STATS_IMAGES} training images (evaluation transform) when the backbone "
-                         "trains; default: per architecture (true for mobilenet_v2, false for the ResNets)")
-    hp.add_argument("--amp", default=False, **bool_flag,
-                    help="mixed precision: float16 on CUDA; bfloat16 on CPU when a timed trial finds it faster")
+    hp.add_argument(
+        "--recompute-bn-stats",
+        default=None,
+        **bool_flag,
+        help="before each evaluation, recompute BatchNorm's running statistics on up to "
+        f"{BATCHNORM_STATS_IMAGES} training images (evaluation transform) when the backbone "
+        "trains; default: per architecture (true for mobilenet_v2, false for the ResNets)",
+    )
+    hp.add_argument(
+        "--amp",
+        default=False,
+        **bool_flag,
+        help="mixed precision: float16 on CUDA; bfloat16 on CPU when a timed trial finds it faster",
+    )
 
-    onnx = parser.add_argument_group("ONNX variants for serving (model.onnx always; model.int8.onnx unless --int8 false)")
+    onnx = parser.add_argument_group(
+        "ONNX variants for serving (model.onnx always; model.int8.onnx unless --int8 false)"
+    )
     onnx.add_argument("--int8", default=True, **bool_flag, help="also write the int8-quantized model.int8.onnx")
-    onnx.add_argument("--int8-calibration-images", type=_number(int, minimum=1), default=64,
-                      help="training images (through the evaluation transform) that calibrate int8")
-    onnx.add_argument("--int8-max-accuracy-drop", type=_number(float, minimum=0, maximum=100), default=1.0,
-                      help="serve int8 only if its test accuracy is at most this many points below fp32's")
-    onnx.add_argument("--int8-min-agreement", type=_number(float, minimum=0, maximum=1), default=0.98,
-                      help="serve int8 only if it agrees with fp32 on the top-1 class for this share of test images")
+    onnx.add_argument(
+        "--int8-calibration-images",
+        type=_number(int, minimum=1),
+        default=64,
+        help="training images (through the evaluation transform) that calibrate int8",
+    )
+    onnx.add_argument(
+        "--int8-max-accuracy-drop",
+        type=_number(float, minimum=0, maximum=100),
+        default=1.0,
+        help="serve int8 only if its test accuracy is at most this many points below fp32's",
+    )
+    onnx.add_argument(
+        "--int8-min-agreement",
+        type=_number(float, minimum=0, maximum=1),
+        default=0.98,
+        help="serve int8 only if it agrees with fp32 on the top-1 class for this share of test images",
+    )
 
     runtime = parser.add_argument_group("runtime")
-    runtime.add_argument("--workers", type=_number(int, minimum=0), default=min(4, sagemaker_env.num_cpus()),
-                         help="DataLoader worker processes")
+    runtime.add_argument(
+        "--workers",
+        type=_number(int, minimum=0),
+        default=min(4, sagemaker_env.num_cpus()),
+        help="DataLoader worker processes",
+    )
     runtime.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    runtime.add_argument("--bad-images", default="skip", choices=list(BAD_IMAGE_POLICIES),
-                         help="what to do with files that do not decode: skip them (listed in the log "
-                              "and metrics.json) or fail the job")
-    runtime.add_argument("--log-interval", type=_number(int, minimum=1), default=20,
-                         help="steps between progress lines when stdout is not a terminal")
+    runtime.add_argument(
+        "--bad-images",
+        default="skip",
+        choices=list(BAD_IMAGE_POLICIES),
+        help="what to do with files that do not decode: skip them (listed in the log and metrics.json) or fail the job",
+    )
+    runtime.add_argument(
+        "--log-interval",
+        type=_number(int, minimum=1),
+        default=20,
+        help="steps between progress lines when stdout is not a terminal",
+    )
 
     paths = parser.add_argument_group("paths (each defaults to its SageMaker environment variable)")
-    paths.add_argument("--data-dir", type=Path, default=sagemaker_env.channel_dir("training"),
-                       help="folder holding train/ valid/ test/ (SM_CHANNEL_TRAINING)")
+    paths.add_argument(
+        "--data-dir",
+        type=Path,
+        default=sagemaker_env.channel_dir("training"),
+        help="folder holding train/ valid/ test/ (SM_CHANNEL_TRAINING)",
+    )
     for split in ("train", "valid", "test"):
-        paths.add_argument(f"--{split}-dir", type=Path, default=sagemaker_env.channel_dir(split),
-                           help=f"the {split} split, when it is its own channel (SM_CHANNEL_{split.upper()})")
+        paths.add_argument(
+            f"--{split}-dir",
+            type=Path,
+            default=sagemaker_env.channel_dir(split),
+            help=f"the {split} split, when it is its own channel (SM_CHANNEL_{split.upper()})",
+        )
     paths.add_argument("--model-dir", type=Path, default=sagemaker_env.model_dir(), help="SM_MODEL_DIR")
-    paths.add_argument("--output-data-dir", type=Path, default=sagemaker_env.output_data_dir(),
-                       help="metrics and plots (SM_OUTPUT_DATA_DIR)")
-    paths.add_argument("--checkpoint-dir", type=Path, default=sagemaker_env.checkpoint_dir(),
-                       help="epoch checkpoints; a checkpoint found here is resumed")
+    paths.add_argument(
+        "--output-data-dir",
+        type=Path,
+        default=sagemaker_env.output_data_dir(),
+        help="metrics and plots (SM_OUTPUT_DATA_DIR)",
+    )
+    paths.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=sagemaker_env.checkpoint_dir(),
+        help="epoch checkpoints; a checkpoint found here is resumed",
+    )
 
     debug = parser.add_argument_group("smdebug hook, rules and report (a job's Debugger config overrides the hook)")
-    debug.add_argument("--debug-hook", default=True, **bool_flag,
-                       help="save smdebug tensors, run the rules (rules.json) and write debugger-report.html")
-    debug.add_argument("--debug-out-dir", type=Path, default=None,
-                       help="write smdebug tensors here; default: /opt/ml/output/tensors in a SageMaker job, "
-                            "else tensors/ in the output data folder")
-    debug.add_argument("--debug-save-interval", type=_number(int, minimum=1), default=10,
-                       help="save weight and gradient reductions every N steps (losses: every step)")
-    debug.add_argument("--debug-collections", type=_collections, default=["losses", "weights", "gradients"],
-                       help=f"comma-separated, from {','.join(DEBUG_COLLECTIONS)}")
+    debug.add_argument(
+        "--debug-hook",
+        default=True,
+        **bool_flag,
+        help="save smdebug tensors, run the rules (rules.json) and write debugger-report.html",
+    )
+    debug.add_argument(
+        "--debug-out-dir",
+        type=Path,
+        default=None,
+        help="write smdebug tensors here; default: /opt/ml/output/tensors in a SageMaker job, "
+        "else tensors/ in the output data folder",
+    )
+    debug.add_argument(
+        "--debug-save-interval",
+        type=_number(int, minimum=1),
+        default=10,
+        help="save weight and gradient reductions every N steps (losses: every step)",
+    )
+    debug.add_argument(
+        "--debug-collections",
+        type=_collections,
+        default=["losses", "weights", "gradients"],
+        help=f"comma-separated, from {','.join(DEBUG_COLLECTIONS)}",
+    )
     return parser
 
 
@@ -177,8 +257,10 @@ def main(args: argparse.Namespace, prog: str = "train_model.py") -> int:
     try:
         fit(args)
     except Interrupted as exc:
-        message = (f"stopped by {exc}; the checkpoint in {args.checkpoint_dir} resumes the job from there: start "
-                   "it again with the same checkpoint folder (on SageMaker, the same checkpoint_s3_uri)")
+        message = (
+            f"stopped by {exc}; the checkpoint in {args.checkpoint_dir} resumes the job from there: start "
+            "it again with the same checkpoint folder (on SageMaker, the same checkpoint_s3_uri)"
+        )
         log.warning(message)
         sagemaker_env.write_failure(message, first_only=group.active)
         return sagemaker_env.EXIT_INTERRUPTED

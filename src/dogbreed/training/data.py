@@ -53,9 +53,7 @@ class DatasetSplits:
         return [counts.get(i, 0) for i in range(len(self.class_folders))]
 
 
-def resolve_split_dirs(
-    data_dir: Path | None, split_dirs: dict[str, Path | None]
-) -> dict[str, Path]:
+def resolve_split_dirs(data_dir: Path | None, split_dirs: dict[str, Path | None]) -> dict[str, Path]:
     """Where each split lives: its own folder when given, else ``data_dir/<split>``.
 
     ``data_dir`` may also be the parent of a single dataset folder, as left by
@@ -227,8 +225,9 @@ class SeededEpochOrder(Sampler):
         self.epoch, self.start = 1, 0
         # The sampler reads only the dataset's length: the range of indices stands in for it.
         indices: Any = range(size)
-        self._shard: DistributedSampler[int] = DistributedSampler(indices, num_replicas=num_replicas, rank=rank,
-                                                                  shuffle=True, seed=seed)
+        self._shard: DistributedSampler[int] = DistributedSampler(
+            indices, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed
+        )
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
@@ -260,13 +259,18 @@ def own_process_group(_worker_id: int = 0) -> None:
     os.setpgid(0, 0)
 
 
-def sampled_batches(samples: list, count: int, seed: int, transform, draft_size: int, batch_size: int,
-                    workers: int = 0) -> Iterator[torch.Tensor]:
+def sampled_batches(
+    samples: list, count: int, seed: int, transform, draft_size: int, batch_size: int, workers: int = 0
+) -> Iterator[torch.Tensor]:
     """A seeded sample of ``count`` images from ``samples`` through ``transform``, batched, without labels.
 
     It draws from its own ``random.Random(seed)``, so taking a sample leaves the training run's random state alone.
     """
     chosen = random.Random(seed).sample(samples, min(count, len(samples)))
-    loader = DataLoader(ImageFileDataset(chosen, transform, draft_size), batch_size=batch_size, num_workers=workers,
-                        worker_init_fn=own_process_group)
+    loader = DataLoader(
+        ImageFileDataset(chosen, transform, draft_size),
+        batch_size=batch_size,
+        num_workers=workers,
+        worker_init_fn=own_process_group,
+    )
     return (images for images, _ in loader)

@@ -102,8 +102,11 @@ def weight_norm_changes(trial) -> str | None:
         tensor = trial.tensor(name)
         steps = tensor.steps(mode=ModeKeys.TRAIN)  # weights saved while evaluating have not moved
         norms = [float(tensor.reduction_value(s, "l2", mode=ModeKeys.TRAIN)) for s in steps]
-        pairs = [(trial.global_step(ModeKeys.TRAIN, step), abs(b - a) / a)
-                 for step, a, b in zip(steps[1:], norms, norms[1:]) if a > 0 and b != a]
+        pairs = [
+            (trial.global_step(ModeKeys.TRAIN, step), abs(b - a) / a)
+            for step, a, b in zip(steps[1:], norms, norms[1:])
+            if a > 0 and b != a
+        ]
         if pairs:
             ax.plot(*zip(*pairs), linewidth=0.8, alpha=0.7)
             drawn = True
@@ -142,8 +145,13 @@ def profile_pictures(profile: dict[str, Any]) -> str | None:
         memory = axes[2].twinx()
         memory.plot(t, [row["memory_mb"] for row in system], color="gray", linestyle="--", label="memory MB")
         if any("gpu_memory_mb" in row for row in system):
-            memory.plot(t, [row.get("gpu_memory_mb", np.nan) for row in system], color="black", linestyle=":",
-                        label="GPU memory MB")
+            memory.plot(
+                t,
+                [row.get("gpu_memory_mb", np.nan) for row in system],
+                color="black",
+                linestyle=":",
+                label="GPU memory MB",
+            )
         memory.set_ylabel("MB")
         axes[2].legend(loc="upper left", fontsize=8)
         memory.legend(loc="upper right", fontsize=8)
@@ -156,10 +164,15 @@ def _profile_text(profile: dict[str, Any]) -> str:
     if not summary.get("steps"):
         return ""
     share = summary["data_wait_share"]
-    verdict = ("The input pipeline is the bottleneck: add --workers or make the images smaller on disk."
-               if share is not None and share > 0.2 else "The input pipeline keeps up with the model.")
-    return (f"<p>{summary['steps']} steps on {html.escape(str(profile.get('device')))}: "
-            f"{summary['images_per_s']} images/s; {share * 100:.1f}% of step time waiting for data. {verdict}</p>")
+    verdict = (
+        "The input pipeline is the bottleneck: add --workers or make the images smaller on disk."
+        if share is not None and share > 0.2
+        else "The input pipeline keeps up with the model."
+    )
+    return (
+        f"<p>{summary['steps']} steps on {html.escape(str(profile.get('device')))}: "
+        f"{summary['images_per_s']} images/s; {share * 100:.1f}% of step time waiting for data. {verdict}</p>"
+    )
 
 
 def update_ratio_lines(updates: dict[str, Any]) -> str | None:
@@ -192,15 +205,22 @@ def _details(details: dict[str, Any]) -> str:
 
 def _verdicts(results: list[RuleResult]) -> str:
     fired = [r for r in results if r.triggered]
-    headline = (f"<p class='bad'>{len(fired)} of {len(results)} rules fired.</p>" if fired
-                else f"<p class='good'>None of the {len(results)} rules fired.</p>")
+    headline = (
+        f"<p class='bad'>{len(fired)} of {len(results)} rules fired.</p>"
+        if fired
+        else f"<p class='good'>None of the {len(results)} rules fired.</p>"
+    )
     rows = "".join(
         f"<tr class='{'bad' if r.triggered else 'good'}'><td>{html.escape(r.rule)}</td>"
         f"<td>{'fired at step ' + str(r.step) if r.triggered else 'quiet'}</td><td>{html.escape(r.summary)}"
         f"{_details(r.details)}</td>"
-        f"<td><code>{html.escape(json.dumps(r.parameters))}</code></td></tr>" for r in results)
-    return (f"{headline}<table><tr><th>rule</th><th>verdict</th><th>in plain words</th><th>parameters</th></tr>"
-            f"{rows}</table>")
+        f"<td><code>{html.escape(json.dumps(r.parameters))}</code></td></tr>"
+        for r in results
+    )
+    return (
+        f"{headline}<table><tr><th>rule</th><th>verdict</th><th>in plain words</th><th>parameters</th></tr>"
+        f"{rows}</table>"
+    )
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -233,44 +253,61 @@ def build_report(trial_dir: Path, output_dir: Path) -> Path:
     }
     summary = ""
     if "test_accuracy" in metrics:
-        summary = (f"<p>Test accuracy {metrics['test_accuracy']:.4f}, best epoch {metrics.get('best_epoch')}, "
-                   f"{metrics.get('epochs_completed')} epoch(s).</p>")
-    body = "".join([
-        "<h1>Training insights</h1>", summary, "<h2>Rules</h2>", _verdicts(results),
-        _section("Loss by mode", images["loss"] and _img(images["loss"], "loss by mode")),
-        _section("Gradients", images["gradients"] and _img(images["gradients"], "gradient heatmap")),
-        _section("Weight updates", images["weights"] and _img(images["weights"], "weight-update ratios")),
-        _section("Learning curves", images["curves"] and _img(images["curves"], "learning curves")),
-        _section("Confusion matrix (test)", images["confusion"] and _img(images["confusion"], "confusion matrix")),
-        _section("Profile", images["profile"] and _profile_text(profile) + _img(images["profile"], "profile")),
-    ])
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Training insights</title><style>{STYLE}"
-            f"</style></head><body>{body}</body></html>")
+        summary = (
+            f"<p>Test accuracy {metrics['test_accuracy']:.4f}, best epoch {metrics.get('best_epoch')}, "
+            f"{metrics.get('epochs_completed')} epoch(s).</p>"
+        )
+    body = "".join(
+        [
+            "<h1>Training insights</h1>",
+            summary,
+            "<h2>Rules</h2>",
+            _verdicts(results),
+            _section("Loss by mode", images["loss"] and _img(images["loss"], "loss by mode")),
+            _section("Gradients", images["gradients"] and _img(images["gradients"], "gradient heatmap")),
+            _section("Weight updates", images["weights"] and _img(images["weights"], "weight-update ratios")),
+            _section("Learning curves", images["curves"] and _img(images["curves"], "learning curves")),
+            _section("Confusion matrix (test)", images["confusion"] and _img(images["confusion"], "confusion matrix")),
+            _section("Profile", images["profile"] and _profile_text(profile) + _img(images["profile"], "profile")),
+        ]
+    )
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>Training insights</title><style>{STYLE}"
+        f"</style></head><body>{body}</body></html>"
+    )
     path = output_dir / REPORT_FILE
     path.write_text(page, encoding="utf-8")
     return path
 
 
-STYLE = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
-         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;font-size:90%}"
-         "tr.bad td:first-child,p.bad{color:#b00;font-weight:bold}p.good{color:#070;font-weight:bold}"
-         "img{max-width:100%}")
+STYLE = (
+    "body{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+    "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;font-size:90%}"
+    "tr.bad td:first-child,p.bad{color:#b00;font-weight:bold}p.good{color:#070;font-weight:bold}"
+    "img{max-width:100%}"
+)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="debug_report", description="(Re)build debugger-report.html and "
-                                     "rules.json from a saved smdebug trial.")
+    parser = argparse.ArgumentParser(
+        prog="debug_report", description="(Re)build debugger-report.html and rules.json from a saved smdebug trial."
+    )
     parser.add_argument("debug_dir", type=Path, help="the smdebug trial (a job's tensors folder)")
-    parser.add_argument("--output-dir", type=Path, default=None,
-                        help="where metrics.json and the plots are, and the report goes; default: the trial's "
-                             "parent folder")
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=None,
+        help="where metrics.json and the plots are, and the report goes; default: the trial's parent folder",
+    )
     return parser
 
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return run_cli("debug_report", lambda: print(
-        f"report: {build_report(args.debug_dir, args.output_dir or args.debug_dir.parent)}"))
+    return run_cli(
+        "debug_report",
+        lambda: print(f"report: {build_report(args.debug_dir, args.output_dir or args.debug_dir.parent)}"),
+    )
 
 
 def run() -> int:

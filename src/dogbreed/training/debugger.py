@@ -132,8 +132,12 @@ def create_hook(out_dir: Path | None, save_interval: int, collections: list[str]
     reductions = smd.ReductionConfig(norms=["l2"], abs_reductions=["mean", "max"])
     for name in set(collections) - {"losses"}:
         hook.get_collection(name).reduction_config = reductions
-    log.info("smdebug: hook writing %s (losses every step, the rest every %d steps) to %s",
-             ",".join(collections), save_interval, out_dir)
+    log.info(
+        "smdebug: hook writing %s (losses every step, the rest every %d steps) to %s",
+        ",".join(collections),
+        save_interval,
+        out_dir,
+    )
     return DebugHook(hook, smd.modes, str(out_dir))
 
 

@@ -19,7 +19,6 @@ from torch import nn
 from dogbreed import sagemaker_env
 from dogbreed.artifact import make_metadata, save_artifact
 from dogbreed.labels import display_label
-from dogbreed.transforms import IMAGENET_MEAN, IMAGENET_STD
 from dogbreed.training import distributed, reports
 from dogbreed.training.checkpoint import load_checkpoint, save_checkpoint
 from dogbreed.training.data import DatasetSplits, discover, resolve_split_dirs
@@ -30,15 +29,31 @@ from dogbreed.training.export import Int8Gate, parity_batches, write_onnx_varian
 from dogbreed.training.metrics import format_metrics
 from dogbreed.training.profile import SystemSampler, write_profile, write_update_ratios
 from dogbreed.training.trainer import EpochProgress, EvalResult, Interrupted, Trainer, select_device
+from dogbreed.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 metrics_log = logging.getLogger("dogbreed.metrics")
 
 # The flags recorded in the artifact as the job's hyperparameters.
 HYPERPARAMETERS = (
-    "model", "pretrained", "freeze_backbone", "epochs", "batch_size", "learning_rate", "optimizer",
-    "momentum", "weight_decay", "image_size", "seed", "patience", "amp", "int8", "int8_calibration_images",
-    "int8_max_accuracy_drop", "int8_min_agreement", "recompute_bn_stats",
+    "model",
+    "pretrained",
+    "freeze_backbone",
+    "epochs",
+    "batch_size",
+    "learning_rate",
+    "optimizer",
+    "momentum",
+    "weight_decay",
+    "image_size",
+    "seed",
+    "patience",
+    "amp",
+    "int8",
+    "int8_calibration_images",
+    "int8_max_accuracy_drop",
+    "int8_min_agreement",
+    "recompute_bn_stats",
 )
 
 
@@ -68,7 +83,8 @@ class TrainingState:
 
     history: list[dict[str, float]] = field(default_factory=list)
     best: dict[str, Any] = field(
-        default_factory=lambda: {"epoch": 0, "val_accuracy": -1.0, "val_loss": float("inf"), "state": None})
+        default_factory=lambda: {"epoch": 0, "val_accuracy": -1.0, "val_loss": float("inf"), "state": None}
+    )
     stale_epochs: int = 0
     stopped_early: bool = False
     epochs_done: int = 0
@@ -79,8 +95,12 @@ class TrainingState:
         self.history.append(row)
         self.epochs_done, self.partial = int(row["epoch"]), None
         if row["val_accuracy"] > self.best["val_accuracy"]:
-            self.best = {"epoch": self.epochs_done, "val_accuracy": row["val_accuracy"], "val_loss": row["val_loss"],
-                         "state": copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()})}
+            self.best = {
+                "epoch": self.epochs_done,
+                "val_accuracy": row["val_accuracy"],
+                "val_loss": row["val_loss"],
+                "state": copy.deepcopy({k: v.cpu() for k, v in model.state_dict().items()}),
+            }
             self.stale_epochs = 0
         else:
             self.stale_epochs += 1
@@ -94,11 +114,19 @@ def checkpoint_of(trainer: Trainer, state: TrainingState) -> dict[str, Any]:
     rng: dict[str, Any] = {"torch": torch.get_rng_state()}
     if trainer.device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state_all()
-    return {"identity": trainer.identity(), "epoch": state.epochs_done, "model": trainer.model.state_dict(),
-            "optimizer": trainer.optimizer.state_dict(), "scaler": trainer.scaler.state_dict(),
-            "history": state.history, "best": state.best, "stale_epochs": state.stale_epochs,
-            "stopped_early": state.stopped_early, "partial": asdict(state.partial) if state.partial else None,
-            "rng": rng}
+    return {
+        "identity": trainer.identity(),
+        "epoch": state.epochs_done,
+        "model": trainer.model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scaler": trainer.scaler.state_dict(),
+        "history": state.history,
+        "best": state.best,
+        "stale_epochs": state.stale_epochs,
+        "stopped_early": state.stopped_early,
+        "partial": asdict(state.partial) if state.partial else None,
+        "rng": rng,
+    }
 
 
 def resume(trainer: Trainer, directory: Path) -> TrainingState:
@@ -119,17 +147,26 @@ def resume(trainer: Trainer, directory: Path) -> TrainingState:
     if "cuda" in rng and trainer.device.type == "cuda":
         torch.cuda.set_rng_state_all(rng["cuda"])
     partial = checkpoint.get("partial")
-    state = TrainingState(history=checkpoint["history"], best=checkpoint["best"],
-                          stale_epochs=checkpoint["stale_epochs"], stopped_early=checkpoint["stopped_early"],
-                          epochs_done=checkpoint["epoch"], partial=EpochProgress(**partial) if partial else None)
+    state = TrainingState(
+        history=checkpoint["history"],
+        best=checkpoint["best"],
+        stale_epochs=checkpoint["stale_epochs"],
+        stopped_early=checkpoint["stopped_early"],
+        epochs_done=checkpoint["epoch"],
+        partial=EpochProgress(**partial) if partial else None,
+    )
     if state.partial is not None and not group.is_main:
         # The checkpoint's running sums are all ranks' together; rank 0 carries them, the others add from zero.
         state.partial = EpochProgress(state.partial.epoch, state.partial.batches)
     if state.partial is None:
         log.info("resuming from checkpoint %s after epoch %d", directory, state.epochs_done)
     else:
-        log.info("resuming from checkpoint %s in epoch %d after step %d", directory, state.partial.epoch,
-                 state.partial.batches)
+        log.info(
+            "resuming from checkpoint %s in epoch %d after step %d",
+            directory,
+            state.partial.epoch,
+            state.partial.batches,
+        )
     return state
 
 
@@ -148,9 +185,12 @@ def train_epochs(trainer: Trainer, state: TrainingState, stop: dict) -> None:
                 save_checkpoint(args.checkpoint_dir, checkpoint_of(trainer, state))
             raise
         _sum_over_ranks(progress, group)
-        row = {"epoch": epoch, "train_loss": progress.loss_sum / max(progress.seen, 1),
-               "train_accuracy": progress.correct / max(progress.seen, 1), **group.from_main(
-                   trainer.validate(f"epoch {epoch}/{args.epochs} valid") if group.is_main else None)}
+        row = {
+            "epoch": epoch,
+            "train_loss": progress.loss_sum / max(progress.seen, 1),
+            "train_accuracy": progress.correct / max(progress.seen, 1),
+            **group.from_main(trainer.validate(f"epoch {epoch}/{args.epochs} valid") if group.is_main else None),
+        }
         metrics_log.info(format_metrics(**row))
         elapsed = time.monotonic() - started
         log.info("epoch %d took %.1fs (%.1f train images/s)", epoch, elapsed, progress.seen / elapsed)
@@ -188,13 +228,27 @@ def fit_in_group(args: Namespace, group: Group) -> dict[str, Any]:
     )
     data = discover(split_dirs, args.bad_images, workers=sagemaker_env.num_cpus())
     for split in ("train", "valid", "test"):
-        log.info("%s: %d images in %d classes (%s)", split, len(data.splits[split].samples),
-                 len(data.class_folders), data.splits[split].root)
+        log.info(
+            "%s: %d images in %d classes (%s)",
+            split,
+            len(data.splits[split].samples),
+            len(data.class_folders),
+            data.splits[split].root,
+        )
     metrics_log.disabled = not group.is_main  # the tuning job's regexes read one set of metric lines
-    hook = (create_hook(args.debug_out_dir, args.debug_save_interval, args.debug_collections, args.debug_hook)
-            if group.is_main else DebugHook())
-    log.info("device %s, model %s, pretrained=%s, freeze_backbone=%s, amp=%s", device, args.model,
-             args.pretrained, args.freeze_backbone, args.amp)
+    hook = (
+        create_hook(args.debug_out_dir, args.debug_save_interval, args.debug_collections, args.debug_hook)
+        if group.is_main
+        else DebugHook()
+    )
+    log.info(
+        "device %s, model %s, pretrained=%s, freeze_backbone=%s, amp=%s",
+        device,
+        args.model,
+        args.pretrained,
+        args.freeze_backbone,
+        args.amp,
+    )
     trainer = Trainer(args, data, device, hook, group)
     state = resume(trainer, args.checkpoint_dir)
     with stop_on_signals() as stop, SystemSampler(device) as sampler:
@@ -212,30 +266,46 @@ def finish(trainer: Trainer, state: TrainingState) -> dict[str, Any]:
     args, data, hook, best = trainer.args, trainer.data, trainer.hook, state.best
     if best["state"] is not None:
         trainer.model.load_state_dict(best["state"])
-    metrics_log.info(format_metrics(best_epoch=best["epoch"], val_loss=best["val_loss"],
-                                    val_accuracy=best["val_accuracy"]))
+    metrics_log.info(
+        format_metrics(best_epoch=best["epoch"], val_loss=best["val_loss"], val_accuracy=best["val_accuracy"])
+    )
     test = trainer.evaluate("test", "test")
     metrics_log.info(format_metrics(test_loss=test.loss, test_accuracy=test.accuracy))
     hook.close()
     onnx_section = write_onnx_variants(
-        trainer.plain_copy(), args.model_dir, args.image_size,
-        parity_batches=parity_batches(trainer.loaders["test"]), test_loader=trainer.loaders["test"],
-        calibration_batches=trainer.calibration_batches() if args.int8 else None, gate=Int8Gate.from_args(args))
+        trainer.plain_copy(),
+        args.model_dir,
+        args.image_size,
+        parity_batches=parity_batches(trainer.loaders["test"]),
+        test_loader=trainer.loaders["test"],
+        calibration_batches=trainer.calibration_batches() if args.int8 else None,
+        gate=Int8Gate.from_args(args),
+    )
 
-    final = {"best_epoch": best["epoch"], "val_loss": best["val_loss"], "val_accuracy": best["val_accuracy"],
-             "test_loss": test.loss, "test_accuracy": test.accuracy}
+    final = {
+        "best_epoch": best["epoch"],
+        "val_loss": best["val_loss"],
+        "val_accuracy": best["val_accuracy"],
+        "test_loss": test.loss,
+        "test_accuracy": test.accuracy,
+    }
     labels = [display_label(c) for c in data.class_folders]
     metadata = make_metadata(
-        architecture=args.model, class_folders=data.class_folders, input_size=args.image_size,
-        mean=list(IMAGENET_MEAN), std=list(IMAGENET_STD), metrics=final,
-        hyperparameters={**{k: getattr(args, k) for k in HYPERPARAMETERS},
-                         "recompute_bn_stats": trainer.recompute_batchnorm},  # the choice made, not the flag
+        architecture=args.model,
+        class_folders=data.class_folders,
+        input_size=args.image_size,
+        mean=list(IMAGENET_MEAN),
+        std=list(IMAGENET_STD),
+        metrics=final,
+        hyperparameters={
+            **{k: getattr(args, k) for k in HYPERPARAMETERS},
+            "recompute_bn_stats": trainer.recompute_batchnorm,
+        },  # the choice made, not the flag
     )
     metadata["onnx"] = onnx_section
     save_artifact(args.model_dir, trainer.model.state_dict(), metadata)
     log.info("model artifact written to %s", args.model_dir)
-    write_reports(args.output_data_dir, data, state.history, final, test, labels, state.stopped_early,
-                  onnx_section)
+    write_reports(args.output_data_dir, data, state.history, final, test, labels, state.stopped_early, onnx_section)
     write_insights(hook, args.output_data_dir)
     return final
 
@@ -255,28 +325,41 @@ def write_insights(hook: DebugHook, output_dir: Path) -> None:
         log.warning("could not build the training insights from %s: %s: %s", trial_dir, type(exc).__name__, exc)
 
 
-def write_reports(output_dir: Path, data: DatasetSplits, history, final, test: EvalResult, labels,
-                  stopped_early: bool, onnx_section: dict[str, Any]) -> None:
+def write_reports(
+    output_dir: Path,
+    data: DatasetSplits,
+    history,
+    final,
+    test: EvalResult,
+    labels,
+    stopped_early: bool,
+    onnx_section: dict[str, Any],
+) -> None:
     matrix = reports.confusion_matrix(test.targets, test.predictions, len(data.class_folders))
-    reports.write_metrics(output_dir, {
-        **final,
-        "epochs_completed": len(history),
-        "stopped_early": stopped_early,
-        "history": history,
-        "test": {
-            "accuracy": test.accuracy,
-            "loss": test.loss,
-            "per_class": reports.per_class_report(matrix, data.class_folders, labels),
-            "confusion_matrix": matrix.tolist(),
+    reports.write_metrics(
+        output_dir,
+        {
+            **final,
+            "epochs_completed": len(history),
+            "stopped_early": stopped_early,
+            "history": history,
+            "test": {
+                "accuracy": test.accuracy,
+                "loss": test.loss,
+                "per_class": reports.per_class_report(matrix, data.class_folders, labels),
+                "confusion_matrix": matrix.tolist(),
+            },
+            "class_folders": data.class_folders,
+            "labels": labels,
+            "class_counts": {s: data.class_counts(s) for s in ("train", "valid", "test")},
+            "skipped_images": [{"path": str(p), "reason": why} for p, why in data.skipped],
+            "serving_variant": {
+                "variant": onnx_section["serve"],
+                "reason": onnx_section["reason"],
+                **{f"{name}_test_accuracy": v["test_accuracy"] for name, v in onnx_section["variants"].items()},
+            },
         },
-        "class_folders": data.class_folders,
-        "labels": labels,
-        "class_counts": {s: data.class_counts(s) for s in ("train", "valid", "test")},
-        "skipped_images": [{"path": str(p), "reason": why} for p, why in data.skipped],
-        "serving_variant": {"variant": onnx_section["serve"], "reason": onnx_section["reason"],
-                            **{f"{name}_test_accuracy": v["test_accuracy"]
-                               for name, v in onnx_section["variants"].items()}},
-    })
+    )
     if history:
         reports.plot_learning_curves(output_dir, history)
     reports.plot_confusion_matrix(output_dir, matrix, labels)

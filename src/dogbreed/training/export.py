@@ -73,9 +73,16 @@ def export_onnx(model: nn.Module, path: Path, image_size: int) -> None:
     example = torch.zeros(1, 3, image_size, image_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
-        torch.onnx.export(cpu, (example,), str(path), dynamo=False, opset_version=ONNX_OPSET,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+        torch.onnx.export(
+            cpu,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=ONNX_OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        )
 
 
 def session(path: Path, threads: int | None = None):
@@ -91,8 +98,9 @@ def logits(onnx_session, images: torch.Tensor) -> np.ndarray:
     return onnx_session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy().astype(np.float32)})[0]
 
 
-def check_parity(model: nn.Module, onnx_path: Path, batches: Iterable[torch.Tensor],
-                 tolerance: Tolerance) -> dict[str, Any]:
+def check_parity(
+    model: nn.Module, onnx_path: Path, batches: Iterable[torch.Tensor], tolerance: Tolerance
+) -> dict[str, Any]:
     """Compare ONNX Runtime with torch on ``batches``; raises :class:`ArtifactError` past ``tolerance``."""
     cpu = copy.deepcopy(model).float().cpu().eval()
     onnx_session = session(onnx_path)
@@ -108,8 +116,10 @@ def check_parity(model: nn.Module, onnx_path: Path, batches: Iterable[torch.Tens
     if count == 0:
         raise ArtifactError("no images to check the ONNX export against")
     if excess > 0:
-        raise ArtifactError(f"the ONNX export does not match the torch model: logits differ by up to {worst:.3g} "
-                            f"on {count} test images (tolerance: atol {tolerance.atol}, rtol {tolerance.rtol})")
+        raise ArtifactError(
+            f"the ONNX export does not match the torch model: logits differ by up to {worst:.3g} "
+            f"on {count} test images (tolerance: atol {tolerance.atol}, rtol {tolerance.rtol})"
+        )
     return {"images": count, "max_abs_diff": worst, **asdict(tolerance)}
 
 
@@ -138,9 +148,16 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: Iterable[torch.
     with tempfile.TemporaryDirectory() as scratch:
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(fp32_path), str(prepared))
-        quantize_static(str(prepared), str(int8_path), _Calibration(calibration), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                        reduce_range=True)
+        quantize_static(
+            str(prepared),
+            str(int8_path),
+            _Calibration(calibration),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=True,
+        )
 
 
 def predictions(onnx_session, loader: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[np.ndarray, np.ndarray]:
@@ -156,19 +173,33 @@ def choose_variant(fp32_accuracy: float, int8_accuracy: float, agreement: float,
     """The variant serving should use, and why, in words."""
     drop = fp32_accuracy - int8_accuracy
     if drop > gate.max_accuracy_drop:
-        return "fp32", (f"int8 loses {drop * 100:.1f} points of test accuracy ({int8_accuracy:.4f} against "
-                        f"{fp32_accuracy:.4f}); at most {gate.max_accuracy_drop * 100:.1f} are allowed")
+        return "fp32", (
+            f"int8 loses {drop * 100:.1f} points of test accuracy ({int8_accuracy:.4f} against "
+            f"{fp32_accuracy:.4f}); at most {gate.max_accuracy_drop * 100:.1f} are allowed"
+        )
     if agreement < gate.min_agreement:
-        return "fp32", (f"int8 and fp32 agree on the top-1 class for {agreement * 100:.1f}% of test images; "
-                        f"at least {gate.min_agreement * 100:.1f}% is required")
-    return "int8", (f"int8 keeps test accuracy within {gate.max_accuracy_drop * 100:.1f} points "
-                    f"({int8_accuracy:.4f} against {fp32_accuracy:.4f}) and agrees with fp32 on "
-                    f"{agreement * 100:.1f}% of test images")
+        return "fp32", (
+            f"int8 and fp32 agree on the top-1 class for {agreement * 100:.1f}% of test images; "
+            f"at least {gate.min_agreement * 100:.1f}% is required"
+        )
+    return "int8", (
+        f"int8 keeps test accuracy within {gate.max_accuracy_drop * 100:.1f} points "
+        f"({int8_accuracy:.4f} against {fp32_accuracy:.4f}) and agrees with fp32 on "
+        f"{agreement * 100:.1f}% of test images"
+    )
 
 
-def write_onnx_variants(model: nn.Module, model_dir: Path, image_size: int, *, parity_batches: Iterable[torch.Tensor],
-                        test_loader=None, calibration_batches: Iterable[torch.Tensor] | None = None,
-                        tolerance: Tolerance = Tolerance(), gate: Int8Gate = Int8Gate()) -> dict[str, Any]:
+def write_onnx_variants(
+    model: nn.Module,
+    model_dir: Path,
+    image_size: int,
+    *,
+    parity_batches: Iterable[torch.Tensor],
+    test_loader=None,
+    calibration_batches: Iterable[torch.Tensor] | None = None,
+    tolerance: Tolerance = Tolerance(),
+    gate: Int8Gate = Int8Gate(),
+) -> dict[str, Any]:
     """Export, check and evaluate the ONNX variants into ``model_dir``; returns metadata's ``onnx`` section.
 
     int8 is made only with both ``calibration_batches`` and a ``test_loader`` to judge it on. Nothing is left
@@ -181,12 +212,21 @@ def write_onnx_variants(model: nn.Module, model_dir: Path, image_size: int, *, p
     except ArtifactError:
         fp32_path.unlink(missing_ok=True)
         raise
-    log.info("ONNX fp32 export matches torch: logits differ by at most %.2g on %d images",
-             parity["max_abs_diff"], parity["images"])
+    log.info(
+        "ONNX fp32 export matches torch: logits differ by at most %.2g on %d images",
+        parity["max_abs_diff"],
+        parity["images"],
+    )
     variants: dict[str, Any] = {"fp32": {"file": ONNX_FILE}}
-    section: dict[str, Any] = {"opset": ONNX_OPSET, "input": INPUT_NAME, "output": OUTPUT_NAME,
-                               "parity": parity, "variants": variants, "serve": "fp32",
-                               "reason": "int8 was not made (--int8 false)"}
+    section: dict[str, Any] = {
+        "opset": ONNX_OPSET,
+        "input": INPUT_NAME,
+        "output": OUTPUT_NAME,
+        "parity": parity,
+        "variants": variants,
+        "serve": "fp32",
+        "reason": "int8 was not made (--int8 false)",
+    }
     if test_loader is None:
         return section
     fp32_predicted, targets = predictions(session(fp32_path), test_loader)
@@ -201,6 +241,12 @@ def write_onnx_variants(model: nn.Module, model_dir: Path, image_size: int, *, p
     variants["int8"] = {"file": INT8_FILE, "test_accuracy": int8_accuracy, "agreement_with_fp32": agreement}
     section["serve"], section["reason"] = choose_variant(fp32_accuracy, int8_accuracy, agreement, gate)
     section["int8_gate"] = asdict(gate)
-    log.info("ONNX test accuracy: fp32 %.4f, int8 %.4f; top-1 agreement %.4f; serving uses %s: %s",
-             fp32_accuracy, int8_accuracy, agreement, section["serve"], section["reason"])
+    log.info(
+        "ONNX test accuracy: fp32 %.4f, int8 %.4f; top-1 agreement %.4f; serving uses %s: %s",
+        fp32_accuracy,
+        int8_accuracy,
+        agreement,
+        section["serve"],
+        section["reason"],
+    )
     return section

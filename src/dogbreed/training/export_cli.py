@@ -33,8 +33,7 @@ RANDOM_PARITY_IMAGES = 16
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dogbreed.training.export_cli",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m dogbreed.training.export_cli", description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, required=True, help="an artifact folder written by train_model.py")
     parser.add_argument("--data-dir", type=Path, help="dogImages-style folder with the artifact's classes")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -47,17 +46,26 @@ def get_args_parser() -> argparse.ArgumentParser:
 def export_with_data(model, metadata, args) -> dict:
     data = discover(resolve_split_dirs(args.data_dir, {}))
     if data.class_folders != metadata["class_folders"]:
-        raise DataError(f"{args.data_dir} holds classes {data.class_folders[:3]}..., not the artifact's "
-                        f"{metadata['class_folders'][:3]}...")
+        raise DataError(
+            f"{args.data_dir} holds classes {data.class_folders[:3]}..., not the artifact's "
+            f"{metadata['class_folders'][:3]}..."
+        )
     size = metadata["input_size"]
     transform = eval_transform(size, metadata["mean"], metadata["std"])
-    test = DataLoader(ImageFileDataset(data.splits["test"].samples, transform, resize_size(size)),
-                      batch_size=args.batch_size)
+    test = DataLoader(
+        ImageFileDataset(data.splits["test"].samples, transform, resize_size(size)), batch_size=args.batch_size
+    )
     return write_onnx_variants(
-        model, args.model_dir, size, parity_batches=parity_batches(test), test_loader=test,
-        calibration_batches=sampled_batches(data.splits["train"].samples, args.int8_calibration_images, 0,
-                                                transform, resize_size(size), args.batch_size),
-        gate=Int8Gate.from_args(args))
+        model,
+        args.model_dir,
+        size,
+        parity_batches=parity_batches(test),
+        test_loader=test,
+        calibration_batches=sampled_batches(
+            data.splits["train"].samples, args.int8_calibration_images, 0, transform, resize_size(size), args.batch_size
+        ),
+        gate=Int8Gate.from_args(args),
+    )
 
 
 def export_without_data(model, metadata, args) -> dict:
@@ -75,15 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         model, metadata = load_artifact(args.model_dir)
-        section = export_with_data(model, metadata, args) if args.data_dir else \
-            export_without_data(model, metadata, args)
+        section = (
+            export_with_data(model, metadata, args) if args.data_dir else export_without_data(model, metadata, args)
+        )
         metadata["onnx"] = section
         write_metadata(args.model_dir, metadata)
     except (DogbreedError, OSError) as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 1
-    print(f"wrote {', '.join(v['file'] for v in section['variants'].values())} in {args.model_dir}; "
-          f"serving uses {section['serve']}: {section['reason']}")
+    print(
+        f"wrote {', '.join(v['file'] for v in section['variants'].values())} in {args.model_dir}; "
+        f"serving uses {section['serve']}: {section['reason']}"
+    )
     return 0
 
 

@@ -30,8 +30,9 @@ class Precision:
     bfloat16_ms: float | None = None
 
 
-def _step(model: nn.Module, criterion: nn.Module, images: torch.Tensor, targets: torch.Tensor,
-          dtype: torch.dtype | None) -> None:
+def _step(
+    model: nn.Module, criterion: nn.Module, images: torch.Tensor, targets: torch.Tensor, dtype: torch.dtype | None
+) -> None:
     with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         loss = criterion(model(images), targets)
     loss.backward()
@@ -49,8 +50,9 @@ def _ms_per_step(model, criterion, images, targets, dtype, budget_s: float = flo
     return (time.perf_counter() - started) / TRIAL_STEPS * 1000
 
 
-def choose_precision(requested: bool, device: torch.device, model: nn.Module, criterion: nn.Module,
-                     image_size: int, num_classes: int) -> Precision:
+def choose_precision(
+    requested: bool, device: torch.device, model: nn.Module, criterion: nn.Module, image_size: int, num_classes: int
+) -> Precision:
     if not requested:
         return Precision(False, torch.float32)
     if device.type == "cuda":
@@ -60,10 +62,17 @@ def choose_precision(requested: bool, device: torch.device, model: nn.Module, cr
     targets = torch.randint(0, num_classes, (TRIAL_BATCH,))
     float32_ms = _ms_per_step(trial, criterion, images, targets, None)
     # bfloat16 can only lose once it has taken longer than float32 took for all its steps.
-    bfloat16_ms = _ms_per_step(trial, criterion, images, targets, torch.bfloat16,
-                               budget_s=float32_ms * TRIAL_STEPS / 1000)
+    bfloat16_ms = _ms_per_step(
+        trial, criterion, images, targets, torch.bfloat16, budget_s=float32_ms * TRIAL_STEPS / 1000
+    )
     faster = bfloat16_ms < float32_ms
-    log.info("--amp on CPU: a training step takes %.1f ms in bfloat16 and %.1f ms in float32 (batch %d, %dx%d): "
-             "using %s", bfloat16_ms, float32_ms, TRIAL_BATCH, image_size, image_size,
-             "bfloat16" if faster else "float32")
+    log.info(
+        "--amp on CPU: a training step takes %.1f ms in bfloat16 and %.1f ms in float32 (batch %d, %dx%d): using %s",
+        bfloat16_ms,
+        float32_ms,
+        TRIAL_BATCH,
+        image_size,
+        image_size,
+        "bfloat16" if faster else "float32",
+    )
     return Precision(faster, torch.bfloat16, float32_ms, bfloat16_ms)

@@ -53,8 +53,11 @@ class SystemSampler:
         return total / 2**20
 
     def sample(self) -> dict[str, float]:
-        row = {"t": round(time.monotonic() - self.started, 2), "cpu_percent": psutil.cpu_percent(),
-               "memory_mb": round(self._memory_mb(), 1)}
+        row = {
+            "t": round(time.monotonic() - self.started, 2),
+            "cpu_percent": psutil.cpu_percent(),
+            "memory_mb": round(self._memory_mb(), 1),
+        }
         if self.device.type == "cuda":
             row["gpu_memory_mb"] = round(torch.cuda.memory_allocated(self.device) / 2**20, 1)
             try:
@@ -82,9 +85,15 @@ class StepTimer:
 
     def step_done(self, epoch: int, images: int) -> None:
         now = time.perf_counter()
-        self.steps.append({"t": round(time.monotonic() - self.started, 3), "epoch": epoch,
-                           "data_s": round(self._data, 5), "compute_s": round(now - self._mark, 5),
-                           "images": images})
+        self.steps.append(
+            {
+                "t": round(time.monotonic() - self.started, 3),
+                "epoch": epoch,
+                "data_s": round(self._data, 5),
+                "compute_s": round(now - self._mark, 5),
+                "images": images,
+            }
+        )
         self._mark = now
 
     def resume(self) -> None:
@@ -97,14 +106,27 @@ def summary(steps: list[dict[str, float]]) -> dict[str, Any]:
     compute = sum(s["compute_s"] for s in steps)
     images = sum(s["images"] for s in steps)
     total = data + compute
-    return {"steps": len(steps), "data_wait_s": round(data, 3), "compute_s": round(compute, 3),
-            "data_wait_share": round(data / total, 4) if total else None,
-            "images_per_s": round(images / total, 2) if total else None}
+    return {
+        "steps": len(steps),
+        "data_wait_s": round(data, 3),
+        "compute_s": round(compute, 3),
+        "data_wait_share": round(data / total, 4) if total else None,
+        "images_per_s": round(images / total, 2) if total else None,
+    }
 
 
 def write_profile(output_dir: Path, timer: StepTimer, sampler: SystemSampler) -> Path:
-    return write_json(output_dir, PROFILE_FILE, {"summary": summary(timer.steps), "device": str(sampler.device),
-                                                 "steps": timer.steps, "system": sampler.samples}, indent=None)
+    return write_json(
+        output_dir,
+        PROFILE_FILE,
+        {
+            "summary": summary(timer.steps),
+            "device": str(sampler.device),
+            "steps": timer.steps,
+            "system": sampler.samples,
+        },
+        indent=None,
+    )
 
 
 class UpdateRatios:
@@ -131,8 +153,11 @@ class UpdateRatios:
             with torch.no_grad():
                 # A layer whose weights are (still) about zero, like a fresh BatchNorm bias, has no ratio.
                 norms = {name: before.norm() for name, before in self._before.items()}
-                layers = {name: float((parameters[name] - before).norm() / norms[name])
-                          for name, before in self._before.items() if norms[name] > MIN_NORM}
+                layers = {
+                    name: float((parameters[name] - before).norm() / norms[name])
+                    for name, before in self._before.items()
+                    if norms[name] > MIN_NORM
+                }
             self.rows.append({"step": self.step, "layers": layers})
             self._before = None
         self.step += 1

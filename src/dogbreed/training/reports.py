@@ -28,14 +28,16 @@ def per_class_report(matrix: torch.Tensor, class_folders: list[str], labels: lis
     for i, (folder, label) in enumerate(zip(class_folders, labels)):
         support = int(matrix[i].sum())
         correct = int(matrix[i, i])
-        rows.append({
-            "class_index": i,
-            "class_folder": folder,
-            "label": label,
-            "support": support,
-            "correct": correct,
-            "accuracy": correct / support if support else None,
-        })
+        rows.append(
+            {
+                "class_index": i,
+                "class_folder": folder,
+                "label": label,
+                "support": support,
+                "correct": correct,
+                "accuracy": correct / support if support else None,
+            }
+        )
     return rows
 
 
@@ -98,8 +100,15 @@ def plot_confusion_matrix(output_dir: Path, matrix: torch.Tensor, labels: list[s
             for j in range(n):
                 value = int(matrix[i, j])
                 if value:
-                    ax.text(j, i, value, ha="center", va="center",
-                            color="white" if normalised[i, j] > 0.5 else "black", fontsize=8)
+                    ax.text(
+                        j,
+                        i,
+                        value,
+                        ha="center",
+                        va="center",
+                        color="white" if normalised[i, j] > 0.5 else "black",
+                        fontsize=8,
+                    )
     fig.tight_layout()
     path = output_dir / CONFUSION_PLOT
     fig.savefig(path, dpi=100)

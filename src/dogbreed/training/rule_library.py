@@ -72,8 +72,9 @@ def first_train_steps(trial, steps: int) -> set[int]:
 def values_by_mode(trial, name: str, mode) -> list[tuple[int, np.ndarray]]:
     """(global step, value) of the saved tensor ``name`` in ``mode``, in step order."""
     tensor = trial.tensor(name)
-    return [(trial.global_step(mode, s), np.asarray(tensor.value(s, mode=mode)).ravel())
-            for s in tensor.steps(mode=mode)]
+    return [
+        (trial.global_step(mode, s), np.asarray(tensor.value(s, mode=mode)).ravel()) for s in tensor.steps(mode=mode)
+    ]
 
 
 class LossNotDecreasing(Rule):
@@ -83,15 +84,16 @@ class LossNotDecreasing(Rule):
     the first window's are not judged: a converged loss has nowhere to fall (this guard is this project's;
     the other parameters are the built-in rule's)."""
 
-    def __init__(self, base_trial, num_steps=10, diff_percent=0.1, increase_threshold_percent=5.0,
-                 converged_fraction=0.25):
+    def __init__(
+        self, base_trial, num_steps=10, diff_percent=0.1, increase_threshold_percent=5.0, converged_fraction=0.25
+    ):
         super().__init__(base_trial, action_str="")
         self.num_steps, self.diff_percent = int(num_steps), float(diff_percent)
         self.increase_threshold_percent = float(increase_threshold_percent)
         self.converged_fraction = float(converged_fraction)
         self.losses = mode_losses(base_trial, ModeKeys.TRAIN)
         self._index = {s: i for i, (s, _) in enumerate(self.losses)}
-        self._first_window = float(np.mean([v for _, v in self.losses[:self.num_steps]])) if self.losses else 0.0
+        self._first_window = float(np.mean([v for _, v in self.losses[: self.num_steps]])) if self.losses else 0.0
         self.evaluated = 0
 
     def invoke_at_step(self, step):
@@ -99,9 +101,9 @@ class LossNotDecreasing(Rule):
         if index is None or (index + 1) % self.num_steps:
             return False
         self.evaluated += 1
-        window = [v for _, v in self.losses[index + 1 - self.num_steps:index + 1]]
+        window = [v for _, v in self.losses[index + 1 - self.num_steps : index + 1]]
         # The first window is held against the first loss, so a loss that blows up at once is caught.
-        before = [v for _, v in self.losses[max(index + 1 - 2 * self.num_steps, 0):index + 1 - self.num_steps]]
+        before = [v for _, v in self.losses[max(index + 1 - 2 * self.num_steps, 0) : index + 1 - self.num_steps]]
         current, previous = float(np.mean(window)), float(np.mean(before or [self.losses[0][1]]))
         if not math.isfinite(current):
             return True
@@ -188,7 +190,6 @@ class ExplodingTensor(Rule):
         self.evaluated = 0
         self._saved = tensors_by_step(base_trial, self.collection_names)
 
-
     def _bad(self, value: float) -> bool:
         return math.isnan(value) if self.only_nan else not math.isfinite(value)
 
@@ -208,8 +209,7 @@ class DeadRelu(Rule):
     """Fires when, at some step, more than ``threshold_layer`` percent of one ReLU site's units (channels)
     were active (output above zero) for less than ``threshold_inactivity`` percent of their outputs."""
 
-    def __init__(self, base_trial, tensor_regex=".*relu_output", threshold_inactivity=1.0,
-                 threshold_layer=50.0):
+    def __init__(self, base_trial, tensor_regex=".*relu_output", threshold_inactivity=1.0, threshold_layer=50.0):
         super().__init__(base_trial, action_str="")
         self.tensor_regex = str(tensor_regex)
         self.threshold_inactivity, self.threshold_layer = float(threshold_inactivity), float(threshold_layer)
@@ -240,8 +240,15 @@ class PoorWeightInitialization(Rule):
     (its BatchNorm layers on their initial statistics) has ReLU input variances 24 times apart on the
     sample data, and its head still learns."""
 
-    def __init__(self, base_trial, activation_inputs_regex=".*relu_input", threshold=10.0,
-                 distribution_range=0.001, patience=5, steps=10):
+    def __init__(
+        self,
+        base_trial,
+        activation_inputs_regex=".*relu_input",
+        threshold=10.0,
+        distribution_range=0.001,
+        patience=5,
+        steps=10,
+    ):
         super().__init__(base_trial, action_str="")
         self.activation_inputs_regex = str(activation_inputs_regex)
         self.threshold, self.distribution_range = float(threshold), float(distribution_range)
@@ -251,8 +258,7 @@ class PoorWeightInitialization(Rule):
         spreads = matching_by_step(base_trial, ".*gradient_percentiles$")
         self._inputs = {s: t for s, t in inputs.items() if s in window}
         self._spreads = {s: t for s, t in spreads.items() if s in window}
-        self.loss_stalled = self._loss_stalled([v for s, v in mode_losses(base_trial, ModeKeys.TRAIN)
-                                                if s in window])
+        self.loss_stalled = self._loss_stalled([v for s, v in mode_losses(base_trial, ModeKeys.TRAIN) if s in window])
         self.evaluated, self.details = 0, {}
 
     def _loss_stalled(self, losses: list[float]) -> bool:
@@ -272,9 +278,12 @@ class PoorWeightInitialization(Rule):
         ratio = (max(variances) / min(variances) if min(variances) > 0 else math.inf) if variances else 0.0
         ranges = {t.name: float(np.ptp(np.asarray(t.value(step)))) for t in spreads}
         narrowest = min(ranges, key=ranges.get) if ranges else None
-        details = {"activation_variance_ratio": ratio if math.isfinite(ratio) else "inf",
-                   "narrowest_gradient": narrowest, "narrowest_gradient_range": ranges.get(narrowest),
-                   "loss_stalled": self.loss_stalled}
+        details = {
+            "activation_variance_ratio": ratio if math.isfinite(ratio) else "inf",
+            "narrowest_gradient": narrowest,
+            "narrowest_gradient_range": ranges.get(narrowest),
+            "loss_stalled": self.loss_stalled,
+        }
         self.details = self.details or details
         wrong = ratio > self.threshold or (narrowest is not None and ranges[narrowest] < self.distribution_range)
         if wrong and self.loss_stalled:
@@ -294,8 +303,16 @@ class ClassImbalance(Rule):
     the early passes of any run mispredict most of every class. The predictions are saved as class
     indices, so ``argmax`` stays False."""
 
-    def __init__(self, base_trial, threshold_imbalance=10.0, threshold_misprediction=0.7, samples=None,
-                 argmax=False, labels_regex=".*labels", predictions_regex=".*predictions"):
+    def __init__(
+        self,
+        base_trial,
+        threshold_imbalance=10.0,
+        threshold_misprediction=0.7,
+        samples=None,
+        argmax=False,
+        labels_regex=".*labels",
+        predictions_regex=".*predictions",
+    ):
         super().__init__(base_trial, action_str="")
         self.threshold_imbalance = float(threshold_imbalance)
         self.threshold_misprediction = float(threshold_misprediction)
@@ -348,8 +365,11 @@ class ClassImbalance(Rule):
             self.evaluated += 1
             most, least = max(self._counts.values()), min(self._counts.values())
             if most > self.threshold_imbalance * least:
-                self.details = {"largest_class": most, "smallest_class": least,
-                                "counts": {str(k): v for k, v in sorted(self._counts.items())}}
+                self.details = {
+                    "largest_class": most,
+                    "smallest_class": least,
+                    "counts": {str(k): v for k, v in sorted(self._counts.items())},
+                }
                 return True
         if self._last_pass is not None and step == self._last_pass[0]:
             self.evaluated += 1
@@ -377,5 +397,13 @@ def _passes(valid: list[tuple[int, float]]) -> dict[int, float]:
     return {run[-1]: float(np.mean([losses[step] for step in run])) for run in _runs(list(losses))}
 
 
-RULES = [LossNotDecreasing, Overfit, Overtraining, VanishingGradient, ExplodingTensor,
-         PoorWeightInitialization, DeadRelu, ClassImbalance]
+RULES = [
+    LossNotDecreasing,
+    Overfit,
+    Overtraining,
+    VanishingGradient,
+    ExplodingTensor,
+    PoorWeightInitialization,
+    DeadRelu,
+    ClassImbalance,
+]

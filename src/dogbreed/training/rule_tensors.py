@@ -64,6 +64,7 @@ class RuleTensors:
                 # Before the module runs: an in-place ReLU overwrites its input.
                 variance = _strided(inputs[0].detach()).float().var().reshape(1)
                 self.hook.save(f"{name}#{call}/relu_input", variance.cpu(), COLLECTION)
+
         return save
 
     def _relu_output(self, name: str):
@@ -71,8 +72,10 @@ class RuleTensors:
             if self._armed:
                 active = _strided(output.detach()) > 0
                 dims = [d for d in range(active.dim()) if d != 1] if active.dim() > 1 else [0]
-                self.hook.save(f"{name}#{self._calls[name]}/relu_output", active.float().mean(dim=dims).cpu(),
-                               COLLECTION)
+                self.hook.save(
+                    f"{name}#{self._calls[name]}/relu_output", active.float().mean(dim=dims).cpu(), COLLECTION
+                )
+
         return save
 
     def save_gradient_percentiles(self) -> None:
@@ -84,10 +87,13 @@ class RuleTensors:
             if not isinstance(weight, nn.Parameter) or weight.dim() < 2 or weight.grad is None:
                 continue
             values = weight.grad.detach().flatten()
-            values = values[::max(1, values.numel() // PERCENTILE_SAMPLE)].float()
+            values = values[:: max(1, values.numel() // PERCENTILE_SAMPLE)].float()
             values = values[values != 0]  # structural zeros: kernel taps over padding, units that did not fire
-            quantiles = (torch.quantile(values, torch.tensor(PERCENTILES, device=values.device)) if values.numel()
-                         else torch.zeros(len(PERCENTILES), device=values.device))
+            quantiles = (
+                torch.quantile(values, torch.tensor(PERCENTILES, device=values.device))
+                if values.numel()
+                else torch.zeros(len(PERCENTILES), device=values.device)
+            )
             self.hook.save(f"{name}/gradient_percentiles", quantiles.cpu(), COLLECTION)
 
     def save_labels(self, targets: torch.Tensor, outputs: torch.Tensor) -> None:

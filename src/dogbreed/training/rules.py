@@ -44,16 +44,21 @@ def _rule_classes():
 SUMMARIES = {
     "LossNotDecreasing": ("training loss stopped falling", "training loss kept falling"),
     "Overfit": ("validation loss ran well above training loss", "validation loss stayed close to training loss"),
-    "Overtraining": ("validation loss stopped improving for several passes",
-                     "validation loss kept improving (or training stopped in time)"),
+    "Overtraining": (
+        "validation loss stopped improving for several passes",
+        "validation loss kept improving (or training stopped in time)",
+    ),
     "VanishingGradient": ("a layer's gradients all but vanished", "gradients stayed above the vanishing threshold"),
     "ExplodingTensor": ("a loss, gradient or weight became NaN or infinite", "no NaN or infinite values"),
-    "PoorWeightInitialization": ("the first steps' activations or gradients looked badly scaled and the loss "
-                                 "did not fall", "the loss fell over the first steps, or their activations and gradients "
-                                 "looked sound"),
+    "PoorWeightInitialization": (
+        "the first steps' activations or gradients looked badly scaled and the loss did not fall",
+        "the loss fell over the first steps, or their activations and gradients looked sound",
+    ),
     "DeadRelu": ("most units of a ReLU layer stopped firing", "the ReLU layers kept firing"),
-    "ClassImbalance": ("the classes are badly imbalanced, or a class was mostly mispredicted",
-                       "the classes are balanced and each was mostly predicted right"),
+    "ClassImbalance": (
+        "the classes are badly imbalanced, or a class was mostly mispredicted",
+        "the classes are balanced and each was mostly predicted right",
+    ),
 }
 
 
@@ -88,15 +93,31 @@ def run_rules(trial) -> list[RuleResult]:
         summary = fired_text if triggered else quiet_text
         if not triggered and evaluated == 0:
             summary = "not evaluated: the trial has no data this rule reads"
-        results.append(RuleResult(name, triggered, step, _parameters(rule), summary, evaluated,
-                                  details=getattr(rule, "details", {}) if triggered else {}))
+        results.append(
+            RuleResult(
+                name,
+                triggered,
+                step,
+                _parameters(rule),
+                summary,
+                evaluated,
+                details=getattr(rule, "details", {}) if triggered else {},
+            )
+        )
     return results
 
 
 def write_rules(results: list[RuleResult], output_dir: Path) -> Path:
-    path = write_json(output_dir, RULES_FILE, {"rules": [vars(r) for r in results],
-                                               "triggered": [r.rule for r in results if r.triggered]})
+    path = write_json(
+        output_dir,
+        RULES_FILE,
+        {"rules": [vars(r) for r in results], "triggered": [r.rule for r in results if r.triggered]},
+    )
     for result in results:
-        log.info("rule %s: %s%s", result.rule, "TRIGGERED at step %s: " % result.step if result.triggered else "",
-                 result.summary)
+        log.info(
+            "rule %s: %s%s",
+            result.rule,
+            "TRIGGERED at step %s: " % result.step if result.triggered else "",
+            result.summary,
+        )
     return path

@@ -68,5 +68,10 @@ def run_entry_point() -> None:
 
     env = environment.Environment()
     distributed = str(env.additional_framework_parameters.get(TORCH_DISTRIBUTED, False)).lower() == "true"
-    entry_point.run(env.module_dir, env.user_entry_point, env.to_cmd_args(), env.to_env_vars(),
-                    runner_type=runner.RunnerType.TorchDistributed if distributed else runner.RunnerType.Process)
+    entry_point.run(
+        env.module_dir,
+        env.user_entry_point,
+        env.to_cmd_args(),
+        env.to_env_vars(),
+        runner_type=runner.RunnerType.TorchDistributed if distributed else runner.RunnerType.Process,
+    )

@@ -18,13 +18,13 @@ from torch.utils.data import DataLoader
 from dogbreed.errors import ConfigError
 from dogbreed.models import BATCHNORM_STATS_IMAGES, build_model, recomputes_batchnorm, set_train_mode
 from dogbreed.progress import Progress
-from dogbreed.transforms import eval_transform, resize_size, train_transform
 from dogbreed.training.data import DatasetSplits, ImageFileDataset, SeededEpochOrder, own_process_group, sampled_batches
 from dogbreed.training.debugger import DebugHook
 from dogbreed.training.distributed import Group
 from dogbreed.training.precision import choose_precision
 from dogbreed.training.profile import StepTimer, UpdateRatios
 from dogbreed.training.rule_tensors import RuleTensors
+from dogbreed.transforms import eval_transform, resize_size, train_transform
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +69,16 @@ def select_device(name: str, group: Group = Group()) -> torch.device:
 def make_optimizer(args: Namespace, params) -> torch.optim.Optimizer:
     params = [p for p in params if p.requires_grad]
     if args.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=args.learning_rate, momentum=args.momentum,
-                               weight_decay=args.weight_decay)
+        return torch.optim.SGD(params, lr=args.learning_rate, momentum=args.momentum, weight_decay=args.weight_decay)
     if args.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
     return torch.optim.Adam(params, lr=args.learning_rate, weight_decay=args.weight_decay)
 
 
 class Trainer:
-    def __init__(self, args: Namespace, data: DatasetSplits, device: torch.device, hook: DebugHook,
-                 group: Group = Group()):
+    def __init__(
+        self, args: Namespace, data: DatasetSplits, device: torch.device, hook: DebugHook, group: Group = Group()
+    ):
         self.args = args
         self.group = group
         self.data = data
@@ -86,40 +86,61 @@ class Trainer:
         self.hook = hook
         self.num_classes = len(data.class_folders)
         self.model = build_model(
-            args.model, self.num_classes, pretrained=args.pretrained,
-            weights_location=args.pretrained_weights, freeze_backbone=args.freeze_backbone,
+            args.model,
+            self.num_classes,
+            pretrained=args.pretrained,
+            weights_location=args.pretrained_weights,
+            freeze_backbone=args.freeze_backbone,
         ).to(device)
         self.criterion = nn.CrossEntropyLoss()
         self.optimizer = make_optimizer(args, self.model.parameters())
         # Every rank trains at the precision rank 0 measured to be faster: they must agree.
-        self.precision = group.from_main(choose_precision(args.amp, device, self.model, self.criterion,
-                                                          args.image_size, self.num_classes))
+        self.precision = group.from_main(
+            choose_precision(args.amp, device, self.model, self.criterion, args.image_size, self.num_classes)
+        )
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision.enabled and device.type == "cuda")
         hook.register(self.model, self.criterion)
         self.rule_tensors = RuleTensors(self.model, hook)
         # Training steps go through DDP (gradients averaged over the ranks); evaluation, on rank 0 alone, and
         # everything that reads or saves weights use the plain model inside it.
-        self.train_model = (DistributedDataParallel(self.model, device_ids=[device] if device.type == "cuda" else None)
-                            if group.active else self.model)
+        self.train_model = (
+            DistributedDataParallel(self.model, device_ids=[device] if device.type == "cuda" else None)
+            if group.active
+            else self.model
+        )
         self.loaders = self._make_loaders()
         self.timer = StepTimer()
         # Measured only with the hook on: the report that shows them comes with it.
         self.update_ratios = UpdateRatios(self.model, args.debug_save_interval) if hook.enabled else None
         self.recompute_batchnorm = recomputes_batchnorm(args.model, args.recompute_bn_stats, args.freeze_backbone)
         if self.recompute_batchnorm:
-            log.info("BatchNorm statistics are recomputed on %d training images before each evaluation",
-                     min(BATCHNORM_STATS_IMAGES, len(data.splits["train"].samples)))
+            log.info(
+                "BatchNorm statistics are recomputed on %d training images before each evaluation",
+                min(BATCHNORM_STATS_IMAGES, len(data.splits["train"].samples)),
+            )
 
     def _make_loaders(self) -> dict[str, DataLoader]:
         args = self.args
         draft = resize_size(args.image_size)
-        common = dict(batch_size=args.batch_size, num_workers=args.workers, worker_init_fn=own_process_group,
-                      pin_memory=self.device.type == "cuda", persistent_workers=args.workers > 0)
+        common = dict(
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            worker_init_fn=own_process_group,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=args.workers > 0,
+        )
         train_set = ImageFileDataset(self.data.splits["train"].samples, train_transform(args.image_size), draft)
         self.train_order = SeededEpochOrder(len(train_set), args.seed, self.group.world_size, self.group.rank)
         # Its own generator: worker seeds are drawn from it, not from the global one that dropout uses.
-        loaders = {"train": DataLoader(train_set, sampler=self.train_order, generator=torch.Generator(),
-                                       drop_last=len(train_set) > args.batch_size, **common)}
+        loaders = {
+            "train": DataLoader(
+                train_set,
+                sampler=self.train_order,
+                generator=torch.Generator(),
+                drop_last=len(train_set) > args.batch_size,
+                **common,
+            )
+        }
         for split in ("valid", "test"):
             dataset = ImageFileDataset(self.data.splits[split].samples, eval_transform(args.image_size), draft)
             loaders[split] = DataLoader(dataset, shuffle=False, generator=torch.Generator(), **common)
@@ -139,8 +160,13 @@ class Trainer:
         self.hook.train()
         self.train_order.set_epoch(epoch, start=progress.batches * self.args.batch_size)
         loader = self.loaders["train"]
-        bar = Progress(loader, total=progress.batches + len(loader), initial=progress.batches,
-                       desc=f"epoch {epoch}/{self.args.epochs} train", log_every=self.args.log_interval)
+        bar = Progress(
+            loader,
+            total=progress.batches + len(loader),
+            initial=progress.batches,
+            desc=f"epoch {epoch}/{self.args.epochs} train",
+            log_every=self.args.log_interval,
+        )
         self.timer.resume()
         for images, targets in bar:
             self.timer.batch_ready()
@@ -213,9 +239,15 @@ class Trainer:
         cuda_devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda_devices):
             model = self.plain_copy().to(self.device)
-            batches = sampled_batches(self.data.splits["train"].samples, BATCHNORM_STATS_IMAGES, args.seed,
-                                      eval_transform(args.image_size), resize_size(args.image_size),
-                                      args.batch_size, args.workers)
+            batches = sampled_batches(
+                self.data.splits["train"].samples,
+                BATCHNORM_STATS_IMAGES,
+                args.seed,
+                eval_transform(args.image_size),
+                resize_size(args.image_size),
+                args.batch_size,
+                args.workers,
+            )
             torch.optim.swa_utils.update_bn(batches, model, self.device)
         self.model.load_state_dict(model.state_dict())
 
@@ -228,9 +260,15 @@ class Trainer:
     def calibration_batches(self) -> Iterator[torch.Tensor]:
         """A seeded sample of training images through the evaluation transform, to calibrate int8."""
         args = self.args
-        return sampled_batches(self.data.splits["train"].samples, args.int8_calibration_images, args.seed,
-                               eval_transform(args.image_size), resize_size(args.image_size), args.batch_size,
-                               args.workers)
+        return sampled_batches(
+            self.data.splits["train"].samples,
+            args.int8_calibration_images,
+            args.seed,
+            eval_transform(args.image_size),
+            resize_size(args.image_size),
+            args.batch_size,
+            args.workers,
+        )
 
     def identity(self) -> dict[str, Any]:
         return {

@@ -43,17 +43,23 @@ def sdk_session(boto_session, sagemaker_client, runtime_client, default_bucket: 
     os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
     import sagemaker
 
-    return sagemaker.Session(boto_session=boto_session, sagemaker_client=sagemaker_client,
-                             sagemaker_runtime_client=runtime_client, default_bucket=default_bucket,
-                             sagemaker_config=SDK_CONFIG)
+    return sagemaker.Session(
+        boto_session=boto_session,
+        sagemaker_client=sagemaker_client,
+        sagemaker_runtime_client=runtime_client,
+        default_bucket=default_bucket,
+        sagemaker_config=SDK_CONFIG,
+    )
 
 
-NO_CREDENTIALS = ("no AWS credentials: configure a profile (AWS_PROFILE) "
-                  "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+NO_CREDENTIALS = (
+    "no AWS credentials: configure a profile (AWS_PROFILE) or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+)
 
 
-def open_session(region: str | None,
-                 region_settings: str = "--region, REGION (make), AWS_REGION or AWS_DEFAULT_REGION"):
+def open_session(
+    region: str | None, region_settings: str = "--region, REGION (make), AWS_REGION or AWS_DEFAULT_REGION"
+):
     """A boto3 session for ``region`` (else AWS_REGION / AWS_DEFAULT_REGION / the profile's region).
 
     A missing region or missing credentials is a one-line :class:`CloudError`;
@@ -80,8 +86,14 @@ def connect(region: str | None) -> Aws:
     boto_session = open_session(region)
     sagemaker_client = boto_session.client("sagemaker")
     runtime = boto_session.client("sagemaker-runtime")
-    return Aws(boto_session=boto_session, sagemaker=sagemaker_client, runtime=runtime, s3=boto_session.client("s3"),
-               session=sdk_session(boto_session, sagemaker_client, runtime), region=boto_session.region_name)
+    return Aws(
+        boto_session=boto_session,
+        sagemaker=sagemaker_client,
+        runtime=runtime,
+        s3=boto_session.client("s3"),
+        session=sdk_session(boto_session, sagemaker_client, runtime),
+        region=boto_session.region_name,
+    )
 
 
 def error_code(exc: Exception) -> str:
@@ -143,9 +155,13 @@ def check_bucket(aws: Aws, bucket: str) -> None:
         aws.s3.head_bucket(Bucket=bucket)
     except botocore.exceptions.ClientError as exc:
         if error_code(exc) in ("404", "NoSuchBucket", "NotFound"):
-            raise CloudError(f"S3 bucket {bucket!r} does not exist: create it, or set --bucket / SAGEMAKER_BUCKET "
-                             "(unset, the SDK's default bucket sagemaker-REGION-ACCOUNT is used)") from None
+            raise CloudError(
+                f"S3 bucket {bucket!r} does not exist: create it, or set --bucket / SAGEMAKER_BUCKET "
+                "(unset, the SDK's default bucket sagemaker-REGION-ACCOUNT is used)"
+            ) from None
         if error_code(exc) in ("403", "AccessDenied", "Forbidden"):
-            raise CloudError(f"S3 bucket {bucket!r} is not accessible with these credentials (403): "
-                             "set --bucket / SAGEMAKER_BUCKET to a bucket you own") from None
+            raise CloudError(
+                f"S3 bucket {bucket!r} is not accessible with these credentials (403): "
+                "set --bucket / SAGEMAKER_BUCKET to a bucket you own"
+            ) from None
         raise

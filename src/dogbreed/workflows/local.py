@@ -29,7 +29,6 @@ from dogbreed import workflows
 from dogbreed.errors import DogbreedError, run_cli
 from dogbreed.sagemaker_env import TORCH_DISTRIBUTED
 
-
 PLACEHOLDER_ROLE = "arn:aws:iam::111111111111:role/dogbreed-local-mode"
 # The network the SDK's docker-compose file declares for local-mode jobs.
 LOCAL_NETWORK = "sagemaker-local"
@@ -71,9 +70,15 @@ def local_session(work_dir: Path):
     return session
 
 
-def run_training(image: str, data: Path, output: Path, hyperparameters: dict[str, Any],
-                 program: str = "train_model.py", job_name: str | None = None,
-                 instance_count: int = 1) -> dict[str, Path]:
+def run_training(
+    image: str,
+    data: Path,
+    output: Path,
+    hyperparameters: dict[str, Any],
+    program: str = "train_model.py",
+    job_name: str | None = None,
+    instance_count: int = 1,
+) -> dict[str, Path]:
     """One local-mode training job; returns the paths of model.tar.gz and output.tar.gz.
 
     ``instance_count`` above 1 starts that many containers (algo-1, algo-2, ...) on one compose network, with
@@ -141,10 +146,19 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--output", type=Path, required=True)
         p.add_argument("-H", "--hyperparameter", action="append", default=[], metavar="NAME=VALUE")
     sub.choices["train"].add_argument("--program", default="train_model.py", choices=["train_model.py", "hpo.py"])
-    sub.choices["train"].add_argument("--instance-count", type=int, default=1,
-                                      help="containers; above 1, data-parallel training with torch_distributed")
-    sub.choices["hpo"].add_argument("--grid", action="append", default=[], metavar="NAME=V1,V2",
-                                    help="values to try for one hyperparameter; trials are the product")
+    sub.choices["train"].add_argument(
+        "--instance-count",
+        type=int,
+        default=1,
+        help="containers; above 1, data-parallel training with torch_distributed",
+    )
+    sub.choices["hpo"].add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2",
+        help="values to try for one hyperparameter; trials are the product",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     return run_cli(parser.prog, lambda: run_command(args))
@@ -156,8 +170,9 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "train":
         if args.instance_count < 1:
             raise LocalModeError(f"--instance-count must be at least 1, got {args.instance_count}")
-        artifacts = run_training(args.image, args.data, args.output, hyperparameters, args.program,
-                                 instance_count=args.instance_count)
+        artifacts = run_training(
+            args.image, args.data, args.output, hyperparameters, args.program, instance_count=args.instance_count
+        )
         print(f"model:  {artifacts['model']}\noutput: {artifacts['output']}")
         return 0
     grid = {k: v.split(",") for k, v in workflows.parse_pairs(args.grid, "--grid", LocalModeError).items()}
@@ -166,11 +181,13 @@ def run_command(args: argparse.Namespace) -> int:
     trials = []
     for values in itertools.product(*grid.values()):
         trial = dict(zip(grid, values))
-        artifacts = run_training(args.image, args.data, args.output / "trials", {**hyperparameters, **trial},
-                                 program="hpo.py")
+        artifacts = run_training(
+            args.image, args.data, args.output / "trials", {**hyperparameters, **trial}, program="hpo.py"
+        )
         metrics = read_metrics(artifacts["output"])
-        trials.append({"hyperparameters": trial, "val_accuracy": metrics["val_accuracy"],
-                       "model": str(artifacts["model"])})
+        trials.append(
+            {"hyperparameters": trial, "val_accuracy": metrics["val_accuracy"], "model": str(artifacts["model"])}
+        )
         print(f"trial {trial}: val_accuracy={metrics['val_accuracy']:.4f}")
     best = max(trials, key=lambda t: t["val_accuracy"])
     (args.output / "trials.json").write_text(json.dumps({"trials": trials, "best": best}, indent=2))

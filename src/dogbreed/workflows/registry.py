@@ -70,8 +70,9 @@ def ensure_repository(ecr, name: str, account: str) -> str:
         found = ecr.describe_repositories(registryId=account, repositoryNames=[name])
         return found["repositories"][0]["repositoryUri"]
     except ecr.exceptions.RepositoryNotFoundException:
-        created = ecr.create_repository(registryId=account, repositoryName=name,
-                                        imageScanningConfiguration={"scanOnPush": True})
+        created = ecr.create_repository(
+            registryId=account, repositoryName=name, imageScanningConfiguration={"scanOnPush": True}
+        )
         return created["repository"]["repositoryUri"]
 
 
@@ -103,8 +104,9 @@ def push_images(images: list[str], target_for, latest: bool) -> list[str]:
     return pushed
 
 
-def push(images: list[str], registry: str | None, region: str | None, account: str | None, latest: bool,
-         clients=None) -> list[str]:
+def push(
+    images: list[str], registry: str | None, region: str | None, account: str | None, latest: bool, clients=None
+) -> list[str]:
     check_engine()
     for image in images:
         docker("image", "inspect", image)  # fails with a clear message when the image was never built
@@ -131,8 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("push")
     p.add_argument("--image", action="append", required=True, help="local image NAME:TAG; repeat for several")
-    p.add_argument("--registry", default=os.environ.get("REGISTRY") or None,
-                   help="any registry HOST[:PORT][/PATH]; default: ECR of --account and --region")
+    p.add_argument(
+        "--registry",
+        default=os.environ.get("REGISTRY") or None,
+        help="any registry HOST[:PORT][/PATH]; default: ECR of --account and --region",
+    )
     p.add_argument("--region")
     p.add_argument("--account")
     p.add_argument("--latest", action="store_true", help="also push the tag 'latest'")

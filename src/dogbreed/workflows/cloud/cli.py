@@ -16,16 +16,25 @@ from dogbreed.workflows.cloud.config import Parents, parent_parsers
 
 # Each adds one subcommand, whose parser's ``run`` default is the command: run(aws, args) -> exit code.
 SUBCOMMANDS: list[Callable[[Any, Parents], None]] = [
-    tuning.add_hpo, tuning.add_best, training.add_train_remote, training.add_training_result,
-    endpoint.add_deploy, endpoint.add_add_model, prediction.add_invoke, prediction.add_batch_transform,
+    tuning.add_hpo,
+    tuning.add_best,
+    training.add_train_remote,
+    training.add_training_result,
+    endpoint.add_deploy,
+    endpoint.add_add_model,
+    prediction.add_invoke,
+    prediction.add_batch_transform,
     endpoint.add_teardown,
 ]
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     """The CLI; defaults read the environment when called."""
-    parser = argparse.ArgumentParser(prog="dogbreed-cloud", description=(cloud.__doc__ or "").splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="dogbreed-cloud",
+        description=(cloud.__doc__ or "").splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parents = parent_parsers()
     for add in SUBCOMMANDS:

@@ -59,8 +59,9 @@ def check_target(target: str) -> str:
     from dogbreed.package import is_target_path
 
     if not is_target_path(target):
-        raise CloudError(f"target {target!r} must be a relative path ending in .tar.gz, "
-                         "e.g. dog-breed-classifier/model.tar.gz")
+        raise CloudError(
+            f"target {target!r} must be a relative path ending in .tar.gz, e.g. dog-breed-classifier/model.tar.gz"
+        )
     return target
 
 
@@ -84,13 +85,20 @@ def parent_parsers() -> Parents:
     g = common.add_argument_group("settings (flag, else environment variable)")
     g.add_argument("--region", default=env("AWS_REGION", env("AWS_DEFAULT_REGION")), help="AWS_REGION")
     g.add_argument("--role", default=env("SAGEMAKER_ROLE"), help="SageMaker execution role ARN (SAGEMAKER_ROLE)")
-    g.add_argument("--bucket", default=env("SAGEMAKER_BUCKET"),
-                   help="S3 bucket (SAGEMAKER_BUCKET; default: the SDK's sagemaker-REGION-ACCOUNT)")
+    g.add_argument(
+        "--bucket",
+        default=env("SAGEMAKER_BUCKET"),
+        help="S3 bucket (SAGEMAKER_BUCKET; default: the SDK's sagemaker-REGION-ACCOUNT)",
+    )
     g.add_argument("--prefix", default=env("SAGEMAKER_PREFIX", "dogbreed"), help="S3 key prefix (SAGEMAKER_PREFIX)")
-    g.add_argument("--endpoint", default=env("SAGEMAKER_ENDPOINT", "dogbreed"),
-                   help="endpoint name (SAGEMAKER_ENDPOINT)")
-    g.add_argument("--registry", default=env("REGISTRY"),
-                   help="registry the images were pushed to (REGISTRY; default: ECR of the account and region)")
+    g.add_argument(
+        "--endpoint", default=env("SAGEMAKER_ENDPOINT", "dogbreed"), help="endpoint name (SAGEMAKER_ENDPOINT)"
+    )
+    g.add_argument(
+        "--registry",
+        default=env("REGISTRY"),
+        help="registry the images were pushed to (REGISTRY; default: ECR of the account and region)",
+    )
     g.add_argument("--tag", default=env("TAG", "latest"), help="image tag (TAG)")
     g.add_argument("--train-repository", default=env("TRAIN_IMAGE", "dogbreed-train"))
     g.add_argument("--serve-repository", default=env("SERVE_IMAGE", "dogbreed-serve"))
@@ -101,18 +109,28 @@ def parent_parsers() -> Parents:
 
     jobs = argparse.ArgumentParser(add_help=False)
     j = jobs.add_argument_group("jobs")
-    j.add_argument("--data", default=env("SAGEMAKER_DATA"),
-                   help="training channel: s3://BUCKET/PREFIX/ or a local folder (synced to PREFIX/data/NAME/)")
-    j.add_argument("--instance-type", default=env("TRAIN_INSTANCE_TYPE", "ml.g4dn.xlarge"),
-                   help="TRAIN_INSTANCE_TYPE")
+    j.add_argument(
+        "--data",
+        default=env("SAGEMAKER_DATA"),
+        help="training channel: s3://BUCKET/PREFIX/ or a local folder (synced to PREFIX/data/NAME/)",
+    )
+    j.add_argument("--instance-type", default=env("TRAIN_INSTANCE_TYPE", "ml.g4dn.xlarge"), help="TRAIN_INSTANCE_TYPE")
     j.add_argument("-H", "--hyperparameter", action="append", default=[], metavar="NAME=VALUE")
-    j.add_argument("--spot", action=argparse.BooleanOptionalAction, default=settings.flag("SAGEMAKER_SPOT"),
-                   help="managed spot training (SAGEMAKER_SPOT=true)")
+    j.add_argument(
+        "--spot",
+        action=argparse.BooleanOptionalAction,
+        default=settings.flag("SAGEMAKER_SPOT"),
+        help="managed spot training (SAGEMAKER_SPOT=true)",
+    )
     j.add_argument("--max-run", type=int, default=MAX_RUN_SECONDS, help="seconds per training job")
     j.add_argument("--max-wait", type=int, help="spot: seconds including waits for capacity (default 2 x max-run)")
     j.add_argument("--job-name")
 
     waiting = argparse.ArgumentParser(add_help=False)
-    waiting.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True,
-                         help="wait for the job and print its result (default)")
+    waiting.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="wait for the job and print its result (default)",
+    )
     return Parents(common, jobs, waiting)

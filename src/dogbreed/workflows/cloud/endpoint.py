@@ -11,8 +11,16 @@ from typing import Any, Callable
 from dogbreed.workflows import parse_pairs
 from dogbreed.workflows.aws import Aws, CloudError, aws_errors, error_code, split_s3_uri
 from dogbreed.workflows.cloud import config
-from dogbreed.workflows.cloud.config import (RESOURCE_STAMP, Parents, check_target, env, image_uri, models_prefix,
-                                             require_role, resolve_bucket)
+from dogbreed.workflows.cloud.config import (
+    RESOURCE_STAMP,
+    Parents,
+    check_target,
+    env,
+    image_uri,
+    models_prefix,
+    require_role,
+    resolve_bucket,
+)
 from dogbreed.workflows.cloud.storage import put_artifact
 
 
@@ -27,8 +35,9 @@ class OwnResource:
     delete_call: str
 
 
-ENDPOINT_CONFIGS = OwnResource("endpoint config", "list_endpoint_configs", "EndpointConfigs", "EndpointConfigName",
-                               "delete_endpoint_config")
+ENDPOINT_CONFIGS = OwnResource(
+    "endpoint config", "list_endpoint_configs", "EndpointConfigs", "EndpointConfigName", "delete_endpoint_config"
+)
 MODELS = OwnResource("model", "list_models", "Models", "ModelName", "delete_model")
 
 
@@ -92,12 +101,13 @@ def cmd_deploy(aws: Aws, args: argparse.Namespace) -> int:
     with aws_errors():
         existing = describe_or_none(lambda: aws.sagemaker.describe_endpoint(EndpointName=args.endpoint))
         if existing and existing["EndpointStatus"] not in ("InService", "Failed"):
-            raise CloudError(f"endpoint {args.endpoint} is {existing['EndpointStatus']}; wait for it, "
-                             "or make teardown")
-        aws.session.create_model(name, role, container_defs={
-            "Image": image, "Mode": "MultiModel", "ModelDataUrl": data_url})
-        aws.session.create_endpoint_config(name, model_name=name, initial_instance_count=args.instance_count,
-                                           instance_type=args.instance_type)
+            raise CloudError(f"endpoint {args.endpoint} is {existing['EndpointStatus']}; wait for it, or make teardown")
+        aws.session.create_model(
+            name, role, container_defs={"Image": image, "Mode": "MultiModel", "ModelDataUrl": data_url}
+        )
+        aws.session.create_endpoint_config(
+            name, model_name=name, initial_instance_count=args.instance_count, instance_type=args.instance_type
+        )
         if existing and existing["EndpointStatus"] == "InService":
             print(f"updating endpoint {args.endpoint} in place to {name}", flush=True)
             aws.session.update_endpoint(args.endpoint, name, wait=False)
@@ -106,7 +116,8 @@ def cmd_deploy(aws: Aws, args: argparse.Namespace) -> int:
                 print(f"endpoint {args.endpoint} is Failed; replacing it", flush=True)
                 aws.sagemaker.delete_endpoint(EndpointName=args.endpoint)
                 aws.sagemaker.get_waiter("endpoint_deleted").wait(
-                    EndpointName=args.endpoint, WaiterConfig={"Delay": max(args.poll, 1), "MaxAttempts": 120})
+                    EndpointName=args.endpoint, WaiterConfig={"Delay": max(args.poll, 1), "MaxAttempts": 120}
+                )
             print(f"creating endpoint {args.endpoint} ({args.instance_type})", flush=True)
             aws.session.create_endpoint(args.endpoint, name, wait=False)
     try:
@@ -196,6 +207,9 @@ def add_add_model(sub: Any, parents: Parents) -> None:
 
 def add_teardown(sub: Any, parents: Parents) -> None:
     p = sub.add_parser("teardown", parents=[parents.common], help="delete the endpoint, its configs and models")
-    p.add_argument("--delete-s3", choices=["models", "all"],
-                   help="also delete S3 data: the endpoint's models, or everything under the prefix")
+    p.add_argument(
+        "--delete-s3",
+        choices=["models", "all"],
+        help="also delete S3 data: the endpoint's models, or everything under the prefix",
+    )
     p.set_defaults(run=cmd_teardown)

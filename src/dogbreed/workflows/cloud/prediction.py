@@ -12,8 +12,16 @@ import urllib3
 
 from dogbreed.workflows.aws import Aws, CloudError, aws_errors, s3_object_exists, split_s3_uri
 from dogbreed.workflows.cloud import config
-from dogbreed.workflows.cloud.config import (DEFAULT_TARGETS, Parents, check_target, env, image_uri, models_prefix,
-                                             require_role, resolve_bucket)
+from dogbreed.workflows.cloud.config import (
+    DEFAULT_TARGETS,
+    Parents,
+    check_target,
+    env,
+    image_uri,
+    models_prefix,
+    require_role,
+    resolve_bucket,
+)
 from dogbreed.workflows.cloud.endpoint import served_data_url
 from dogbreed.workflows.cloud.storage import first_object, put_artifact
 
@@ -50,8 +58,13 @@ def cmd_invoke(aws: Aws | None, args: argparse.Namespace) -> int:
         with aws_errors():
             try:
                 response = runtime.invoke_endpoint(
-                    EndpointName=args.endpoint, TargetModel=target, ContentType="application/x-image",
-                    Accept="application/json", CustomAttributes=f"top_k={args.top_k}", Body=body)
+                    EndpointName=args.endpoint,
+                    TargetModel=target,
+                    ContentType="application/x-image",
+                    Accept="application/json",
+                    CustomAttributes=f"top_k={args.top_k}",
+                    Body=body,
+                )
             except (OSError, urllib3.exceptions.HTTPError) as exc:  # the local container is not there
                 reason = getattr(exc, "reason", exc)
                 raise CloudError(f"cannot reach {where}: {reason} (make local-serve starts it)") from None
@@ -93,14 +106,29 @@ def cmd_batch_transform(aws: Aws, args: argparse.Namespace) -> int:
     output = args.output or f"s3://{bucket}/{args.prefix}/batch/{name}/"
     with aws_errors():
         # One model per job, in single-model mode: SageMaker unpacks the archive into /opt/ml/model.
-        aws.session.create_model(name, role, container_defs={"Image": image, "ModelDataUrl": model_data,
-                                                              "Mode": "SingleModel"})
-        transformer = Transformer(model_name=name, instance_count=1, instance_type=args.instance_type,
-                                  strategy="SingleRecord", output_path=output, accept="application/json",
-                                  max_payload=6, max_concurrent_transforms=args.max_concurrent,
-                                  sagemaker_session=aws.session)
-        transformer.transform(args.input, data_type="S3Prefix", content_type="application/x-image",
-                              split_type=None, job_name=name, wait=False, logs=False)
+        aws.session.create_model(
+            name, role, container_defs={"Image": image, "ModelDataUrl": model_data, "Mode": "SingleModel"}
+        )
+        transformer = Transformer(
+            model_name=name,
+            instance_count=1,
+            instance_type=args.instance_type,
+            strategy="SingleRecord",
+            output_path=output,
+            accept="application/json",
+            max_payload=6,
+            max_concurrent_transforms=args.max_concurrent,
+            sagemaker_session=aws.session,
+        )
+        transformer.transform(
+            args.input,
+            data_type="S3Prefix",
+            content_type="application/x-image",
+            split_type=None,
+            job_name=name,
+            wait=False,
+            logs=False,
+        )
     print(f"transform job: {name} on {args.instance_type}, model {model_data}", flush=True)
     if not args.wait:
         print(f"not waiting; predictions will be under {output} (make teardown removes the job's model)")
@@ -125,13 +153,15 @@ def add_invoke(sub: Any, parents: Parents) -> None:
 
 
 def add_batch_transform(sub: Any, parents: Parents) -> None:
-    p = sub.add_parser("batch-transform", parents=[parents.common, parents.waiting],
-                       help="batch transform over an S3 folder")
+    p = sub.add_parser(
+        "batch-transform", parents=[parents.common, parents.waiting], help="batch transform over an S3 folder"
+    )
     p.add_argument("--input", required=True, help="s3://BUCKET/PREFIX/ of images")
     p.add_argument("--output", help="default: s3://BUCKET/PREFIX/batch/JOB/")
     p.add_argument("--target", default=DEFAULT_TARGETS[0], help="which of the endpoint's models (default: %(default)s)")
     p.add_argument("--model-data", help="a model.tar.gz (S3 URI or local file) instead of --target")
-    p.add_argument("--instance-type", default=env("TRANSFORM_INSTANCE_TYPE", "ml.m5.large"),
-                   help="TRANSFORM_INSTANCE_TYPE")
+    p.add_argument(
+        "--instance-type", default=env("TRANSFORM_INSTANCE_TYPE", "ml.m5.large"), help="TRANSFORM_INSTANCE_TYPE"
+    )
     p.add_argument("--max-concurrent", type=int, default=2, help="requests in flight per instance")
     p.set_defaults(run=cmd_batch_transform)

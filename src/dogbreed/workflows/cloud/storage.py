@@ -24,8 +24,10 @@ def check_archive(path: Path) -> dict[str, Any]:
         with tarfile.open(path, "r:gz") as tar:
             members = {member.name.removeprefix("./"): member for member in tar.getmembers()}
             if METADATA_FILE not in members:
-                raise CloudError(f"{path} is not a model artifact: it must hold {METADATA_FILE} at its root "
-                                 f"(make local-train, train-remote or make model-store writes one)")
+                raise CloudError(
+                    f"{path} is not a model artifact: it must hold {METADATA_FILE} at its root "
+                    f"(make local-train, train-remote or make model-store writes one)"
+                )
             packed = tar.extractfile(members[METADATA_FILE])
             if packed is None:
                 raise CloudError(f"{path}: {METADATA_FILE} is not a regular file")
@@ -66,8 +68,11 @@ def first_object(aws: Aws, uri: str) -> str | None:
 
 def sync_folder(aws: Aws, folder: Path, bucket: str, key_prefix: str, threads: int = 16) -> str:
     """Upload the files of ``folder`` missing (or of another size) under s3://bucket/key_prefix/."""
-    files = sorted(p for p in folder.rglob("*")
-                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
     if not files:
         raise CloudError(f"{folder} holds no files")
     with aws_errors():
@@ -80,16 +85,19 @@ def sync_folder(aws: Aws, folder: Path, bucket: str, key_prefix: str, threads: i
             uploads = pool.map(lambda item: aws.s3.upload_file(str(item[0]), bucket, item[1]), todo)
             for _ in Progress(uploads, total=len(todo), desc="upload", log_every=500, unit="file"):
                 pass
-    print(f"s3://{bucket}/{key_prefix}/: {len(todo)} file(s) uploaded, {len(files) - len(todo)} already there",
-          flush=True)
+    print(
+        f"s3://{bucket}/{key_prefix}/: {len(todo)} file(s) uploaded, {len(files) - len(todo)} already there", flush=True
+    )
     return f"s3://{bucket}/{key_prefix}/"
 
 
 def resolve_data(aws: Aws, args: argparse.Namespace, bucket: str) -> str:
     """The ``training`` channel: an S3 prefix as given, or a local dataset folder synced to PREFIX/data/NAME/."""
     if not args.data:
-        raise CloudError("no training data: set --data (DATA in make) to s3://BUCKET/PREFIX/ or a local folder "
-                         "holding train/ valid/ test/")
+        raise CloudError(
+            "no training data: set --data (DATA in make) to s3://BUCKET/PREFIX/ or a local folder "
+            "holding train/ valid/ test/"
+        )
     data = str(args.data)
     if data.startswith("s3://"):
         if first_object(aws, data) is None:

@@ -21,7 +21,14 @@ DEBUGGER_RULES = ["loss_not_decreasing", "overfit", "overtraining", "vanishing_g
 
 def debugger_settings(output_path: str, save_interval: int) -> dict[str, Any]:
     """Debugger built-in rules, the tensors they read plus weights, and the Profiler's report."""
-    from sagemaker.debugger import CollectionConfig, DebuggerHookConfig, ProfilerConfig, ProfilerRule, Rule, rule_configs
+    from sagemaker.debugger import (
+        CollectionConfig,
+        DebuggerHookConfig,
+        ProfilerConfig,
+        ProfilerRule,
+        Rule,
+        rule_configs,
+    )
 
     def collection(name: str, extra: dict[str, str] | None = None) -> CollectionConfig:
         return CollectionConfig(name, parameters={**(extra or {}), "save_interval": str(save_interval)})
@@ -30,16 +37,21 @@ def debugger_settings(output_path: str, save_interval: int) -> dict[str, Any]:
     for name in DEBUGGER_RULES:
         base = getattr(rule_configs, name)()
         # Same save interval for the rules' collections and the hook's, so each collection is configured once.
-        saved = [collection(c["CollectionName"],
-                            {k: v for k, v in c.get("CollectionParameters", {}).items() if k != "save_interval"})
-                 for c in base.get("CollectionConfigurations", [])]
+        saved = [
+            collection(
+                c["CollectionName"],
+                {k: v for k, v in c.get("CollectionParameters", {}).items() if k != "save_interval"},
+            )
+            for c in base.get("CollectionConfigurations", [])
+        ]
         rules.append(Rule.sagemaker(base, collections_to_save=saved or None))
     rules.append(ProfilerRule.sagemaker(rule_configs.ProfilerReport()))
     return {
         "rules": rules,
         "debugger_hook_config": DebuggerHookConfig(
             s3_output_path=output_path,
-            collection_configs=[collection("losses"), collection("weights"), collection("gradients")]),
+            collection_configs=[collection("losses"), collection("weights"), collection("gradients")],
+        ),
         "profiler_config": ProfilerConfig(s3_output_path=output_path, system_monitor_interval_millis=500),
     }
 
@@ -55,8 +67,10 @@ def print_training_result(aws: Aws, job_name: str) -> None:
     if job.get("DebugHookConfig", {}).get("S3OutputPath"):
         print(f"debugger tensors: {job['DebugHookConfig']['S3OutputPath'].rstrip('/')}/{job_name}/debug-output/")
     if job.get("ProfilerConfig", {}).get("S3OutputPath"):
-        print(f"profiler report: {job['ProfilerConfig']['S3OutputPath'].rstrip('/')}/{job_name}"
-              "/rule-output/ProfilerReport/profiler-output/profiler-report.html")
+        print(
+            f"profiler report: {job['ProfilerConfig']['S3OutputPath'].rstrip('/')}/{job_name}"
+            "/rule-output/ProfilerReport/profiler-output/profiler-report.html"
+        )
     for status in job.get("DebugRuleEvaluationStatuses", []) + job.get("ProfilerRuleEvaluationStatuses", []):
         print(f"rule {status['RuleConfigurationName']}: {status['RuleEvaluationStatus']}")
     if job.get("EnableManagedSpotTraining") and job.get("BillableTimeInSeconds"):
@@ -93,20 +107,35 @@ def cmd_train_remote(aws: Aws, args: argparse.Namespace) -> int:
     job_name = args.job_name or f"dogbreed-train-{config.stamp()}"
     output_path = f"s3://{bucket}/{args.prefix}/training"
     estimator = Estimator(
-        image_uri=image, role=role, instance_count=args.instance_count, instance_type=args.instance_type,
-        output_path=output_path, hyperparameters=hyperparameters, environment={"SAGEMAKER_PROGRAM": "train_model.py"},
-        metric_definitions=METRIC_DEFINITIONS, sagemaker_session=aws.session,
-        **(debugger_settings(output_path, args.debug_save_interval) if args.debugger
-           else {"debugger_hook_config": False, "disable_profiler": True}),
+        image_uri=image,
+        role=role,
+        instance_count=args.instance_count,
+        instance_type=args.instance_type,
+        output_path=output_path,
+        hyperparameters=hyperparameters,
+        environment={"SAGEMAKER_PROGRAM": "train_model.py"},
+        metric_definitions=METRIC_DEFINITIONS,
+        sagemaker_session=aws.session,
+        **(
+            debugger_settings(output_path, args.debug_save_interval)
+            if args.debugger
+            else {"debugger_hook_config": False, "disable_profiler": True}
+        ),
         # Spot: SageMaker syncs /opt/ml/checkpoints here and restores it after an interruption; the
         # training code resumes from the last epoch it finds there.
-        **spot_settings(args, f"s3://{bucket}/{args.prefix}/checkpoints/{job_name}"))
+        **spot_settings(args, f"s3://{bucket}/{args.prefix}/checkpoints/{job_name}"),
+    )
     with aws_errors():
         estimator.fit({"training": data}, job_name=job_name, wait=False, logs=False)
-    print(f"training job: {job_name} on {args.instance_type}{' (spot)' if args.spot else ''}, image {image}", flush=True)
-    return wait_and_report(args, lambda: aws.session.wait_for_job(job_name, poll=args.poll),
-                           lambda: print_training_result(aws, job_name),
-                           later=f"make training-result TRAINING_JOB={job_name}")
+    print(
+        f"training job: {job_name} on {args.instance_type}{' (spot)' if args.spot else ''}, image {image}", flush=True
+    )
+    return wait_and_report(
+        args,
+        lambda: aws.session.wait_for_job(job_name, poll=args.poll),
+        lambda: print_training_result(aws, job_name),
+        later=f"make training-result TRAINING_JOB={job_name}",
+    )
 
 
 def cmd_training_result(aws: Aws, args: argparse.Namespace) -> int:
@@ -115,16 +144,31 @@ def cmd_training_result(aws: Aws, args: argparse.Namespace) -> int:
 
 
 def add_train_remote(sub: Any, parents: Parents) -> None:
-    p = sub.add_parser("train-remote", parents=[parents.common, parents.jobs, parents.waiting],
-                       help="training job with Debugger rules and the Profiler report")
+    p = sub.add_parser(
+        "train-remote",
+        parents=[parents.common, parents.jobs, parents.waiting],
+        help="training job with Debugger rules and the Profiler report",
+    )
     p.add_argument("--from-tuning-job", default=None, help="start from the best hyperparameters of this tuning job")
     p.add_argument("--debug-save-interval", type=int, default=100, help="steps between saved Debugger tensors")
-    p.add_argument("--debugger", action=argparse.BooleanOptionalAction, default=True,
-                   help="Debugger rules and the Profiler report (--no-debugger: accounts without Debugger)")
-    p.add_argument("--instance-count", type=int, default=1,
-                   help="instances; above 1, data-parallel training under torchrun across them")
-    p.add_argument("--distributed", action=argparse.BooleanOptionalAction, default=False,
-                   help="torchrun on one instance too: one process per GPU of a multi-GPU instance")
+    p.add_argument(
+        "--debugger",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Debugger rules and the Profiler report (--no-debugger: accounts without Debugger)",
+    )
+    p.add_argument(
+        "--instance-count",
+        type=int,
+        default=1,
+        help="instances; above 1, data-parallel training under torchrun across them",
+    )
+    p.add_argument(
+        "--distributed",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="torchrun on one instance too: one process per GPU of a multi-GPU instance",
+    )
     p.set_defaults(run=cmd_train_remote)
 
 

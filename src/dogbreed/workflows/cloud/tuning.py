@@ -61,16 +61,22 @@ def best_of(aws: Aws, tuning_job: str) -> tuple[str, dict[str, str], dict[str, A
             tuning = aws.sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=tuning_job)
         except botocore.exceptions.ClientError as exc:
             if error_code(exc) in ("ResourceNotFound", "ValidationException"):
-                raise CloudError(f"tuning job {tuning_job!r} not found in {aws.region}: "
-                                 f"{exc.response['Error'].get('Message')}") from None
+                raise CloudError(
+                    f"tuning job {tuning_job!r} not found in {aws.region}: {exc.response['Error'].get('Message')}"
+                ) from None
             raise
         best = tuning.get("BestTrainingJob")
         if not best:
-            raise CloudError(f"tuning job {tuning_job!r} has no completed training job yet "
-                             f"(status {tuning['HyperParameterTuningJobStatus']})")
+            raise CloudError(
+                f"tuning job {tuning_job!r} has no completed training job yet "
+                f"(status {tuning['HyperParameterTuningJobStatus']})"
+            )
         job = aws.sagemaker.describe_training_job(TrainingJobName=best["TrainingJobName"])
-    return best["TrainingJobName"], user_hyperparameters(job["HyperParameters"]), \
-        best.get("FinalHyperParameterTuningJobObjectiveMetric", {})
+    return (
+        best["TrainingJobName"],
+        user_hyperparameters(job["HyperParameters"]),
+        best.get("FinalHyperParameterTuningJobObjectiveMetric", {}),
+    )
 
 
 def print_best(aws: Aws, tuning_job: str) -> None:
@@ -94,23 +100,38 @@ def cmd_hpo(aws: Aws, args: argparse.Namespace) -> int:
     image = image_uri(aws, args, "train")
     job_name = args.job_name or f"dogbreed-hpo-{config.stamp()}"[:32]
     estimator = Estimator(
-        image_uri=image, role=role, instance_count=1, instance_type=args.instance_type,
+        image_uri=image,
+        role=role,
+        instance_count=1,
+        instance_type=args.instance_type,
         output_path=f"s3://{bucket}/{args.prefix}/tuning",
         # The toolkit runs SAGEMAKER_PROGRAM; the hyperparameter says the same for older toolkits.
         hyperparameters={**parse_pairs(args.hyperparameter, "-H", CloudError), "sagemaker_program": "hpo.py"},
         environment={"SAGEMAKER_PROGRAM": "hpo.py"},
-        disable_profiler=True, debugger_hook_config=False,  # trials stay lean; train-remote profiles
-        sagemaker_session=aws.session, **spot_settings(args, None))
+        disable_profiler=True,
+        debugger_hook_config=False,  # trials stay lean; train-remote profiles
+        sagemaker_session=aws.session,
+        **spot_settings(args, None),
+    )
     tuner = HyperparameterTuner(
-        estimator, objective_metric_name=args.objective, hyperparameter_ranges=hyperparameter_ranges(),
+        estimator,
+        objective_metric_name=args.objective,
+        hyperparameter_ranges=hyperparameter_ranges(),
         metric_definitions=METRIC_DEFINITIONS,
         objective_type="Maximize" if args.objective.endswith("accuracy") else "Minimize",
-        max_jobs=args.max_jobs, max_parallel_jobs=args.max_parallel_jobs, early_stopping_type=args.early_stopping)
+        max_jobs=args.max_jobs,
+        max_parallel_jobs=args.max_parallel_jobs,
+        early_stopping_type=args.early_stopping,
+    )
     with aws_errors():
         tuner.fit({"training": data}, job_name=job_name, wait=False)
     print(f"tuning job: {job_name} ({args.max_jobs} jobs, {args.max_parallel_jobs} at a time, on {image})", flush=True)
-    return wait_and_report(args, lambda: aws.session.wait_for_tuning_job(job_name, poll=args.poll),
-                           lambda: print_best(aws, job_name), later=f"make best TUNING_JOB={job_name}")
+    return wait_and_report(
+        args,
+        lambda: aws.session.wait_for_tuning_job(job_name, poll=args.poll),
+        lambda: print_best(aws, job_name),
+        later=f"make best TUNING_JOB={job_name}",
+    )
 
 
 def cmd_best(aws: Aws, args: argparse.Namespace) -> int:
@@ -119,8 +140,9 @@ def cmd_best(aws: Aws, args: argparse.Namespace) -> int:
 
 
 def add_hpo(sub: Any, parents: Parents) -> None:
-    p = sub.add_parser("hpo", parents=[parents.common, parents.jobs, parents.waiting],
-                       help="hyperparameter tuning job running hpo.py")
+    p = sub.add_parser(
+        "hpo", parents=[parents.common, parents.jobs, parents.waiting], help="hyperparameter tuning job running hpo.py"
+    )
     p.add_argument("--objective", default=OBJECTIVE_METRIC, choices=[OBJECTIVE_METRIC, "validation:loss"])
     p.add_argument("--max-jobs", type=int, default=8)
     p.add_argument("--max-parallel-jobs", type=int, default=2)
