@@ -45,7 +45,9 @@ MOBILE_TARGET ?= dog-breed-classifier-mobile/model.tar.gz
 SERVE_PID := $(BUILD_DIR)/serve.pid
 
 # Images (make build push).
-BASE_IMAGE ?= debian:bookworm-slim
+# The Dockerfiles' pinned base (NAME:TAG@sha256:...). Where no registry answers, make base-image builds a
+# stand-in tagged NAME:TAG, and the builds use that (see BASE_REF).
+BASE_IMAGE ?= $(shell sed -n 's/^ARG BASE_IMAGE=//p' docker/train.Dockerfile)
 # Empty: torch from the default registry (CUDA build, runs on CPU too).
 # https://download.pytorch.org/whl/cpu gives a much smaller CPU-only image.
 TORCH_INDEX_URL ?=
@@ -133,6 +135,8 @@ BENCH_BASELINE_REF ?=
 # make bench-serve: resnet18, mobilenet_v2 or resnet50
 BENCH_MODEL ?= resnet18
 
+# What the builds start FROM, as make base-image found it: BASE_IMAGE, or its local stand-in.
+BASE_REF := $(BUILD_DIR)/base-image.ref
 VENV_PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 # The compiled MMS management guard, installed beside the venv where the serving launcher finds it.
@@ -214,21 +218,21 @@ serve-stop: ## Stop the server that make serve started (MMS and all its workers)
 	else echo "no server started by make serve is running"; fi
 
 .PHONY: base-image
-base-image: ## Make sure BASE_IMAGE exists locally (pulled, or built with debootstrap when no registry is reachable)
-	docker/make-base-image.sh $(BASE_IMAGE)
+base-image: ## Make sure BASE_IMAGE exists locally (pulled, or a stand-in built with debootstrap when no registry answers)
+	docker/make-base-image.sh $(BASE_IMAGE) $(BASE_REF)
 
 .PHONY: build
 build: build-train build-serve ## Build both images, tagged TAG
 
 .PHONY: build-train
 build-train: base-image ## Build the training image TRAIN_IMAGE:TAG
-	docker build --network=host -f docker/train.Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+	docker build --network=host -f docker/train.Dockerfile --build-arg BASE_IMAGE=$$(cat $(BASE_REF)) \
 		--build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) -t $(TRAIN_IMAGE):$(TAG) \
 		$(if $(filter true,$(LATEST)),-t $(TRAIN_IMAGE):latest) .
 
 .PHONY: build-serve
 build-serve: base-image ## Build the serving image SERVE_IMAGE:TAG
-	docker build --network=host -f docker/serve.Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+	docker build --network=host -f docker/serve.Dockerfile --build-arg BASE_IMAGE=$$(cat $(BASE_REF)) \
 		-t $(SERVE_IMAGE):$(TAG) \
 		$(if $(filter true,$(LATEST)),-t $(SERVE_IMAGE):latest) .
 
@@ -319,6 +323,17 @@ sample-data: $(VENV_STAMP) ## Regenerate the bundled sample dataset in local_dat
 .PHONY: data
 data: $(VENV_STAMP) ## Download and unpack the real dogImages set into DATA_DEST (resumable)
 	$(VENV_PY) -m dogbreed.download --url $(DATA_URL) --dest $(DATA_DEST) $(if $(DATA_SHA256),--sha256 $(DATA_SHA256))
+
+.PHONY: lint
+lint: $(VENV_STAMP) ## Lint, format check and type check, as CI runs them (settings in pyproject.toml)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+.PHONY: format
+format: $(VENV_STAMP) ## Format the tree and apply ruff's safe fixes (import order ...)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 .PHONY: test
 test: $(VENV_STAMP) $(MMS_GUARD) ## Run the whole test suite

@@ -48,6 +48,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -83,7 +84,7 @@ def photos(count: int) -> list[bytes]:
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def summary(latencies: list[float]) -> dict[str, float]:
@@ -152,7 +153,7 @@ class OrtInProcess:
 class HttpServer:
     """A server process on a free 127.0.0.1 port, called over keep-alive connections."""
 
-    ports: set[int] = set()
+    ports: ClassVar[set[int]] = set()  # taken by any server of this run
 
     def __init__(self, name: str, work: Path):
         self.name = name
@@ -318,7 +319,7 @@ def make_artifacts(work: Path, arch: str, image_size: int, bodies: list[bytes]) 
         metadata["onnx"]["serve"] = variant  # speed only: random weights have no accuracy to gate on
         save_artifact(model_dir, model.state_dict(), metadata)
     store = work / "store"
-    for variant, target in zip(("fp32", "int8"), TARGETS.values()):
+    for variant, target in zip(("fp32", "int8"), TARGETS.values(), strict=True):
         pack_artifact(dirs[variant], store / target)
     pack_artifact(dirs["int8"], store / COLD_TARGET)
     return dirs["fp32"], dirs["int8"], store

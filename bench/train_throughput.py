@@ -123,7 +123,7 @@ def main() -> None:
         stop = {"signal": None}
         images = (len(data.splits["train"].samples) // opts.batch_size) * opts.batch_size
         elapsed = {name: 0.0 for name in sides}
-        for name, side in sides.items():
+        for side in sides.values():
             side.train_one_epoch(EpochProgress(1), stop)  # warm-up: starts the persistent workers
         for epoch in range(2, 2 + opts.rounds):  # alternating epochs: both sides see the same noise
             for name, side in sides.items():

@@ -1,27 +1,43 @@
 #!/usr/bin/env bash
-# Make sure the base image the Dockerfiles start FROM exists locally.
+# Make sure the base image the Dockerfiles start FROM exists locally, and say
+# which reference the builds should use.
 #
-# Where a registry is reachable this is a plain `docker pull`. Where none is
-# (air-gapped build hosts, this project's CI), the image is made from Debian
-# packages with debootstrap, from the mirror apt already uses, and tagged with
-# the same name, so the Dockerfiles use it unchanged. When the host trusts a
-# TLS-intercepting gateway through its CA bundle, that bundle is copied into
-# the image and pip is pointed at it, so `pip install` inside builds works.
+# IMAGE is pinned by digest (NAME:TAG@sha256:...). Where a registry is
+# reachable, that exact image is pulled and the builds use it. Where none is
+# (air-gapped build hosts, this project's CI), a stand-in is made from Debian
+# packages with debootstrap, from the mirror apt already uses, and tagged
+# NAME:TAG: the builds use that, and a warning says it is not the pinned
+# image. When the host trusts a TLS-intercepting gateway through its CA
+# bundle, that bundle is copied into the stand-in and pip is pointed at it, so
+# `pip install` inside builds works.
 #
-#   docker/make-base-image.sh [IMAGE]      (default debian:bookworm-slim)
+#   docker/make-base-image.sh IMAGE [REF_FILE]
+# REF_FILE receives the reference to build FROM (also printed last).
 set -euo pipefail
 
-image=${1:-debian:bookworm-slim}
+image=${1:?usage: make-base-image.sh IMAGE [REF_FILE]}
+ref_file=${2:-}
+name=${image%@*}  # without the digest
 suite=${SUITE:-bookworm}
 host_bundle=${HOST_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
 
+use() {
+    [ -z "$ref_file" ] || { mkdir -p "$(dirname "$ref_file")"; echo "$1" > "$ref_file"; }
+    echo "$1"
+    exit 0
+}
+
 if docker image inspect "$image" >/dev/null 2>&1; then
     echo "base image $image is present"
-    exit 0
+    use "$image"
 fi
 if timeout 60 docker pull "$image" >/dev/null 2>&1; then
     echo "pulled base image $image"
-    exit 0
+    use "$image"
+fi
+if [ "$name" != "$image" ] && docker image inspect "$name" >/dev/null 2>&1; then
+    echo "warning: cannot pull $image; building on the local $name instead, which may not be the pinned image" >&2
+    use "$name"
 fi
 
 command -v debootstrap >/dev/null || { echo "error: no registry reachable and debootstrap is not installed (apt-get install debootstrap)" >&2; exit 1; }
@@ -30,7 +46,7 @@ mirror=${mirror:-http://deb.debian.org/debian}
 
 rootfs=$(mktemp -d /tmp/rootfs.XXXXXX)
 trap 'rm -rf "$rootfs"' EXIT
-echo "no registry reachable: building $image with debootstrap from $mirror"
+echo "no registry reachable: building a stand-in for $image with debootstrap from $mirror, tagged $name" >&2
 debootstrap --variant=minbase "$suite" "$rootfs" "$mirror" >/dev/null
 # The same apt sources as the official image, and no caches.
 echo "deb $mirror $suite main" > "$rootfs/etc/apt/sources.list"
@@ -41,5 +57,6 @@ if [ -s "$host_bundle" ]; then
     cp "$host_bundle" "$rootfs/usr/local/share/host-ca/ca-bundle.crt"
     printf '[global]\ncert = /usr/local/share/host-ca/ca-bundle.crt\n' > "$rootfs/etc/pip.conf"
 fi
-tar -C "$rootfs" -c . | docker import - "$image" >/dev/null
-echo "imported $image"
+tar -C "$rootfs" -c . | docker import - "$name" >/dev/null
+echo "warning: building on $name, a stand-in made with debootstrap, not the pinned $image" >&2
+use "$name"

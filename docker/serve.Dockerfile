@@ -2,7 +2,9 @@
 #   docker run -p 127.0.0.1:8080:8080 -v STORE:/opt/ml/models:ro IMAGE serve
 # Every serving package installs without a compiler; only MMS's management
 # guard (src/mms-guard, Java) is compiled, in its own stage.
-ARG BASE_IMAGE=debian:bookworm-slim
+# Pinned by digest: the multi-arch index of debian:bookworm-slim. Renew it in both Dockerfiles with the
+# Digest line of `docker buildx imagetools inspect debian:bookworm-slim`.
+ARG BASE_IMAGE=debian:bookworm-slim@sha256:3783cc01769c7b2b1b83a5c5ad96c815348e28ed7da68e2e3687004faa906251
 
 # ---- mms-guard stage: compile the guard against the pinned MMS's own jar -------
 FROM ${BASE_IMAGE} AS mms-guard
@@ -43,14 +45,17 @@ RUN python3 -m venv /opt/venv \
     && rm -rf /tmp/requirements \
     && find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
 ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONPATH=/opt/dogbreed \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     SAGEMAKER_BIND_TO_PORT=8080 \
     DOGBREED_BIND_HOST=0.0.0.0
-# Code last, so a code change rebuilds only these small layers.
+# Code last, so a code change rebuilds only these small layers. The package goes into the venv without its
+# dependencies (pinned above), built by the venv's pinned setuptools, with no download.
 COPY --from=mms-guard /out/mms-guard /opt/venv/share/dogbreed/mms-guard
-COPY src/dogbreed /opt/dogbreed/dogbreed
+COPY pyproject.toml /tmp/dogbreed/
+COPY src/dogbreed /tmp/dogbreed/src/dogbreed
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation /tmp/dogbreed \
+    && rm -rf /tmp/dogbreed
 COPY src/serve/serve /usr/local/bin/serve
 USER model-server
 WORKDIR /home/model-server

@@ -1,6 +1,8 @@
 # Training image: train_model.py and hpo.py under the sagemaker-training toolkit.
 #   docker run IMAGE train     (what SageMaker runs; SAGEMAKER_PROGRAM picks the script)
-ARG BASE_IMAGE=debian:bookworm-slim
+# Pinned by digest: the multi-arch index of debian:bookworm-slim. Renew it in both Dockerfiles with the
+# Digest line of `docker buildx imagetools inspect debian:bookworm-slim`.
+ARG BASE_IMAGE=debian:bookworm-slim@sha256:3783cc01769c7b2b1b83a5c5ad96c815348e28ed7da68e2e3687004faa906251
 
 # ---- wheels stage: compile what ships only as source ----------------------------
 FROM ${BASE_IMAGE} AS wheels
@@ -46,15 +48,18 @@ RUN python3 -m venv /opt/venv \
 # SAGEMAKER_TRAINING_MODULE: the toolkit starts the script under torchrun when the job
 # sets sagemaker_torch_distributed_enabled, as one process otherwise.
 ENV PATH=/opt/dogbreed/bin:/opt/venv/bin:$PATH \
-    PYTHONPATH=/opt/dogbreed \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     MPLCONFIGDIR=/tmp/matplotlib \
     SAGEMAKER_SUBMIT_DIRECTORY=/opt/ml/code \
     SAGEMAKER_PROGRAM=train_model.py \
     SAGEMAKER_TRAINING_MODULE=dogbreed.training.toolkit_entry:run_entry_point
-# Code last, so a code change rebuilds only these small layers.
-COPY src/dogbreed /opt/dogbreed/dogbreed
+# Code last, so a code change rebuilds only these small layers. The package goes into the venv without its
+# dependencies (pinned above), built by the venv's pinned setuptools, with no download.
+COPY pyproject.toml /tmp/dogbreed/
+COPY src/dogbreed /tmp/dogbreed/src/dogbreed
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation /tmp/dogbreed \
+    && rm -rf /tmp/dogbreed
 COPY src/train/train /opt/dogbreed/bin/train
 COPY src/train/train_model.py src/train/hpo.py /opt/ml/code/
 WORKDIR /opt/ml/code

@@ -68,7 +68,7 @@ def stop(process: subprocess.Popen, timeout: float = 60) -> float:
     return time.monotonic() - started
 
 
-def stop_and_check_nothing_left(server: "Server") -> float:
+def stop_and_check_nothing_left(server: Server) -> float:
     """Stop the server; fail if MMS, its JVM or a worker outlives it."""
     descendants = psutil.Process(server.process.pid).children(recursive=True)
     assert descendants, "the launcher started no MMS processes"

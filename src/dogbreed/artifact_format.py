@@ -39,6 +39,11 @@ def validate_metadata(metadata: Any, source: str = "metadata") -> None:
             raise ArtifactError(f"{source}: missing field {field!r}")
         if not isinstance(metadata[field], kind) or isinstance(metadata[field], bool):
             raise ArtifactError(f"{source}: field {field!r} must be {kind.__name__}")
+    _check_values(metadata, source)
+
+
+def _check_values(metadata: dict[str, Any], source: str) -> None:
+    """The fields' values, once each has its type."""
     if metadata["format_version"] != FORMAT_VERSION:
         raise ArtifactError(
             f"{source}: format_version {metadata['format_version']} is not supported (expected {FORMAT_VERSION})"

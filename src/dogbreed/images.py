@@ -31,7 +31,8 @@ class ImageDecodeError(ValueError):
 
 @contextmanager
 def _opened(source: str | Path | bytes | BinaryIO) -> Iterator[Image.Image]:
-    """The image, opened lazily (header only) and refused past :data:`MAX_PIXELS`; Pillow's errors as ImageDecodeError."""
+    """The image, opened lazily (header only) and refused past :data:`MAX_PIXELS`; Pillow's errors as
+    ImageDecodeError."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(source)
     try:

@@ -23,7 +23,7 @@ RESIZE_RATIO = 256 / 224
 
 
 def resize_size(image_size: int) -> int:
-    return int(round(image_size * RESIZE_RATIO))
+    return round(image_size * RESIZE_RATIO)
 
 
 def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
@@ -44,8 +44,8 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
         padded = Image.new(image.mode, (max(width, size), max(height, size)))
         padded.paste(image, ((max(width, size) - width) // 2, (max(height, size) - height) // 2))
         image, (width, height) = padded, padded.size
-    top = int(round((height - size) / 2.0))
-    left = int(round((width - size) / 2.0))
+    top = round((height - size) / 2.0)
+    left = round((width - size) / 2.0)
     return image.crop((left, top, left + size, top + size))
 
 

@@ -52,6 +52,15 @@ def images():
     return {"train": TRAIN_IMAGE, "serve": SERVE_IMAGE}
 
 
+@pytest.fixture(scope="session")
+def base_image() -> str:
+    """What the builds start FROM, as make base-image found it (the pinned base or its local stand-in): a small
+    image that is present."""
+    result = make("base-image")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return (REPO_ROOT / "build" / "base-image.ref").read_text().strip()
+
+
 @pytest.fixture
 def container_name():
     """A unique container name; the container is removed afterwards whatever happened."""

@@ -57,11 +57,11 @@ def pulls_back(reference: str) -> bool:
 
 
 @pytest.fixture
-def small_images():
+def small_images(base_image):
     """Stand-ins for the two images: make push runs exactly as for the 5.5 GB ones, in seconds."""
     names = {"TRAIN_IMAGE": "dogbreed-push-train", "SERVE_IMAGE": "dogbreed-push-serve"}
     for name in names.values():
-        subprocess.run(["docker", "tag", "debian:bookworm-slim", f"{name}:{TAG}"], check=True)
+        subprocess.run(["docker", "tag", base_image, f"{name}:{TAG}"], check=True)
     yield names
     subprocess.run(["docker", "rmi", *(f"{name}:{TAG}" for name in names.values())], capture_output=True)
 
@@ -82,11 +82,11 @@ def test_make_push_to_any_registry_and_pull_back(small_images, local_registry):
             assert pulls_back(f"{local_registry}/{name}:{tag}")
 
 
-def test_ecr_flow_creates_the_repository_logs_in_and_pushes(local_registry, tmp_path, monkeypatch):
+def test_ecr_flow_creates_the_repository_logs_in_and_pushes(local_registry, base_image, tmp_path, monkeypatch):
     """The ECR calls are stubbed against the real service model; the pushes go to a real registry."""
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))  # docker login writes here, not ~/.docker
     tiny = f"dogbreed-tiny:{TAG}"
-    subprocess.run(["docker", "tag", "debian:bookworm-slim", tiny], check=True)
+    subprocess.run(["docker", "tag", base_image, tiny], check=True)
     ecr = boto3.client("ecr", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="y")
     sts = boto3.client("sts", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="y")
     token = base64.b64encode(b"AWS:token").decode()

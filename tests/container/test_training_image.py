@@ -49,7 +49,7 @@ def test_local_train_yields_the_documented_artifact(local_train, tmp_path):
     with tarfile.open(model_archive) as tar:
         assert sorted(tar.getnames()) == ["metadata.json", "model.int8.onnx", "model.onnx", "model.pth"]
         tar.extractall(tmp_path, filter="data")
-    model, metadata = load_artifact(tmp_path)
+    _model, metadata = load_artifact(tmp_path)
     assert metadata["architecture"] == "resnet18" and metadata["input_size"] == 32
     assert metadata["hyperparameters"]["epochs"] == 2
 
@@ -300,7 +300,7 @@ def test_docker_stop_checkpoints_the_step_and_the_restarted_job_ends_as_an_unint
     assert max((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].numel()) <= 1e-6
 
 
-def test_make_local_serve_serves_the_local_train_model_and_make_stop_ends_only_it(local_train, tmp_path):
+def test_make_local_serve_serves_the_local_train_model_and_make_stop_ends_only_it(local_train, base_image, tmp_path):
     out, _, _, _ = local_train
     port = free_port()
     name = f"dogbreed-test-local-serve-{port}"
@@ -313,7 +313,7 @@ def test_make_local_serve_serves_the_local_train_model_and_make_stop_ends_only_i
         f"LOCAL_SERVE_NAME={name}",
     ]
     subprocess.run(
-        ["docker", "run", "-d", "--rm", "--name", bystander, "debian:bookworm-slim", "sleep", "300"],
+        ["docker", "run", "-d", "--rm", "--name", bystander, base_image, "sleep", "300"],
         check=True,
         capture_output=True,
     )

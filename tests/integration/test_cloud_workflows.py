@@ -41,7 +41,7 @@ TRAIN_IMAGE = f"{ECR}/dogbreed-train:abc1234"
 SERVE_IMAGE = f"{ECR}/dogbreed-serve:abc1234"
 RULES_IMAGE = "503895931360.dkr.ecr.us-east-1.amazonaws.com/sagemaker-debugger-rules:latest"
 STAMP = "20261122-120000"
-NOW = datetime.datetime(2026, 11, 22, 12, 0, tzinfo=datetime.timezone.utc)
+NOW = datetime.datetime(2026, 11, 22, 12, 0, tzinfo=datetime.UTC)
 ARN = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}"
 SETTINGS = ["--role", ROLE, "--bucket", BUCKET, "--tag", "abc1234", "--poll", "0"]
 TEST_IMAGE = SAMPLE_DATA / "test" / "001.Crimson_disc" / "Crimson_disc_00001.jpg"
@@ -361,7 +361,7 @@ def test_best_of_a_missing_tuning_job_is_a_one_line_error(aws_cloud):
         http_status_code=400,
         expected_params={"HyperParameterTuningJobName": "nope"},
     )
-    code, out, err = aws_cloud.run("best", "--tuning-job", "nope")
+    code, _out, err = aws_cloud.run("best", "--tuning-job", "nope")
     assert code == 1
     assert (
         err == "best: error: tuning job 'nope' not found in us-east-1: "
@@ -553,7 +553,7 @@ def test_train_remote_access_denied_is_a_one_line_error(aws_cloud):
         http_status_code=400,
         service_message=f"User: arn:aws:iam::{ACCOUNT}:user/dev is not authorized to perform: iam:PassRole",
     )
-    code, out, err = aws_cloud.run("train-remote", *SETTINGS, "--data", f"s3://{BUCKET}/data/")
+    code, _out, err = aws_cloud.run("train-remote", *SETTINGS, "--data", f"s3://{BUCKET}/data/")
     assert code == 1
     assert err.count("\n") == 1 and err.startswith(
         "train-remote: error: AWS CreateTrainingJob failed: AccessDeniedException: User:"
@@ -570,7 +570,7 @@ def test_training_job_failure_reason_ends_in_a_clear_message(aws_cloud):
         {"TrainingJobName": "j"},
         training_job("j", "Failed", FailureReason="AlgorithmError: data: train/ has no class folders"),
     )
-    code, out, err = aws_cloud.run(
+    code, _out, err = aws_cloud.run(
         "train-remote", *SETTINGS, "--job-name", "j", "--data", f"s3://{BUCKET}/data/", "-H", "epochs=1"
     )
     assert code == 1
@@ -632,7 +632,7 @@ def test_train_remote_across_instances_or_gpus_asks_the_image_for_torchrun(aws_c
         },
         {"TrainingJobArn": f"{ARN}:training-job/j"},
     )
-    code, out, err = aws_cloud.run(
+    code, _out, err = aws_cloud.run(
         "train-remote",
         *SETTINGS,
         "--job-name",
@@ -919,7 +919,7 @@ def test_deploy_endpoint_that_fails_to_reach_in_service_is_a_clear_error(aws_clo
         ),
     )
     target = DEFAULT_TARGETS[0]
-    code, out, err = aws_cloud.run("deploy", *SETTINGS, "--model", f"{target}={model_store / target}")
+    code, _out, err = aws_cloud.run("deploy", *SETTINGS, "--model", f"{target}={model_store / target}")
     assert code == 1
     assert err.count("\n") == 1 and "Error hosting endpoint dogbreed: Failed" in err
     assert "did not pass the ping health check" in err and "make teardown" in err
@@ -1023,7 +1023,7 @@ def test_add_model_uploads_under_the_prefix_the_endpoint_serves(aws_cloud, model
 
 def test_invoke_sends_the_image_to_each_target_model(aws_cloud):
     body = TEST_IMAGE.read_bytes()
-    for target, labels in zip(DEFAULT_TARGETS, (["Crimson_disc", "Blue_stripes"], ["Crimson_disc", "x"])):
+    for target, labels in zip(DEFAULT_TARGETS, (["Crimson_disc", "Blue_stripes"], ["Crimson_disc", "x"]), strict=True):
         aws_cloud.runtime.add_response(
             "invoke_endpoint",
             invocation_answer(target, labels),

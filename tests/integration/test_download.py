@@ -97,16 +97,17 @@ def test_interrupted_download_resumes_and_verifies(tmp_path):
 
 
 def test_checksum_mismatch_is_reported_and_the_file_removed(tmp_path):
-    with ZipServer(DATASET) as server:
-        with pytest.raises(DownloadError, match="SHA-256 mismatch"):
-            fetch_dataset(server.url, tmp_path, sha256="0" * 64)
+    with ZipServer(DATASET) as server, pytest.raises(DownloadError, match="SHA-256 mismatch"):
+        fetch_dataset(server.url, tmp_path, sha256="0" * 64)
     assert not (tmp_path / "dogImages.zip").exists() and not (tmp_path / "dogImages").exists()
 
 
 def test_etag_md5_is_checked(tmp_path):
-    with ZipServer(DATASET, etag="0" * 32) as server:
-        with pytest.raises(DownloadError, match="MD5 does not match the server's ETag"):
-            fetch_dataset(server.url, tmp_path)
+    with (
+        ZipServer(DATASET, etag="0" * 32) as server,
+        pytest.raises(DownloadError, match="MD5 does not match the server's ETag"),
+    ):
+        fetch_dataset(server.url, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -119,9 +120,8 @@ def test_etag_md5_is_checked(tmp_path):
 )
 def test_unsafe_archives_are_not_unpacked(tmp_path, payload, message):
     dest = tmp_path / "dest"
-    with ZipServer(payload) as server:
-        with pytest.raises(DownloadError, match=message):
-            fetch_dataset(server.url, dest)
+    with ZipServer(payload) as server, pytest.raises(DownloadError, match=message):
+        fetch_dataset(server.url, dest)
     assert not (tmp_path / "evil.txt").exists()
     assert [p.name for p in dest.iterdir()] == ["dogImages.zip"]
 

@@ -60,7 +60,7 @@ def healthy(tmp_path_factory):
 
 
 def test_a_healthy_run_trips_no_rule_and_every_rule_looked(healthy):
-    base, _, rules, payload = healthy
+    _base, _, rules, payload = healthy
     assert set(rules) == RULES
     assert payload["triggered"] == []
     for name, rule in rules.items():

@@ -69,7 +69,7 @@ def test_trained_model_classifies_held_out_images(trained):
     with torch.no_grad():
         predicted = model(batch).argmax(1).tolist()
     truth = [metadata["class_folders"].index(p.parent.name) for p in files]
-    accuracy = sum(p == t for p, t in zip(predicted, truth)) / len(files)
+    accuracy = sum(p == t for p, t in zip(predicted, truth, strict=True)) / len(files)
     assert accuracy >= 0.6, f"accuracy {accuracy:.2f}, chance is 0.25"
 
 

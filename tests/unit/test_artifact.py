@@ -57,7 +57,7 @@ def test_inconsistent_metadata_is_reported(tmp_path, change, message):
 
 
 def test_missing_or_broken_files(tmp_path):
-    with pytest.raises(ArtifactError, match="metadata.json is missing"):
+    with pytest.raises(ArtifactError, match=r"metadata\.json is missing"):
         load_artifact(tmp_path)
     _write(tmp_path)
     (tmp_path / METADATA_FILE).write_text("{not json")

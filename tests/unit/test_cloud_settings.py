@@ -66,7 +66,7 @@ def test_user_hyperparameters_drop_what_sagemaker_adds_and_unquote():
 
 @pytest.mark.parametrize("target", ["", "/abs/model.tar.gz", "../up/model.tar.gz", "a/./b.tar.gz", "model.zip"])
 def test_targets_must_be_relative_archives(target):
-    with pytest.raises(CloudError, match="relative path ending in .tar.gz"):
+    with pytest.raises(CloudError, match=r"relative path ending in \.tar\.gz"):
         config.check_target(target)
 
 

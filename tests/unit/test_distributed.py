@@ -27,7 +27,7 @@ def test_two_shards_split_the_epoch_like_distributed_sampler_with_one_seed_per_p
         assert [index for index, _ in keys[rank]] == list(reference)
     # ... every image once per epoch, and each position of the permutation keeps the seed it has in one process.
     assert Counter(index for k in keys for index, _ in k) == Counter(range(10))
-    interleaved = [key for pair in zip(*keys) for key in pair]
+    interleaved = [key for pair in zip(*keys, strict=True) for key in pair]
     assert interleaved == whole
 
 

@@ -73,7 +73,7 @@ def test_requirements_pin_the_versions_of_the_constraints(extra):
     constraints = pinned(REQUIREMENTS / "constraints.txt")
     for name, version in pinned(REQUIREMENTS / f"{extra}.txt").items():
         assert constraints.get(name) == version, f"{extra}.txt pins {name}=={version}, constraints.txt does not"
-    assert INSTALLED_FIRST <= set(constraints)
+    assert set(constraints) >= INSTALLED_FIRST
 
 
 def test_the_version_has_one_source():
@@ -90,3 +90,12 @@ def test_every_console_script_loads_a_command_of_this_package(project):
     assert set(scripts) == set(project["scripts"])
     for name, entry in scripts.items():
         assert callable(entry.load()), name
+
+
+def test_both_dockerfiles_start_from_the_same_base_pinned_by_digest():
+    bases = {
+        re.search(r"^ARG BASE_IMAGE=(\S+)$", (ROOT / "docker" / name).read_text(), re.MULTILINE).group(1)
+        for name in ("train.Dockerfile", "serve.Dockerfile")
+    }
+    assert len(bases) == 1
+    assert re.fullmatch(r"[a-z0-9./-]+:[\w.-]+@sha256:[0-9a-f]{64}", bases.pop())

@@ -32,7 +32,7 @@ class HandlerService:
     def __init__(self):
         self.workflow: Workflow | None = None
 
-    def initialize(self, context) -> None:
+    def initialize(self, context) -> Workflow:
         model_dir = Path(context.system_properties["model_dir"])
         self.workflow = Workflow(model_dir)
         log.info(
@@ -41,17 +41,17 @@ class HandlerService:
             "artifact" if self.workflow.direct else "routing",
             intra_op_threads() or "default",
         )
+        return self.workflow
 
     def handle(self, data, context):
-        if self.workflow is None:
-            self.initialize(context)
+        workflow = self.workflow or self.initialize(context)
         if data is None:
             return None
         answers = []
         for idx, request in enumerate(data):
             headers = request_headers(context.get_all_request_header(idx))
             body = request.get("body") if request.get("body") is not None else request.get("data")
-            response = self.workflow.handle(headers, body)
+            response = workflow.handle(headers, body)
             if response.status != 200:
                 context.set_response_status(code=response.status, phrase=HTTPStatus(response.status).phrase, idx=idx)
             context.set_response_content_type(idx, response.content_type)

@@ -165,14 +165,22 @@ def parse_request(body: bytes | bytearray | None, content_type: str | None, opti
             "UnsupportedMediaType",
             f"content type {content_type!r} is not supported; send {', '.join(sorted(IMAGE_TYPES))} or {JSON_TYPE}",
         )
+    return _decode_instances(_json_instances(_parse_json(body), options))
+
+
+def _parse_json(body: bytes) -> Any:
     if not body:
         raise bad_request("empty request body: send a JSON list of base64-encoded images")
     try:
-        payload = json.loads(body)
+        return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise bad_request(f"invalid JSON: {exc}") from None
     except RecursionError:
         raise bad_request("invalid JSON: nested too deeply") from None
+
+
+def _json_instances(payload: Any, options: Options) -> list[Any]:
+    """The instances of a JSON body: the list itself, or ``instances`` of an object that may also set options."""
     if isinstance(payload, dict):
         if "top_k" in payload:
             options.top_k = _parse_top_k(payload["top_k"])
@@ -183,6 +191,10 @@ def parse_request(body: bytes | bytearray | None, content_type: str | None, opti
         raise bad_request('JSON body must be a non-empty list of base64-encoded images, or {"instances": [...]}')
     if len(payload) > MAX_BATCH:
         raise InferenceError(413, "TooManyImages", f"at most {MAX_BATCH} images per request, got {len(payload)}")
+    return payload
+
+
+def _decode_instances(payload: list[Any]) -> list[bytes]:
     images = []
     for i, item in enumerate(payload):
         if not isinstance(item, str):

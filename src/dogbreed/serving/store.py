@@ -69,7 +69,7 @@ class ArchiveLimits:
     total_bytes: int = 2048 * MB
 
     @classmethod
-    def from_env(cls) -> "ArchiveLimits":
+    def from_env(cls) -> ArchiveLimits:
         return cls(
             members=positive_int("DOGBREED_MAX_ARCHIVE_MEMBERS", cls.members),
             member_bytes=positive_int("DOGBREED_MAX_MEMBER_MB", cls.member_bytes // MB) * MB,
@@ -85,7 +85,7 @@ class CacheLimits:
     entries: int = 16
 
     @classmethod
-    def from_env(cls) -> "CacheLimits":
+    def from_env(cls) -> CacheLimits:
         return cls(
             total_bytes=positive_int("DOGBREED_UNPACK_CACHE_MB", cls.total_bytes // MB) * MB,
             entries=positive_int("DOGBREED_UNPACK_CACHE_ENTRIES", cls.entries),
@@ -217,7 +217,9 @@ def _next_member(tar: tarfile.TarFile, archive: Path) -> tarfile.TarInfo | None:
 def extract(archive: Path, dest: Path, limits: ArchiveLimits) -> None:
     """Write ``archive``'s files and folders under ``dest`` (which exists), within ``limits``."""
     try:
-        tar = tarfile.open(archive, "r|*")  # a stream: each header is checked before its data is read
+        # A stream: each header is checked before its data is read. Opened apart from the `with` below, so that
+        # only opening errors mean an unreadable archive.
+        tar = tarfile.open(archive, "r|*")  # noqa: SIM115
     except ARCHIVE_READ_ERRORS as exc:
         raise _unreadable(archive, exc) from exc
     count = total = 0
@@ -279,8 +281,7 @@ def _key_lock(unpack_dir: Path, key: str, blocking: bool = True) -> Iterator[boo
     """
     path = _lock_path(unpack_dir, key)
     while True:
-        handle = open(path, "a+")
-        try:
+        with open(path, "a+") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
             except BlockingIOError:
@@ -294,8 +295,6 @@ def _key_lock(unpack_dir: Path, key: str, blocking: bool = True) -> Iterator[boo
                 continue
             yield True
             return
-        finally:
-            handle.close()
 
 
 @contextmanager

@@ -36,7 +36,9 @@ def _number(kind, *, minimum=None, maximum=None, exclusive_minimum=False):
         try:
             number = kind(float(value)) if kind is int and str(value).strip().endswith(".0") else kind(value)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {value!r}")
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {value!r}"
+            ) from None
         if minimum is not None and (number <= minimum if exclusive_minimum else number < minimum):
             raise argparse.ArgumentTypeError(
                 f"must be {'greater than' if exclusive_minimum else 'at least'} {minimum}, got {value}"

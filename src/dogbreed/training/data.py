@@ -128,7 +128,7 @@ def find_bad_images(paths: list[Path], workers: int) -> list[tuple[Path, str]]:
     # Pillow releases the GIL while decoding, so threads scale across cores.
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         problems = pool.map(_check_file, paths, chunksize=32)
-        return [(p, why) for p, why in zip(paths, problems) if why is not None]
+        return [(p, why) for p, why in zip(paths, problems, strict=True) if why is not None]
 
 
 def discover(split_dirs: dict[str, Path], bad_image_policy: str = "skip", workers: int = 2) -> DatasetSplits:

@@ -104,11 +104,11 @@ def weight_norm_changes(trial) -> str | None:
         norms = [float(tensor.reduction_value(s, "l2", mode=ModeKeys.TRAIN)) for s in steps]
         pairs = [
             (trial.global_step(ModeKeys.TRAIN, step), abs(b - a) / a)
-            for step, a, b in zip(steps[1:], norms, norms[1:])
+            for step, a, b in zip(steps[1:], norms, norms[1:], strict=False)
             if a > 0 and b != a
         ]
         if pairs:
-            ax.plot(*zip(*pairs), linewidth=0.8, alpha=0.7)
+            ax.plot(*zip(*pairs, strict=True), linewidth=0.8, alpha=0.7)
             drawn = True
     if not drawn:
         plt.close(fig)

@@ -87,7 +87,7 @@ class DebugHook:
 
             target.reduction_config = ReductionConfig(save_raw_tensor=True)
         hook.save_tensor(name, value, collection)
-        hook._save_custom_tensors_post_step()  # noqa: SLF001 - smdebug has no public flush
+        hook._save_custom_tensors_post_step()
 
     def close(self) -> None:
         if self._hook is not None:

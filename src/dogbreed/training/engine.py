@@ -321,7 +321,7 @@ def write_insights(hook: DebugHook, output_dir: Path) -> None:
         return
     try:
         log.info("training insights written to %s", build_report(trial_dir, output_dir))
-    except Exception as exc:  # noqa: BLE001 - insights must not fail a finished job
+    except Exception as exc:
         log.warning("could not build the training insights from %s: %s: %s", trial_dir, type(exc).__name__, exc)
 
 

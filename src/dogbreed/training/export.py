@@ -57,7 +57,7 @@ class Int8Gate:
     min_agreement: float = 0.98
 
     @classmethod
-    def from_args(cls, args) -> "Int8Gate":
+    def from_args(cls, args) -> Int8Gate:
         """From the ``--int8-max-accuracy-drop`` (points) and ``--int8-min-agreement`` flags."""
         return cls(args.int8_max_accuracy_drop / 100, args.int8_min_agreement)
 

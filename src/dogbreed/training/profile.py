@@ -7,6 +7,7 @@ background thread that samples psutil (and torch.cuda when there is a GPU) once 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -60,10 +61,8 @@ class SystemSampler:
         }
         if self.device.type == "cuda":
             row["gpu_memory_mb"] = round(torch.cuda.memory_allocated(self.device) / 2**20, 1)
-            try:
+            with contextlib.suppress(Exception):
                 row["gpu_percent"] = float(torch.cuda.utilization(self.device))
-            except Exception:  # noqa: BLE001 - needs pynvml; memory is still sampled
-                pass
         return row
 
     def _run(self) -> None:

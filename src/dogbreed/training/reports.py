@@ -25,7 +25,7 @@ def confusion_matrix(targets: torch.Tensor, predictions: torch.Tensor, num_class
 
 def per_class_report(matrix: torch.Tensor, class_folders: list[str], labels: list[str]) -> list[dict[str, Any]]:
     rows = []
-    for i, (folder, label) in enumerate(zip(class_folders, labels)):
+    for i, (folder, label) in enumerate(zip(class_folders, labels, strict=True)):
         support = int(matrix[i].sum())
         correct = int(matrix[i, i])
         rows.append(

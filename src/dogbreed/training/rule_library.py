@@ -199,7 +199,7 @@ class ExplodingTensor(Rule):
             self.evaluated += 1
             try:
                 value = float(np.max(np.abs(tensor.value(step))))
-            except Exception:  # noqa: BLE001 - a tensor saved as reductions only
+            except Exception:
                 value = float(tensor.reduction_value(step, "max", abs=True))
             found = found or self._bad(value)
         return found
@@ -277,7 +277,7 @@ class PoorWeightInitialization(Rule):
         variances = [saved_variance(np.asarray(t.value(step))) for t in inputs]
         ratio = (max(variances) / min(variances) if min(variances) > 0 else math.inf) if variances else 0.0
         ranges = {t.name: float(np.ptp(np.asarray(t.value(step)))) for t in spreads}
-        narrowest = min(ranges, key=ranges.get) if ranges else None
+        narrowest = min(ranges, key=ranges.__getitem__) if ranges else None
         details = {
             "activation_variance_ratio": ratio if math.isfinite(ratio) else "inf",
             "narrowest_gradient": narrowest,
@@ -354,7 +354,7 @@ class ClassImbalance(Rule):
             predicted = predictions[step]
             if self.argmax:
                 predicted = np.argmax(predicted.reshape(len(value), -1), axis=1)
-            for label, guess in zip(value.astype(int), predicted.astype(int)):
+            for label, guess in zip(value.astype(int), predicted.astype(int), strict=False):
                 entry = per_class.setdefault(int(label), [0, 0])
                 entry[0] += int(label != guess)
                 entry[1] += 1

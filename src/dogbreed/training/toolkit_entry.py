@@ -14,6 +14,7 @@ The toolkit then runs the script through :func:`run_entry_point`, its framework 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 
@@ -46,10 +47,8 @@ def relay(signum: int, _frame=None) -> None:
         os.kill(os.getpid(), signum)
         return
     for process in targets:
-        try:
+        with contextlib.suppress(psutil.Error):
             process.send_signal(signum)
-        except psutil.Error:
-            pass
 
 
 def main() -> None:

@@ -180,7 +180,7 @@ def run_command(args: argparse.Namespace) -> int:
         raise LocalModeError("give at least one --grid NAME=V1,V2")
     trials = []
     for values in itertools.product(*grid.values()):
-        trial = dict(zip(grid, values))
+        trial = dict(zip(grid, values, strict=True))
         artifacts = run_training(
             args.image, args.data, args.output / "trials", {**hyperparameters, **trial}, program="hpo.py"
         )

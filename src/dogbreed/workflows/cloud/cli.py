@@ -6,7 +6,8 @@ import argparse
 import logging
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from dogbreed.errors import run_cli
 from dogbreed.workflows import cloud

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from dogbreed.workflows import parse_pairs
 from dogbreed.workflows.aws import Aws, CloudError, aws_errors, error_code, split_s3_uri
