@@ -27,7 +27,12 @@ def test_mms_properties_follow_the_sagemaker_variables(clean_env):
 
 def test_defaults_and_modes(clean_env, tmp_path):
     env = Environment()
-    assert server.worker_count(env) == 1
+    assert server.worker_count() == 1
+    for unusable in ("0", "-2", "two", " "):
+        clean_env.setenv("SAGEMAKER_MODEL_SERVER_WORKERS", unusable)
+        assert server.worker_count() == 1
+    clean_env.setenv("SAGEMAKER_MODEL_SERVER_WORKERS", "4")
+    assert server.worker_count() == 4
     assert server.max_payload_bytes(env) == 6 * 1024 * 1024
     assert not server.multi_model_enabled()
     clean_env.setenv("SAGEMAKER_MULTI_MODEL", "true")

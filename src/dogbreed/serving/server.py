@@ -95,9 +95,9 @@ def multi_model_enabled() -> bool:
     return settings.flag("SAGEMAKER_MULTI_MODEL")
 
 
-def worker_count(env: Environment) -> int:
-    value = env.model_server_workers
-    return int(value) if value and str(value).isdigit() and int(value) > 0 else DEFAULT_WORKERS
+def worker_count() -> int:
+    """SAGEMAKER_MODEL_SERVER_WORKERS, the variable sagemaker-inference's Environment reads too."""
+    return settings.positive_int("SAGEMAKER_MODEL_SERVER_WORKERS", DEFAULT_WORKERS)
 
 
 def max_payload_bytes(env: Environment) -> int:
@@ -113,7 +113,7 @@ def mms_properties(host: str, port: int, env: Environment, management_address: s
         # admits only folders inside the model store.
         "model_store": "/",
         "default_service_handler": HANDLER,
-        "default_workers_per_model": str(worker_count(env)),
+        "default_workers_per_model": str(worker_count()),
         # MMS 1.1.11 reads default_response_timeout in minutes; this is the seconds setting.
         "default_response_timeout_seconds": str(env.model_server_timeout),
         "max_request_size": str(max_request),
@@ -227,7 +227,7 @@ def child_environment(args: argparse.Namespace, work_dir: Path, env: Environment
     # MMS keeps its pid file in the temp folder: one folder per server lets several run side by side.
     child_env.update(TMPDIR=str(work_dir), TEMP=str(work_dir))
     # Workers and ONNX Runtime's threads are sized together: each worker gets its share of the cores.
-    child_env.setdefault("DOGBREED_INTRA_OP_THREADS", str(max(1, (os.cpu_count() or 1) // worker_count(env))))
+    child_env.setdefault("DOGBREED_INTRA_OP_THREADS", str(max(1, (os.cpu_count() or 1) // worker_count())))
     child_env["DOGBREED_MAX_PAYLOAD_BYTES"] = str(max_payload_bytes(env))
     child_env["DOGBREED_MODEL_ROOT"] = str(args.model_store.resolve())
     # Unpacked archives live with this server and go with it, unless a folder is set.
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     command = mms_command(config_file, args.model_store, multi_model)
     print(
         f"dogbreed-serve: {'multi-model' if multi_model else 'routing'} mode, store {args.model_store}, "
-        f"{worker_count(env)} worker(s), http://{args.host}:{args.port}",
+        f"{worker_count()} worker(s), http://{args.host}:{args.port}",
         flush=True,
     )
     # MMS's classpath starts with ".": run from the guard folder, its classes come before model-server.jar's.

@@ -24,8 +24,6 @@ from dogbreed.training.profile import PROFILE_FILE, UPDATES_FILE
 from dogbreed.training.reports import CONFUSION_PLOT, CURVES_PLOT, METRICS_FILE, pyplot
 from dogbreed.training.rules import RuleResult, run_rules, write_rules
 
-log = logging.getLogger(__name__)
-
 REPORT_FILE = "debugger-report.html"
 
 

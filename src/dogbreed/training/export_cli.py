@@ -27,8 +27,6 @@ from dogbreed.training.data import ImageFileDataset, discover, resolve_split_dir
 from dogbreed.training.export import Int8Gate, parity_batches, write_onnx_variants
 from dogbreed.transforms import eval_transform, resize_size
 
-log = logging.getLogger(__name__)
-
 RANDOM_PARITY_IMAGES = 16
 
 
