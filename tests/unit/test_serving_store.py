@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from dogbreed.serving import archive as archive_module
 from dogbreed.serving import store
+from dogbreed.serving.archive import ArchiveLimits
 from dogbreed.serving.errors import InferenceError
 from dogbreed.serving.store import (
-    ArchiveLimits,
     CacheLimits,
     ModelCache,
     TargetListing,
@@ -172,7 +173,7 @@ def test_a_small_bomb_is_refused_from_its_header(tmp_path, monkeypatch):
     archive = bomb(tmp_path / "bomb.tar.gz", member_mb=50)
     assert archive.stat().st_size < 200_000
     copied = []
-    monkeypatch.setattr(store, "_copy_member", lambda *args: copied.append(args))
+    monkeypatch.setattr(archive_module, "_copy_member", lambda *args: copied.append(args))
     monkeypatch.setenv("DOGBREED_MAX_MEMBER_MB", "10")
     status, message = _status(unpack, archive, tmp_path / "unpacked")
     assert status == 400 and "DOGBREED_MAX_MEMBER_MB" in message and copied == []
@@ -189,7 +190,7 @@ def test_server_side_failures_are_5xx_without_paths(tmp_path, monkeypatch):
         os.close(fd)
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path))
 
-    monkeypatch.setattr(store.os, "fdopen", full_disk)
+    monkeypatch.setattr(archive_module.os, "fdopen", full_disk)
     status, message = _status(unpack, archive, tmp_path / "unpacked")
     assert status == 507 and str(tmp_path) not in message
     assert _folders(tmp_path / "unpacked") == []
@@ -203,6 +204,7 @@ import resource, signal, json
 from pathlib import Path
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+from dogbreed.serving.archive import ArchiveLimits
 from dogbreed.serving.errors import InferenceError
 from dogbreed.serving.store import unpacked
 try:
