@@ -149,7 +149,9 @@ help: ## Show this help
 
 $(VENV_STAMP): requirements/train.txt requirements/serve.txt requirements/dev.txt requirements/constraints.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or set PYTHON=" >&2; exit 1; }
-	$(PYTHON) -m venv $(VENV)
+	@# An existing venv is updated in place, never re-created: another python3.11 on PATH would rewrite its
+	@# pyvenv.cfg under the packages installed for the first one.
+	test -x $(VENV_PY) || $(PYTHON) -m venv $(VENV)
 	$(VENV_PY) -m pip install --quiet -c requirements/constraints.txt pip setuptools
 	$(VENV_PY) -m pip install --quiet -c requirements/constraints.txt -r requirements/dev.txt
 	$(VENV_PY) -m pip install --quiet --no-deps -e .
