@@ -133,7 +133,7 @@ def read_metrics(output_archive: Path) -> dict[str, Any]:
         packed = tar.extractfile(member) if member is not None else None
         if packed is None:
             raise LocalModeError(f"{output_archive} holds no metrics.json")
-        return dict(json.load(packed))
+        return json.load(packed)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,24 +33,24 @@ def require_role(args: argparse.Namespace) -> str:
         raise CloudError("no IAM role: set --role, ROLE (make) or SAGEMAKER_ROLE to a SageMaker execution role ARN")
     if not ROLE_ARN.match(args.role):
         raise CloudError(f"--role must be an IAM role ARN like arn:aws:iam::123456789012:role/NAME, got {args.role!r}")
-    return str(args.role)
+    return args.role
 
 
 def resolve_bucket(aws: Aws, args: argparse.Namespace) -> str:
     with aws_errors():
         if args.bucket:
             check_bucket(aws, args.bucket)
-            return str(args.bucket)
+            return args.bucket
         # The SDK's default bucket, sagemaker-REGION-ACCOUNT, created when missing. The account comes from
         # this session's STS client (the SDK's own lookup pins the regional STS endpoint).
         default = f"sagemaker-{aws.region}-{aws.account_id()}"
-        return str(sdk_session(aws.boto_session, aws.sagemaker, aws.runtime, default_bucket=default).default_bucket())
+        return sdk_session(aws.boto_session, aws.sagemaker, aws.runtime, default_bucket=default).default_bucket()
 
 
 def image_uri(aws: Aws, args: argparse.Namespace, kind: str) -> str:
     explicit = getattr(args, f"{kind}_image")
     if explicit:
-        return str(explicit)
+        return explicit
     registry = args.registry or f"{aws.account_id()}.dkr.ecr.{aws.region}.amazonaws.com"
     return f"{registry}/{getattr(args, f'{kind}_repository')}:{args.tag}"
 

@@ -145,7 +145,7 @@ def served_data_url(aws: Aws, endpoint: str) -> str | None:
         config = aws.sagemaker.describe_endpoint_config(EndpointConfigName=described["EndpointConfigName"])
         model = aws.sagemaker.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
     container = model.get("PrimaryContainer") or model["Containers"][0]
-    return str(container["ModelDataUrl"])
+    return container["ModelDataUrl"]
 
 
 def cmd_add_model(aws: Aws, args: argparse.Namespace) -> int:

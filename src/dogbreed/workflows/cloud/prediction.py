@@ -36,7 +36,7 @@ def read_answer(response: dict[str, Any]) -> dict[str, Any]:
         raise CloudError(f"the endpoint answered {status} with a body that is not JSON: {payload[:200]!r}") from None
     if status >= 400:
         raise CloudError(f"the endpoint answered {status}: {answer.get('message', answer)}")
-    return dict(answer)
+    return answer
 
 
 def local_runtime(port: int) -> Any:
@@ -78,7 +78,7 @@ def cmd_invoke(aws: Aws | None, args: argparse.Namespace) -> int:
 def batch_model_data(aws: Aws, args: argparse.Namespace, bucket: str) -> str:
     """The S3 URI of the model the job runs: ``--model-data`` (uploaded when local), else ``--target`` of the
     endpoint's models."""
-    model_data = str(args.model_data or "")
+    model_data = args.model_data or ""
     if not model_data:
         data_url = served_data_url(aws, args.endpoint) or models_prefix(args, bucket)[0]
         model_data = data_url.rstrip("/") + "/" + check_target(args.target)

@@ -41,7 +41,7 @@ def check_archive(path: Path) -> dict[str, Any]:
         raise CloudError(f"{path}: {exc}") from None
     if served not in members:
         raise CloudError(f"{path} does not hold {served}, the ONNX graph its metadata serves")
-    return dict(metadata)
+    return metadata
 
 
 def put_artifact(aws: Aws, source: str, bucket: str, key: str) -> str:
@@ -63,7 +63,7 @@ def first_object(aws: Aws, uri: str) -> str | None:
     with aws_errors():
         listed = aws.s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
     contents = listed.get("Contents") or []
-    return str(contents[0]["Key"]) if contents else None
+    return contents[0]["Key"] if contents else None
 
 
 def sync_folder(aws: Aws, folder: Path, bucket: str, key_prefix: str, threads: int = 16) -> str:
@@ -98,12 +98,11 @@ def resolve_data(aws: Aws, args: argparse.Namespace, bucket: str) -> str:
             "no training data: set --data (DATA in make) to s3://BUCKET/PREFIX/ or a local folder "
             "holding train/ valid/ test/"
         )
-    data = str(args.data)
-    if data.startswith("s3://"):
-        if first_object(aws, data) is None:
-            raise CloudError(f"no objects under {data}: upload the dataset there, or pass a local folder")
-        return data if data.endswith("/") else data + "/"
-    folder = Path(data)
+    if args.data.startswith("s3://"):
+        if first_object(aws, args.data) is None:
+            raise CloudError(f"no objects under {args.data}: upload the dataset there, or pass a local folder")
+        return args.data if args.data.endswith("/") else args.data + "/"
+    folder = Path(args.data)
     if not folder.is_dir():
         raise CloudError(f"data folder {folder} does not exist")
     if not ((folder / "train").is_dir() or (folder / "dogImages" / "train").is_dir()):
