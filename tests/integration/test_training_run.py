@@ -25,6 +25,8 @@ EPOCHS = 3
 def trained(tmp_path_factory):
     base = tmp_path_factory.mktemp("ml")
     debug_dir = base / "debug"
+    temporary = base / "tmp"
+    temporary.mkdir()
     result = run_script(
         TRAIN_SCRIPT,
         [
@@ -43,6 +45,7 @@ def trained(tmp_path_factory):
             "losses,weights,gradients",
         ],
         base,
+        TMPDIR=str(temporary),
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return base, debug_dir, result.stdout
@@ -71,6 +74,12 @@ def test_trained_model_classifies_held_out_images(trained):
     truth = [metadata["class_folders"].index(p.parent.name) for p in files]
     accuracy = sum(p == t for p, t in zip(predicted, truth, strict=True)) / len(files)
     assert accuracy >= 0.6, f"accuracy {accuracy:.2f}, chance is 0.25"
+
+
+def test_a_finished_run_leaves_nothing_in_the_temporary_directory(trained):
+    """The loader workers are stopped, not killed at exit: a killed worker leaves its pymp-* socket folder."""
+    base, _, _ = trained
+    assert sorted(p.name for p in (base / "tmp").iterdir()) == []
 
 
 def test_onnx_variants_are_written_checked_and_chosen(trained):

@@ -250,8 +250,17 @@ def fit_in_group(args: Namespace, group: Group) -> dict[str, Any]:
         args.amp,
     )
     trainer = Trainer(args, data, device, hook, group)
+    try:
+        return train_and_finish(trainer)
+    finally:
+        trainer.close()
+
+
+def train_and_finish(trainer: Trainer) -> dict[str, Any]:
+    """Resume or start, train to the last epoch or a stop signal, then (rank 0) write the reports and artifact."""
+    args, group = trainer.args, trainer.group
     state = resume(trainer, args.checkpoint_dir)
-    with stop_on_signals() as stop, SystemSampler(device) as sampler:
+    with stop_on_signals() as stop, SystemSampler(trainer.device) as sampler:
         train_epochs(trainer, state, stop)
     if not group.is_main:
         return {}

@@ -146,6 +146,12 @@ class Trainer:
             loaders[split] = DataLoader(dataset, shuffle=False, generator=torch.Generator(), **common)
         return loaders
 
+    def close(self) -> None:
+        """Stop the loaders' worker processes now: dropping a loader shuts its persistent workers down. Workers still
+        running at exit are killed instead, and each killed one leaves its multiprocessing socket folder
+        (``pymp-*``) in the temporary directory."""
+        self.loaders.clear()
+
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.precision.dtype, enabled=self.precision.enabled)
 
