@@ -44,25 +44,25 @@ def make(*args: str, timeout: float = 1800, **env: str) -> subprocess.CompletedP
     )
 
 
-def image_id(ref: str) -> str | None:
-    result = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", ref], capture_output=True, text=True)
-    return result.stdout.strip() if result.returncode == 0 else None
+def inspect(name: str, template: str, missing_ok: bool = False) -> str:
+    """``docker inspect --format TEMPLATE NAME`` for a container or an image, stripped. A missing object fails the
+    test, or gives ``""`` with ``missing_ok``."""
+    result = subprocess.run(["docker", "inspect", "--format", template, name], capture_output=True, text=True)
+    assert result.returncode == 0 or missing_ok, result.stderr
+    return result.stdout.strip() if result.returncode == 0 else ""
 
 
 def remove_if_untagged(image: str) -> None:
     """Remove an image the test tag used to name, once a rebuild has left it with no tag: every run would otherwise
     leave both old images (about 6.5 GB) behind. An image still tagged or used by a container is kept."""
-    tags = subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{len .RepoTags}}", image], capture_output=True, text=True
-    )
-    if tags.returncode == 0 and tags.stdout.strip() == "0":
+    if inspect(image, "{{len .RepoTags}}", missing_ok=True) == "0":
         subprocess.run(["docker", "rmi", image], capture_output=True)
 
 
 @pytest.fixture(scope="session")
 def images():
     """Both images, built by make as a user builds them."""
-    previous = [image_id(ref) for ref in (TRAIN_IMAGE, SERVE_IMAGE)]
+    previous = [inspect(ref, "{{.Id}}", missing_ok=True) for ref in (TRAIN_IMAGE, SERVE_IMAGE)]
     result = make("build", f"TAG={TAG}")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for old in filter(None, previous):

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from tests.conftest import SAMPLE_DATA, free_port
+from tests.container.conftest import inspect
 from tests.hostile_archives import bomb, symlink_chain
 from tests.serving import Server
 
@@ -44,9 +45,9 @@ def run_container(image, name, store, *env: str, mount: str = "/opt/ml/models") 
     server = Server(None, port, None)
     deadline = time.monotonic() + 180
     while not server.healthy():
-        state = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", name], capture_output=True, text=True)
+        running = inspect(name, "{{.State.Running}}", missing_ok=True)
         logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True)
-        assert state.stdout.strip() == "true", logs.stdout[-3000:] + logs.stderr[-3000:]
+        assert running == "true", logs.stdout[-3000:] + logs.stderr[-3000:]
         assert time.monotonic() < deadline, logs.stdout[-3000:]
         time.sleep(1)
     return server
@@ -62,39 +63,21 @@ def serving(images, model_store):
 
 
 def test_image_metadata(images):
-    labels = json.loads(
-        subprocess.run(
-            ["docker", "inspect", "-f", "{{json .Config.Labels}}", images["serve"]],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    labels = json.loads(inspect(images["serve"], "{{json .Config.Labels}}"))
     assert labels["com.amazonaws.sagemaker.capabilities.multi-models"] == "true"
     assert labels["com.amazonaws.sagemaker.capabilities.accept-bind-to-port"] == "true"
-    user = subprocess.run(
-        ["docker", "inspect", "-f", "{{.Config.User}}", images["serve"]], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    user = inspect(images["serve"], "{{.Config.User}}")
     assert user and user not in ("root", "0")
 
 
 def test_docker_reports_the_server_healthy_through_ping(images, serving):
-    health = json.loads(
-        subprocess.run(
-            ["docker", "inspect", "-f", "{{json .Config.Healthcheck}}", images["serve"]],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    health = json.loads(inspect(images["serve"], "{{json .Config.Healthcheck}}"))
     assert "/ping" in " ".join(health["Test"])
     _, name = serving
     deadline = time.monotonic() + 90
     status = ""
     while time.monotonic() < deadline:
-        status = subprocess.run(
-            ["docker", "inspect", "-f", "{{.State.Health.Status}}", name], capture_output=True, text=True
-        ).stdout.strip()
+        status = inspect(name, "{{.State.Health.Status}}", missing_ok=True)
         if status == "healthy":
             break
         time.sleep(2)
@@ -191,9 +174,7 @@ def test_docker_stop_ends_it_in_seconds(images, model_store, tmp_path, container
     started = time.monotonic()
     subprocess.run(["docker", "stop", "-t", "30", container_name], check=True, capture_output=True)
     took = time.monotonic() - started
-    exit_code = subprocess.run(
-        ["docker", "inspect", "-f", "{{.State.ExitCode}}", container_name], capture_output=True, text=True
-    ).stdout.strip()
+    exit_code = inspect(container_name, "{{.State.ExitCode}}", missing_ok=True)
     assert took < 15, f"docker stop took {took:.1f}s"
     assert exit_code in ("0", "143"), exit_code
 

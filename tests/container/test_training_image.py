@@ -13,7 +13,7 @@ import torch
 from dogbreed.artifact import load_artifact
 from dogbreed.training.metrics import parse_metrics
 from tests.conftest import SAMPLE_DATA, free_port
-from tests.container.conftest import TAG, make
+from tests.container.conftest import TAG, inspect, make
 from tests.serving import Server
 
 HPARAMS = (
@@ -267,14 +267,7 @@ def test_docker_stop_checkpoints_the_step_and_the_restarted_job_ends_as_an_unint
     finally:
         logs.kill()
         logs.wait()
-    state = json.loads(
-        subprocess.run(
-            ["docker", "inspect", container_name, "--format", "{{json .State}}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    state = json.loads(inspect(container_name, "{{json .State}}"))
     log = subprocess.run(["docker", "logs", container_name], capture_output=True, text=True).stdout
     assert state["ExitCode"] not in (0, 137), f"exit {state['ExitCode']}: not a clean stop"  # 137: SIGKILLed
     assert "stopped by SIGTERM in epoch 2 after step" in log
