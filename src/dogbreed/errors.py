@@ -1,4 +1,5 @@
-"""Errors that end a job with a clear one-line reason instead of a traceback."""
+"""The project's errors: one base, whose message is meant for the user as it stands. A command line or job reports
+them as one line through :func:`run_cli`; the server maps its own to a 4xx JSON body."""
 
 from __future__ import annotations
 

@@ -18,6 +18,8 @@ from typing import BinaryIO
 
 from PIL import Image, ImageOps
 
+from dogbreed.errors import DogbreedError
+
 # Pillow warns at MAX_IMAGE_PIXELS and raises at twice that; any image past
 # the warning threshold is treated as an attack or a mistake, not decoded.
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
@@ -25,7 +27,7 @@ MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"})
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(DogbreedError, ValueError):
     """The input is not a complete, decodable image of acceptable size."""
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 
+from dogbreed.errors import DogbreedError
+
 # An absolute POSIX path, not part of a word, a media type or a URL ("application/json", "http://h/p").
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])/(?:[^\s'\"/:,;()\[\]]+/)*([^\s'\"/:,;()\[\]]+)")
 
@@ -14,7 +16,7 @@ def redact_paths(message: str) -> str:
     return _ABSOLUTE_PATH.sub(lambda match: match.group(1), message)
 
 
-class InferenceError(Exception):
+class InferenceError(DogbreedError):
     """An error meant for the client: ``status`` is the HTTP status, ``code`` a stable name."""
 
     def __init__(self, status: int, code: str, message: str):
