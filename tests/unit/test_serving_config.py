@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from sagemaker_inference.environment import Environment
 
-from dogbreed.serving import server, workflow
+from dogbreed.serving import memory, server, workflow
 from dogbreed.serving.workflow import Workflow
 
 
@@ -14,7 +15,8 @@ def test_mms_properties_follow_the_sagemaker_variables(clean_env):
     clean_env.setenv("SAGEMAKER_MODEL_SERVER_WORKERS", "3")
     clean_env.setenv("SAGEMAKER_MODEL_SERVER_TIMEOUT", "120")
     clean_env.setenv("SAGEMAKER_MAX_PAYLOAD_IN_MB", "2")
-    props = server.mms_properties("127.0.0.1", 8123, Environment(), "unix:/private/management.sock")
+    jvm = memory.jvm_sizes(2048 * memory.MiB, server.mms_max_request(Environment()))
+    props = server.mms_properties("127.0.0.1", 8123, Environment(), "unix:/private/management.sock", jvm)
     assert props["inference_address"] == "http://127.0.0.1:8123"
     assert props["management_address"] == "unix:/private/management.sock"
     assert props["default_workers_per_model"] == "3"
@@ -22,7 +24,10 @@ def test_mms_properties_follow_the_sagemaker_variables(clean_env):
     assert props["default_response_timeout_seconds"] == "120" and "default_response_timeout" not in props
     assert props["max_request_size"] == str(server.MMS_LIMIT_FACTOR * 2 * 1024 * 1024)
     assert props["default_service_handler"] == "dogbreed.serving.handler_service:handle"
-    assert "UseContainerSupport" in props["vmargs"]
+    # The JVM's heap and direct buffers come from the memory budget: 2 GiB / 16, and four 8 MB requests.
+    assert "-Xmx128m" in props["vmargs"] and "-XX:MaxDirectMemorySize=64m" in props["vmargs"]
+    clean_env.setenv("SAGEMAKER_MODEL_SERVER_VMARGS", "-Xmx1g")
+    assert server.mms_properties("h", 1, Environment(), "m", jvm)["vmargs"] == "-Xmx1g"
 
 
 def test_defaults_and_modes(clean_env, tmp_path):
@@ -39,9 +44,8 @@ def test_defaults_and_modes(clean_env, tmp_path):
     assert server.multi_model_enabled()
     clean_env.setenv("DOGBREED_MODEL_STORE", str(tmp_path))
     assert server.default_model_store() == tmp_path
-    routing = server.mms_command(tmp_path / "c.properties", tmp_path, multi_model=False)
+    routing = server.mms_command(tmp_path / "c.properties", tmp_path, "model")
     assert routing[-2:] == ["--models", f"model={tmp_path.resolve()}"]
-    assert "--models" not in server.mms_command(tmp_path / "c.properties", tmp_path, multi_model=True)
 
 
 def test_the_default_model_store_follows_the_sagemaker_layout(clean_env, tmp_path):
@@ -78,9 +82,10 @@ def test_routing_mode_puts_the_management_api_on_a_private_socket(clean_env, tmp
     import argparse
 
     args = argparse.Namespace(host="127.0.0.1", port=8123, model_store=tmp_path)
-    routing = (server.write_config(args, tmp_path, Environment(), multi_model=False)).read_text()
+    jvm = memory.jvm_sizes(1024 * memory.MiB, 1024)
+    routing = (server.write_config(args, tmp_path, Environment(), False, jvm)).read_text()
     assert f"management_address=unix:{tmp_path}/management.sock" in routing
-    multi = server.write_config(args, tmp_path, Environment(), multi_model=True).read_text()
+    multi = server.write_config(args, tmp_path, Environment(), True, jvm).read_text()
     assert "management_address=http://127.0.0.1:8123" in multi
 
 
@@ -92,8 +97,6 @@ def test_the_native_default_host_is_loopback(clean_env):
 
 
 def test_the_server_refuses_to_start_without_its_guard_or_with_a_manifest_in_the_store(clean_env, tmp_path):
-    import pytest
-
     clean_env.setenv("DOGBREED_MMS_GUARD_DIR", str(tmp_path / "no-guard"))
     with pytest.raises(server.ServeError, match="MMS guard is not built"):
         server.check_setup(tmp_path, multi_model=True)
@@ -108,6 +111,19 @@ def test_the_server_refuses_to_start_without_its_guard_or_with_a_manifest_in_the
     with pytest.raises(server.ServeError, match="MMS manifest"):
         server.check_setup(store, multi_model=False)
     assert server.main(["--model-store", str(store)]) == 2
+    clean_env.setenv("SAGEMAKER_MODEL_SERVER_WORKERS", "2")
+    with pytest.raises(server.ServeError, match="shares one worker"):
+        server.check_setup(store, multi_model=True)
+
+
+def test_a_limit_too_small_for_the_reserve_stops_the_start_with_one_line(clean_env, tmp_path):
+    clean_env.setenv("DOGBREED_MEMORY_LIMIT_MB", "300")
+    with pytest.raises(server.ServeError, match=r"leaves .* MiB for models"):
+        server.memory_plan(Environment())
+    clean_env.setenv("DOGBREED_MEMORY_LIMIT_MB", "1024")
+    reading, jvm, reserve, models = server.memory_plan(Environment())
+    assert reading.source == "DOGBREED_MEMORY_LIMIT_MB" and reading.limit == 1024 * memory.MiB
+    assert models == reading.limit - reserve.total and jvm.heap == 64 * memory.MiB
 
 
 def test_query_parameters_are_never_taken_for_headers():

@@ -20,10 +20,11 @@ import pytest
 from dogbreed.serving import archive as archive_module
 from dogbreed.serving import store
 from dogbreed.serving.archive import ArchiveLimits
+from dogbreed.serving.cache import ModelCache
 from dogbreed.serving.errors import InferenceError
+from dogbreed.serving.memory import LoadCost
 from dogbreed.serving.store import (
     CacheLimits,
-    ModelCache,
     TargetListing,
     clean_staging,
     evict,
@@ -255,9 +256,9 @@ def test_staging_left_by_a_killed_worker_is_removed_at_start_up(tmp_path):
 
 def test_model_cache_is_lru():
     loads = []
-    cache = ModelCache(2)
+    cache = ModelCache(capacity=2)
     for key in ("a", "b", "a", "c", "a", "b"):
-        cache.get_or_load(key, lambda k=key: loads.append(k) or k)
+        cache.get_or_load(key, lambda admit, k=key: admit(LoadCost(1, 1)) or loads.append(k) or k)
     assert loads == ["a", "b", "c", "b"] and cache.keys() == ["a", "b"]
 
 

@@ -11,7 +11,7 @@ from http import HTTPStatus
 from pathlib import Path
 
 from dogbreed.serving.inference import intra_op_threads
-from dogbreed.serving.workflow import VARIANT_HEADER, Workflow
+from dogbreed.serving.workflow import VARIANT_HEADER, SharedWorkflow, Workflow, control_token
 
 log = logging.getLogger(__name__)
 
@@ -30,17 +30,17 @@ def request_headers(merged) -> dict[str, str]:
 
 class HandlerService:
     def __init__(self):
-        self.workflow: Workflow | None = None
+        self.workflow: Workflow | SharedWorkflow | None = None
 
-    def initialize(self, context) -> Workflow:
+    def initialize(self, context) -> Workflow | SharedWorkflow:
         model_dir = Path(context.system_properties["model_dir"])
-        self.workflow = Workflow(model_dir)
-        log.info(
-            "serving %s (%s mode), %s ONNX Runtime threads",
-            model_dir,
-            "artifact" if self.workflow.direct else "routing",
-            intra_op_threads() or "default",
-        )
+        token = control_token()
+        if token is not None:
+            self.workflow, mode = SharedWorkflow(model_dir, token), "multi-model"
+        else:
+            self.workflow = Workflow(model_dir)
+            mode = "artifact" if self.workflow.direct else "routing"
+        log.info("serving %s (%s mode), %s ONNX Runtime threads", model_dir, mode, intra_op_threads() or "default")
         return self.workflow
 
     def handle(self, data, context):

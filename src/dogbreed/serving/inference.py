@@ -51,6 +51,8 @@ ACCEPTABLE = frozenset({JSON_TYPE, "application/*", "*/*", ""})
 
 DEFAULT_TOP_K = 5
 MAX_BATCH = 64
+# Images per ONNX Runtime run: a JSON batch runs in chunks of this many, which bounds a request's activations.
+RUN_CHUNK = 8
 # Pixels (width x height, summed over a request's images) one request may ask the server to decode:
 # ten 10-megapixel photos. DOGBREED_MAX_REQUEST_PIXELS changes it.
 DEFAULT_MAX_REQUEST_PIXELS = 100_000_000
@@ -233,6 +235,9 @@ class Predictor:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads or intra_op_threads() or 0
         options.inter_op_num_threads = 1
+        # No arena: a run's activations go back to the allocator when it ends, so an idle model holds only its
+        # weights and a request's working memory stays bounded by the batch chunk (RUN_CHUNK).
+        options.enable_cpu_mem_arena = False
         # Idle threads sleep instead of spinning: the worker shares the cores with MMS's JVM and other workers.
         options.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("DOGBREED_ORT_SPIN", "0"))
         path = folder / file
@@ -257,7 +262,11 @@ class Predictor:
                 for i, data in enumerate(images)
             ]
         )
-        return softmax(self.session.run(None, {self.input_name: batch})[0])
+        logits = [
+            self.session.run(None, {self.input_name: batch[i : i + RUN_CHUNK]})[0]
+            for i in range(0, len(batch), RUN_CHUNK)
+        ]
+        return softmax(np.concatenate(logits))
 
 
 def encode_response(

@@ -8,16 +8,23 @@ Two modes, as SageMaker defines them:
   sits in front of MMS. Nothing needs MMS's model-management API, so it
   listens only on a Unix socket in this server's private folder: the serving
   port answers ``/models`` with 404 and loads nothing.
-- **multi-model** (``SAGEMAKER_MULTI_MODEL=true``): nothing is registered;
-  the SageMaker platform loads artifacts with ``POST /models`` on the serving
-  port. This project's MMS guard (``src/mms-guard``) checks each ``/models``
-  request before MMS runs it: only local folders inside the model store load,
-  always with this project's handler, and nothing is fetched.
+- **multi-model** (``SAGEMAKER_MULTI_MODEL=true``): the SageMaker platform
+  loads artifacts with ``POST /models`` on the serving port. This project's
+  MMS guard (``src/mms-guard``) answers the whole ``/models`` API itself:
+  only local folders inside the model store load, nothing is fetched, and
+  every loaded model shares one Python worker (registered at start-up under
+  :data:`SHARED_MODEL_NAME`) instead of costing a worker process each. The
+  guard talks to that worker with a secret token made here at start-up.
+
+Both modes know the container's memory (:mod:`dogbreed.serving.memory`): the
+launcher reads the limit once, sizes the JVM's heap and direct buffers from
+it, keeps a reserve, and hands the rest to the workers as their model budget.
 
 Settings come from the sagemaker-inference environment variables:
 ``SAGEMAKER_BIND_TO_PORT`` (8080), ``SAGEMAKER_MODEL_SERVER_WORKERS``,
 ``SAGEMAKER_MODEL_SERVER_TIMEOUT`` (seconds, default 60),
-``SAGEMAKER_MAX_PAYLOAD_IN_MB`` (default 6) and ``SAGEMAKER_MODEL_SERVER_VMARGS``.
+``SAGEMAKER_MAX_PAYLOAD_IN_MB`` (default 6) and ``SAGEMAKER_MODEL_SERVER_VMARGS``
+(default: sized from the memory limit). ``DOGBREED_MEMORY_LIMIT_MB`` overrides the limit.
 The model store is ``--model-store``, else ``DOGBREED_MODEL_STORE``, else
 ``/opt/ml/model`` when it holds one unpacked artifact (batch transform,
 single-model endpoints, SageMaker local mode), else ``/opt/ml/models``, else
@@ -33,6 +40,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -49,18 +57,18 @@ from sagemaker_inference.environment import Environment
 from dogbreed import sagemaker_env, settings
 from dogbreed.artifact_format import METADATA_FILE
 from dogbreed.errors import DogbreedError, run_cli
+from dogbreed.serving import memory
 
 HANDLER = "dogbreed.serving.handler_service:handle"
 ROUTER_MODEL_NAME = "model"
+# The MMS model whose workers every multi-model load shares; the guard hides it from the /models API.
+SHARED_MODEL_NAME = "model"
 DEFAULT_WORKERS = 1
 DEFAULT_MAX_REQUEST_MB = 6
 # MMS answers an oversized body with a bare 413 and no body. Its own limit is
 # set above the configured one so the handler can refuse with a JSON 413;
 # only a body past MMS_LIMIT_FACTOR times the limit gets MMS's bare answer.
 MMS_LIMIT_FACTOR = 4
-# The JVM only routes requests; Python workers hold the models. Let it size
-# itself from the container's limits rather than the host's memory.
-DEFAULT_VMARGS = "-XX:+UseContainerSupport -XX:MaxRAMPercentage=20 -XX:+ExitOnOutOfMemoryError"
 STOP_GRACE_SECONDS = 20
 
 
@@ -100,12 +108,33 @@ def worker_count() -> int:
     return settings.positive_int("SAGEMAKER_MODEL_SERVER_WORKERS", DEFAULT_WORKERS)
 
 
+def mms_max_request(env: Environment) -> int:
+    return MMS_LIMIT_FACTOR * max_payload_bytes(env)
+
+
+def memory_plan(env: Environment) -> tuple[memory.Reading, memory.JvmSizes, memory.Reserve, int]:
+    """The memory reading at start-up, the JVM's sizes, the reserve, and the bytes left for models."""
+    reading = memory.read_memory()
+    jvm = memory.jvm_sizes(reading.limit, mms_max_request(env))
+    reserve = memory.reserve_for(jvm, worker_count())
+    models = reading.limit - reserve.total
+    if models < 64 * memory.MiB:
+        raise ServeError(
+            f"a memory limit of {reading.limit // memory.MiB} MiB ({reading.source}) leaves {models // memory.MiB} MiB "
+            f"for models beside the server's reserve of {reserve.total // memory.MiB} MiB; "
+            "give the container more memory, or set fewer SAGEMAKER_MODEL_SERVER_WORKERS"
+        )
+    return reading, jvm, reserve, models
+
+
 def max_payload_bytes(env: Environment) -> int:
     return env.max_request_size or DEFAULT_MAX_REQUEST_MB * 1024 * 1024
 
 
-def mms_properties(host: str, port: int, env: Environment, management_address: str) -> dict[str, str]:
-    max_request = MMS_LIMIT_FACTOR * max_payload_bytes(env)
+def mms_properties(
+    host: str, port: int, env: Environment, management_address: str, jvm: memory.JvmSizes
+) -> dict[str, str]:
+    max_request = mms_max_request(env)
     return {
         "inference_address": f"http://{host}:{port}",
         "management_address": management_address,
@@ -121,11 +150,11 @@ def mms_properties(host: str, port: int, env: Environment, management_address: s
         "decode_input_request": "false",
         "enable_envvars_config": "true",
         "async_logging": "true",
-        "vmargs": os.environ.get("SAGEMAKER_MODEL_SERVER_VMARGS", DEFAULT_VMARGS),
+        "vmargs": os.environ.get("SAGEMAKER_MODEL_SERVER_VMARGS") or jvm.vmargs(),
     }
 
 
-def mms_command(config_file: Path, model_store: Path, multi_model: bool) -> list[str]:
+def mms_command(config_file: Path, startup_model: Path, name: str) -> list[str]:
     executable = Path(sys.executable).parent / "multi-model-server"
     command = [
         str(executable) if executable.exists() else shutil.which("multi-model-server") or "multi-model-server",
@@ -137,9 +166,9 @@ def mms_command(config_file: Path, model_store: Path, multi_model: bool) -> list
         "/",
         "--log-config",
         str(resources.files("dogbreed.serving") / "log4j2.xml"),
+        "--models",
+        f"{name}={startup_model.resolve()}",
     ]
-    if not multi_model:
-        command += ["--models", f"{ROUTER_MODEL_NAME}={model_store.resolve()}"]
     return command
 
 
@@ -165,6 +194,11 @@ def check_setup(model_store: Path, multi_model: bool) -> None:
             "DOGBREED_MMS_GUARD_DIR moves it); the server does not start without it"
         )
     if multi_model:
+        if worker_count() > 1:
+            raise ServeError(
+                "multi-model mode shares one worker between all models; unset SAGEMAKER_MODEL_SERVER_WORKERS "
+                "(ONNX Runtime uses every core in that worker)"
+            )
         return
     if not model_store.is_dir():
         raise ServeError(f"model store {model_store} is not a directory (set --model-store or DOGBREED_MODEL_STORE)")
@@ -212,17 +246,22 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def write_config(args: argparse.Namespace, work_dir: Path, env: Environment, multi_model: bool) -> Path:
-    if multi_model:  # the SageMaker platform calls POST /models on the serving port; the guard checks it
-        properties = mms_properties(args.host, args.port, env, f"http://{args.host}:{args.port}")
-    else:  # nothing needs the management API: a Unix socket only this server's user can reach
-        properties = mms_properties(args.host, args.port, env, f"unix:{work_dir / 'management.sock'}")
+def write_config(
+    args: argparse.Namespace, work_dir: Path, env: Environment, multi_model: bool, jvm: memory.JvmSizes
+) -> Path:
+    # Multi-model mode: the SageMaker platform calls POST /models on the serving port, and the guard answers it.
+    # Routing mode: nothing needs the management API, so a Unix socket only this server's user can reach.
+    management = f"http://{args.host}:{args.port}" if multi_model else f"unix:{work_dir / 'management.sock'}"
+    properties = mms_properties(args.host, args.port, env, management, jvm)
     config_file = work_dir / "config.properties"
     config_file.write_text("".join(f"{k}={v}\n" for k, v in properties.items()))
     return config_file
 
 
-def child_environment(args: argparse.Namespace, work_dir: Path, env: Environment) -> dict[str, str]:
+def child_environment(
+    args: argparse.Namespace, work_dir: Path, env: Environment, plan: tuple, multi_model: bool
+) -> dict[str, str]:
+    reading, jvm, reserve, models = plan
     child_env = dict(os.environ)
     # MMS keeps its pid file in the temp folder: one folder per server lets several run side by side.
     child_env.update(TMPDIR=str(work_dir), TEMP=str(work_dir))
@@ -232,7 +271,42 @@ def child_environment(args: argparse.Namespace, work_dir: Path, env: Environment
     child_env["DOGBREED_MODEL_ROOT"] = str(args.model_store.resolve())
     # Unpacked archives live with this server and go with it, unless a folder is set.
     child_env.setdefault("DOGBREED_UNPACK_DIR", str(work_dir / "unpacked"))
+    # Each worker's share of the model budget, the limit, and what requests and the JVM may still take.
+    child_env["DOGBREED_MODEL_MEMORY_BYTES"] = str(models // worker_count())
+    child_env["DOGBREED_MEMORY_LIMIT_BYTES"] = str(reading.limit)
+    child_env["DOGBREED_MEMORY_HEADROOM_BYTES"] = str(reserve.requests + jvm.heap + jvm.direct)
+    child_env["DOGBREED_SERVER_PID"] = str(os.getpid())
+    child_env.pop("DOGBREED_CONTROL_TOKEN", None)
+    if multi_model:
+        child_env["DOGBREED_CONTROL_TOKEN"] = secrets.token_urlsafe(32)
+        child_env["DOGBREED_SHARED_MODEL"] = SHARED_MODEL_NAME
     return child_env
+
+
+def start_mms(
+    args: argparse.Namespace, work_dir: Path, env: Environment, plan: tuple, multi_model: bool
+) -> subprocess.Popen:
+    reading, jvm, reserve, models = plan
+    config_file = write_config(args, work_dir, env, multi_model, jvm)
+    if multi_model:  # the shared worker's own folder: empty, private, nothing in it for MMS to import
+        startup_model = work_dir / "shared"
+        startup_model.mkdir()
+        command = mms_command(config_file, startup_model, SHARED_MODEL_NAME)
+    else:
+        command = mms_command(config_file, args.model_store, ROUTER_MODEL_NAME)
+    print(
+        f"dogbreed-serve: {'multi-model' if multi_model else 'routing'} mode, store {args.model_store}, "
+        f"{worker_count()} worker(s), http://{args.host}:{args.port}",
+        flush=True,
+    )
+    print(f"dogbreed-serve: {memory.describe(reading, reserve, models)}", flush=True)
+    # MMS's classpath starts with ".": run from the guard folder, its classes come before model-server.jar's.
+    return subprocess.Popen(
+        command,
+        env=child_environment(args, work_dir, env, plan, multi_model),
+        cwd=guard_dir(),
+        start_new_session=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,22 +316,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"port {args.port} is out of range 1..32767")
 
     multi_model = multi_model_enabled()
-    if run_cli(parser.prog, lambda: check_setup(args.model_store, multi_model)):
+    env = Environment()
+    plan: list[tuple] = []
+
+    def prepare() -> None:
+        check_setup(args.model_store, multi_model)
+        plan.append(memory_plan(env))
+
+    if run_cli(parser.prog, prepare):
         return 2  # a setup MMS cannot start with: a usage error
     args.model_store.mkdir(parents=True, exist_ok=True)
-    env = Environment()
     work_dir = Path(tempfile.mkdtemp(prefix="dogbreed-mms-"))  # mode 0700: the management socket lives here
-    config_file = write_config(args, work_dir, env, multi_model)
-    command = mms_command(config_file, args.model_store, multi_model)
-    print(
-        f"dogbreed-serve: {'multi-model' if multi_model else 'routing'} mode, store {args.model_store}, "
-        f"{worker_count()} worker(s), http://{args.host}:{args.port}",
-        flush=True,
-    )
-    # MMS's classpath starts with ".": run from the guard folder, its classes come before model-server.jar's.
-    process = subprocess.Popen(
-        command, env=child_environment(args, work_dir, env), cwd=guard_dir(), start_new_session=True
-    )
+    process = start_mms(args, work_dir, env, plan[0], multi_model)
     if args.pid_file:
         args.pid_file.parent.mkdir(parents=True, exist_ok=True)
         args.pid_file.write_text(f"{os.getpid()}\n")

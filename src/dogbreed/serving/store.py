@@ -1,4 +1,4 @@
-"""The model store: TargetModel paths, bounded unpacking, and bounded caches.
+"""The model store: TargetModel paths, bounded unpacking, and the bounded unpack folder.
 
 A target is a path relative to the store root, such as
 ``dog-breed-classifier/model.tar.gz``. It is resolved strictly inside the
@@ -269,14 +269,3 @@ class LRU:
     def keys(self) -> list[str]:
         with self._lock:
             return list(self._items)
-
-
-class ModelCache(LRU):
-    """Loaded models by key, least recently used evicted past ``capacity``."""
-
-    def get_or_load(self, key: str, load: Callable[[], Any]) -> Any:
-        model = self.get(key)
-        if model is None:
-            model = load()
-            self.put(key, model)
-        return model

@@ -1,14 +1,20 @@
 """The request workflow: find the model a request is for, run it, map errors to HTTP.
 
-Two ways a model is chosen:
+Three ways a model is chosen:
 
 - routing: the handler's model folder is a model store; the
   ``X-Amzn-SageMaker-Target-Model`` header names an archive (or artifact
   folder) relative to it, which is unpacked once and loaded lazily into a
-  bounded LRU cache. Without the header, the only target is used when there
-  is exactly one; otherwise the answer is 400 with the list of targets.
-- direct: the handler's model folder is itself an artifact, as when the
-  SageMaker multi-model platform loads each model with ``POST /models``.
+  LRU cache bounded by the server's memory budget. Without the header, the
+  only target is used when there is exactly one; otherwise the answer is 400
+  with the list of targets.
+- direct: the handler's model folder is itself an artifact (batch transform,
+  single-model endpoints).
+- shared (multi-model mode): the models that the SageMaker platform loads
+  with ``POST /models`` share this worker. The MMS guard turns each load,
+  unload and ``/models/NAME/invoke`` into a request to this worker carrying
+  the server's control token (:data:`CONTROL_HEADER`); a request without it
+  is refused.
 
 An archive that cannot be served (corrupt, unsafe, too large, not an
 artifact) is refused once and remembered until the file changes, so a broken
@@ -18,14 +24,18 @@ path; the log has the detail.
 
 from __future__ import annotations
 
+import hmac
+import json
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from dogbreed.artifact_format import METADATA_FILE, read_metadata
+from dogbreed.artifact_format import METADATA_FILE, read_metadata, served_onnx_file
 from dogbreed.errors import ArtifactError
-from dogbreed.serving.errors import InferenceError, bad_request, redact_paths
+from dogbreed.serving.cache import Admit, ModelCache
+from dogbreed.serving.errors import InferenceError, bad_request, not_found, redact_paths
 from dogbreed.serving.inference import (
     JSON_TYPE,
     Predictor,
@@ -34,9 +44,9 @@ from dogbreed.serving.inference import (
     encode_response,
     parse_custom_attributes,
 )
+from dogbreed.serving.memory import Budget, Ledger, LoadCost
 from dogbreed.serving.store import (
     LRU,
-    ModelCache,
     TargetListing,
     archive_key,
     clean_staging,
@@ -52,7 +62,11 @@ TARGET_HEADER = "x-amzn-sagemaker-target-model"
 # The ONNX variant that answered, also in the JSON body as "variant".
 VARIANT_HEADER = "X-Dogbreed-Model-Variant"
 ATTRIBUTES_HEADER = "x-amzn-sagemaker-custom-attributes"
-DEFAULT_CACHE_SIZE = 8
+# Set by the MMS guard on the requests it makes of a shared worker; the token is the server's secret.
+CONTROL_HEADER = "x-dogbreed-control"
+COMMAND_HEADER = "x-dogbreed-command"
+MODEL_NAME_HEADER = "x-dogbreed-model"
+MODEL_URL_HEADER = "x-dogbreed-model-url"
 # Archives remembered as unservable, per worker.
 REFUSED_ARCHIVES = 256
 
@@ -69,13 +83,31 @@ def max_payload() -> int | None:
     return natural_int("DOGBREED_MAX_PAYLOAD_BYTES")
 
 
-def cache_size() -> int:
-    return positive_int("DOGBREED_MAX_LOADED_MODELS", DEFAULT_CACHE_SIZE)
+def cache_size() -> int | None:
+    """An optional bound on loaded models per worker by count; memory bounds them anyway."""
+    return positive_int("DOGBREED_MAX_LOADED_MODELS")
 
 
-def load_predictor(folder: Path, target: str) -> Predictor:
+def control_token() -> str | None:
+    """The secret that the MMS guard's requests carry in multi-model mode; None in the other modes."""
+    return os.environ.get("DOGBREED_CONTROL_TOKEN") or None
+
+
+def worker_ledger() -> Ledger | None:
+    """This worker's share of the server's model memory, from the launcher's figures (none without them)."""
+    budget = Budget.from_env()
+    return None if budget is None else Ledger(budget)
+
+
+def load_predictor(folder: Path, target: str, admit: Admit | None = None) -> Predictor:
+    """The artifact in ``folder`` as a :class:`Predictor`; ``admit`` first hears its cost and may refuse it."""
     try:
-        return Predictor(folder, read_metadata(folder))
+        metadata = read_metadata(folder)
+        if admit is not None:
+            _, graph = served_onnx_file(metadata)
+            if (folder / graph).is_file():
+                admit(LoadCost.of_graph(folder / graph))
+        return Predictor(folder, metadata)
     except ArtifactError as exc:
         log.warning("target %s: %s", target, exc)
         raise InferenceError(
@@ -91,7 +123,7 @@ class Workflow:
     def __init__(self, model_dir: Path):
         self.model_dir = Path(model_dir)
         self.direct = (self.model_dir / METADATA_FILE).is_file()
-        self.cache = ModelCache(1 if self.direct else cache_size())
+        self.cache = ModelCache(worker_ledger(), 1 if self.direct else cache_size())
         self.refused = LRU(REFUSED_ARCHIVES)
         self.targets = TargetListing(self.model_dir)
         self.max_payload = max_payload()
@@ -112,46 +144,113 @@ class Workflow:
 
     def _predictor(self, target: str, path: Path) -> Predictor:
         if not path.is_file():
-            return self.cache.get_or_load(target, lambda: load_predictor(path, target))
+            return self.cache.get_or_load(target, lambda admit: load_predictor(path, target, admit))
         # A replaced archive is another version: it gets its own entries.
         key = f"{target}@{archive_key(path)}"
         refusal = self.refused.get(key)
         if refusal is not None:
             raise InferenceError(*refusal)
         try:
-            return self.cache.get_or_load(key, lambda: self._load_archive(path, target))
+            return self.cache.get_or_load(key, lambda admit: self._load_archive(path, target, admit))
         except InferenceError as exc:
             if exc.status < 500:  # the archive's fault, until it changes; a server-side failure may pass
                 self.refused.put(key, (exc.status, exc.code, exc.message))
             raise
 
-    def _load_archive(self, archive: Path, target: str) -> Predictor:
+    def _load_archive(self, archive: Path, target: str, admit: Admit) -> Predictor:
         with unpacked(archive, self.unpack_dir) as folder:
-            return load_predictor(folder, target)
+            return load_predictor(folder, target, admit)
 
     def handle(self, headers: Mapping[str, str], body: bytes | None) -> Response:
         lower = {k.lower(): v for k, v in headers.items()}
-        try:
-            if self.max_payload is not None and body is not None and len(body) > self.max_payload:
-                raise InferenceError(
-                    413, "PayloadTooLarge", f"request body is {len(body)} bytes; the maximum is {self.max_payload}"
-                )
-            check_accept(lower.get("accept"))
-            options = parse_custom_attributes(lower.get(ATTRIBUTES_HEADER))
-            target, path = self._choose(lower.get(TARGET_HEADER))
-            predictor = self._predictor(target, path)
-            images = decode_request(body, lower.get("content-type"), options)
-            probabilities = predictor.probabilities(images)
-            return Response(
-                200,
-                encode_response(probabilities, predictor.labels, options, target, predictor.variant),
-                variant=predictor.variant,
-            )
-        except InferenceError as exc:
-            log.info("request refused: %d %s", exc.status, exc.message)
-            return Response(exc.status, exc.body())
-        except Exception:  # a bug, not the client's fault: say so, and leave the detail to the log
-            log.exception("request failed")
-            return Response(
-                500, InferenceError(500, "InternalError", "the server failed to answer; its log has the detail").body()
-            )
+        return answer(lambda: self._predict(lower, body))
+
+    def _predict(self, lower: Mapping[str, str], body: bytes | None) -> Response:
+        check_payload(body, self.max_payload)
+        check_accept(lower.get("accept"))
+        options = parse_custom_attributes(lower.get(ATTRIBUTES_HEADER))
+        target, path = self._choose(lower.get(TARGET_HEADER))
+        return predict(self._predictor(target, path), target, lower, body, options)
+
+
+def check_payload(body: bytes | None, limit: int | None) -> None:
+    if limit is not None and body is not None and len(body) > limit:
+        raise InferenceError(413, "PayloadTooLarge", f"request body is {len(body)} bytes; the maximum is {limit}")
+
+
+def predict(predictor: Predictor, target: str, lower: Mapping[str, str], body: bytes | None, options) -> Response:
+    images = decode_request(body, lower.get("content-type"), options)
+    probabilities = predictor.probabilities(images)
+    return Response(
+        200,
+        encode_response(probabilities, predictor.labels, options, target, predictor.variant),
+        variant=predictor.variant,
+    )
+
+
+def answer(run) -> Response:
+    """``run()``'s response, or the JSON error it raised; a bug is a 500 that names nothing of the server."""
+    try:
+        return run()
+    except InferenceError as exc:
+        log.info("request refused: %d %s", exc.status, exc.message)
+        return Response(exc.status, exc.body())
+    except Exception:  # a bug, not the client's fault: say so, and leave the detail to the log
+        log.exception("request failed")
+        return Response(
+            500, InferenceError(500, "InternalError", "the server failed to answer; its log has the detail").body()
+        )
+
+
+class SharedWorkflow:
+    """Multi-model mode: the models the platform loaded, shared by this worker, by name.
+
+    Every request must come from the MMS guard (the control token); the guard
+    keeps the registry of loaded names and sends ``load``, ``unload`` and
+    ``invoke`` commands. An ``invoke`` also names the model's folder, so a
+    worker that MMS restarted loads the model again on its first request.
+    Models are never evicted here: past the budget a load is 507, and the
+    platform unloads what it chooses.
+    """
+
+    def __init__(self, model_root: Path, token: str):
+        self.model_root = Path(os.environ.get("DOGBREED_MODEL_ROOT") or model_root).resolve()
+        self.token = token
+        self.cache = ModelCache(worker_ledger(), evict=False)
+        self.max_payload = max_payload()
+
+    def handle(self, headers: Mapping[str, str], body: bytes | None) -> Response:
+        lower = {k.lower(): v for k, v in headers.items()}
+        return answer(lambda: self._run(lower, body))
+
+    def _run(self, lower: Mapping[str, str], body: bytes | None) -> Response:
+        if not hmac.compare_digest(lower.get(CONTROL_HEADER, "").encode(), self.token.encode()):
+            raise bad_request("Parameter model_name is required.")  # MMS's answer when no model is named
+        command, name = lower.get(COMMAND_HEADER), lower.get(MODEL_NAME_HEADER, "")
+        if command == "unload":
+            if not self.cache.drop(name):
+                raise not_found(f"Model not found: {name}")
+            return status_response(f'Model "{name}" unregistered')
+        folder = self._folder(lower.get(MODEL_URL_HEADER, ""))
+        if command == "load":
+            self._predictor(name, folder)
+            return status_response(f'Model "{name}" registered', memory_bytes=self.cache.cost(name))
+        if command != "invoke":
+            raise bad_request(f"unknown command {command!r}")
+        check_payload(body, self.max_payload)
+        check_accept(lower.get("accept"))
+        options = parse_custom_attributes(lower.get(ATTRIBUTES_HEADER))
+        return predict(self._predictor(name, folder), name, lower, body, options)
+
+    def _folder(self, url: str) -> Path:
+        folder = Path(url).resolve()
+        if self.model_root not in folder.parents:  # the guard checked it; a second look costs nothing
+            raise bad_request("url must name a folder inside the model root")
+        return folder
+
+    def _predictor(self, name: str, folder: Path) -> Predictor:
+        return self.cache.get_or_load(name, lambda admit: load_predictor(folder, name, admit))
+
+
+def status_response(message: str, **extra) -> Response:
+    return Response(200, json.dumps({"status": message, **{k: v for k, v in extra.items() if v is not None}}).encode())

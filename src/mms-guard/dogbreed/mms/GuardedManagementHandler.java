@@ -45,7 +45,9 @@ import software.amazon.ai.mms.servingsdk.ModelServerEndpoint;
  *       request, the SageMaker platform never does.
  * </ul>
  *
- * <p>Listing, describing and unregistering are MMS's own. The checks run on the netty thread
+ * <p>With shared workers (multi-model mode, {@link SharedModels}) this handler answers listing,
+ * describing, loading and unloading itself, in MMS's formats; otherwise listing, describing and
+ * unregistering are MMS's own. The checks run on the netty thread
  * that received the request, while its body is still readable; MMS's endpoint plugins run later
  * on another thread, after netty has released the body, so a plugin cannot do this.
  */
@@ -111,6 +113,19 @@ public class GuardedManagementHandler extends ManagementRequestHandler {
                     new ForbiddenException("model management does not accept requests from web pages"));
             return;
         }
+        boolean shared = SharedModels.enabled();
+        if (shared && HttpMethod.GET.equals(method)) {
+            if (segments.length == 2) {
+                SharedModels.list(ctx, decoder);
+            } else {
+                SharedModels.describe(ctx, segments[2]);
+            }
+            return;
+        }
+        if (shared && HttpMethod.DELETE.equals(method) && segments.length == 3) {
+            SharedModels.unload(ctx, segments[2]);
+            return;
+        }
         if (!HttpMethod.POST.equals(method) || segments.length != 2) {
             super.handleRequest(ctx, req, decoder, segments);
             return;
@@ -123,6 +138,11 @@ public class GuardedManagementHandler extends ManagementRequestHandler {
             return;
         } catch (RequestTooLargeException e) {
             NettyUtils.sendError(ctx, HttpResponseStatus.REQUEST_ENTITY_TOO_LARGE, e);
+            return;
+        }
+        if (shared) {
+            SharedModels.load(
+                    ctx, checked.get("model_name").getAsString(), checked.get("url").getAsString());
             return;
         }
         FullHttpRequest sanitized = req.replace(Unpooled.copiedBuffer(checked.toString(), CharsetUtil.UTF_8));

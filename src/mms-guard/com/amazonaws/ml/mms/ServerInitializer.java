@@ -13,8 +13,10 @@
  * Modified for dogbreed: this is MMS 1.1.11's ServerInitializer (multi-model-server
  * frontend/server/src/main/java/com/amazonaws/ml/mms/ServerInitializer.java, commit
  * 706aa9c7, bytecode identical to the class in the multi-model-server 1.1.11 wheel)
- * with one change: the management API is served by
- * dogbreed.mms.GuardedManagementHandler instead of ManagementRequestHandler.
+ * with two changes: the management API is served by
+ * dogbreed.mms.GuardedManagementHandler instead of ManagementRequestHandler, and
+ * the inference API by dogbreed.mms.GuardedInferenceHandler instead of
+ * InferenceRequestHandler.
  * The serving launcher puts the compiled class ahead of model-server.jar on the
  * classpath; see src/mms-guard/README.md.
  */
@@ -23,11 +25,11 @@ package com.amazonaws.ml.mms;
 import com.amazonaws.ml.mms.http.ApiDescriptionRequestHandler;
 import com.amazonaws.ml.mms.http.HttpRequestHandler;
 import com.amazonaws.ml.mms.http.HttpRequestHandlerChain;
-import com.amazonaws.ml.mms.http.InferenceRequestHandler;
 import com.amazonaws.ml.mms.http.InvalidRequestHandler;
 import com.amazonaws.ml.mms.servingsdk.impl.PluginsManager;
 import com.amazonaws.ml.mms.util.ConfigManager;
 import com.amazonaws.ml.mms.util.ConnectorType;
+import dogbreed.mms.GuardedInferenceHandler;
 import dogbreed.mms.GuardedManagementHandler;
 import io.netty.channel.Channel;
 import io.netty.channel.ChannelInitializer;
@@ -77,7 +79,7 @@ public class ServerInitializer extends ChannelInitializer<Channel> {
                 || ConnectorType.INFERENCE_CONNECTOR.equals(connectorType)) {
             httpRequestHandlerChain =
                     httpRequestHandlerChain.setNextHandler(
-                            new InferenceRequestHandler(
+                            new GuardedInferenceHandler(
                                     PluginsManager.getInstance().getInferenceEndpoints()));
         }
         if (ConnectorType.BOTH.equals(connectorType)

@@ -1,0 +1,349 @@
+"""The server's memory: the container's limit, what is in use, the reserve, and the budget models may take.
+
+A multi-model server must know its memory: one load too many otherwise gets a
+worker or the whole container killed by the kernel, losing every model, where
+SageMaker's contract asks for a 507 and then unloads models itself.
+
+- **Limit:** read once when the server starts. ``DOGBREED_MEMORY_LIMIT_MB``
+  wins; else the cgroup's limit (v2 ``memory.max``, v1
+  ``memory.limit_in_bytes``, the smallest along the process's cgroup path);
+  else the host's memory.
+- **In use:** the cgroup's working set (usage less the inactive file cache,
+  which the kernel reclaims before it kills anything); without a cgroup limit,
+  the resident memory of the server's own process tree.
+- **Reserve:** what the server needs besides models (:class:`Reserve`): the
+  JVM's heap, direct buffers and native footprint, each worker's interpreter,
+  and the memory one request may take in each worker. The figures are
+  measured (``make bench-mme``; the README has the run).
+- **Budget:** the limit less the reserve, shared by the workers. Models are
+  admitted against it by their estimated cost before loading, and charged
+  their measured cost after (:class:`Ledger`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from dogbreed.settings import positive_int
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+# cgroup v1 reports "no limit" as the largest page-aligned signed 64-bit value; anything past 2**60 is none.
+UNLIMITED = 1 << 60
+
+# Measured (make bench-mme, README "Multi-model memory"): the JVM's resident memory beyond its heap and direct
+# buffers (metaspace, code cache, thread stacks, GC structures) under load, rounded up.
+JVM_NATIVE_BYTES = 96 * MiB
+# An idle MMS Python worker with NumPy, Pillow and ONNX Runtime imported, rounded up.
+WORKER_BYTES = 80 * MiB
+# Working memory of one request in a worker: the request body, a decoded photo and its RGB copy, the batch
+# tensor, the ONNX Runtime activations of one batch chunk (inference.RUN_CHUNK images), the answer.
+REQUEST_WORKING_BYTES = 128 * MiB
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A memory limit and what is in use under it, in bytes, and where the limit came from."""
+
+    limit: int
+    used: int
+    source: str
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _stat(path: Path) -> dict[str, int]:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    fields = (line.split() for line in lines)
+    return {f[0]: int(f[1]) for f in fields if len(f) == 2 and f[1].isdigit()}
+
+
+def _cgroup_paths(root: Path) -> dict[str, str]:
+    """The process's cgroup path per hierarchy: ``"v2"`` for the unified one, ``"memory"`` for v1's controller."""
+    try:
+        lines = (root / "proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return {}
+    paths = {}
+    for line in lines:
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and controllers == "":
+            paths["v2"] = path
+        elif "memory" in controllers.split(","):
+            paths["memory"] = path
+    return paths
+
+
+def _along(mount: Path, path: str) -> list[Path]:
+    """The cgroup folders from the process's own up to the mount, those that exist (a container sees its own
+    cgroup at the mount's root, whatever /proc/self/cgroup says)."""
+    folders = []
+    relative = Path(path.lstrip("/")) if path else Path()
+    while True:
+        folder = mount / relative
+        if folder.is_dir():
+            folders.append(folder)
+        if relative == Path() or str(relative) == ".":
+            break
+        relative = relative.parent
+    return folders
+
+
+def _cgroup_v2(root: Path, path: str) -> Reading | None:
+    folders = _along(root / "sys/fs/cgroup", path)
+    limits = [(value, folder) for folder in folders if (value := _read_int(folder / "memory.max")) is not None]
+    if not limits:
+        return None
+    limit, _ = min(limits, key=lambda item: item[0])
+    folder = folders[0]
+    usage = _read_int(folder / "memory.current") or 0
+    return Reading(limit, max(0, usage - _stat(folder / "memory.stat").get("inactive_file", 0)), "cgroup v2")
+
+
+def _cgroup_v1(root: Path, path: str) -> Reading | None:
+    folders = _along(root / "sys/fs/cgroup/memory", path)
+    limits = [
+        (value, folder)
+        for folder in folders
+        if (value := _read_int(folder / "memory.limit_in_bytes")) is not None and value < UNLIMITED
+    ]
+    if not limits:
+        return None
+    limit, _ = min(limits, key=lambda item: item[0])
+    folder = folders[0]
+    usage = _read_int(folder / "memory.usage_in_bytes") or 0
+    stat = _stat(folder / "memory.stat")
+    inactive = stat.get("total_inactive_file", stat.get("inactive_file", 0))
+    return Reading(limit, max(0, usage - inactive), "cgroup v1")
+
+
+def host_total(root: Path = Path("/")) -> int:
+    meminfo = _stat_kib(root / "proc/meminfo")
+    return meminfo.get("MemTotal", 0)
+
+
+def _stat_kib(path: Path) -> dict[str, int]:
+    """/proc/meminfo-style ``Name:   1234 kB`` lines, in bytes."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    values = {}
+    for line in lines:
+        name, _, rest = line.partition(":")
+        number = rest.split()
+        if number and number[0].isdigit():
+            values[name] = int(number[0]) * (1024 if rest.strip().endswith("kB") else 1)
+    return values
+
+
+def process_tree_rss(pid: int, root: Path = Path("/")) -> int:
+    """Resident bytes of ``pid`` and every process below it, from /proc."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    for entry in (root / "proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            statm = (entry / "statm").read_text().split()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+        rss[int(entry.name)] = int(statm[1]) * page
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        total += rss.get(current, 0)
+        stack.extend(children.get(current, []))
+    return total
+
+
+def read_memory(root: Path = Path("/"), server_pid: int | None = None) -> Reading:
+    """The limit that applies to this process and what is in use under it (see the module's docstring)."""
+    override = positive_int("DOGBREED_MEMORY_LIMIT_MB")
+    paths = _cgroup_paths(root)
+    cgroup = None
+    if "v2" in paths and (root / "sys/fs/cgroup/cgroup.controllers").exists():
+        cgroup = _cgroup_v2(root, paths["v2"])
+    if cgroup is None and "memory" in paths:
+        cgroup = _cgroup_v1(root, paths["memory"])
+    tree = server_pid or positive_int("DOGBREED_SERVER_PID") or os.getpid()
+    if override is not None:
+        used = cgroup.used if cgroup is not None else process_tree_rss(tree, root)
+        return Reading(override * MiB, used, "DOGBREED_MEMORY_LIMIT_MB")
+    if cgroup is not None:
+        return cgroup
+    return Reading(host_total(root), process_tree_rss(tree, root), "host")
+
+
+def process_rss() -> int:
+    """This process's resident bytes."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def return_freed_memory() -> None:
+    """Hand memory that Python and ONNX Runtime freed back to the system (glibc keeps freed heap pages
+    otherwise, and the cgroup counts them as used)."""
+    global _libc
+    if _libc is None:
+        name = ctypes.util.find_library("c")
+        if name is None:
+            return
+        _libc = ctypes.CDLL(name)
+    trim = getattr(_libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
+# ---- the reserve and the JVM's share ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JvmSizes:
+    heap: int
+    direct: int
+
+    def vmargs(self) -> str:
+        return (
+            f"-Xmx{self.heap // MiB}m -XX:MaxDirectMemorySize={self.direct // MiB}m "
+            "-XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError"
+        )
+
+
+def jvm_sizes(limit: int, max_request_bytes: int) -> JvmSizes:
+    """The JVM's heap and direct-buffer bounds for a limit: it only routes requests, so a sixteenth of the memory
+    for its heap (64 MiB to 512 MiB); request bodies live in direct buffers, room for four of the largest."""
+    heap = min(512 * MiB, max(64 * MiB, limit // 16))
+    direct = max(64 * MiB, 4 * max_request_bytes)
+    return JvmSizes(heap, -(-direct // MiB) * MiB)
+
+
+@dataclass(frozen=True)
+class Reserve:
+    """What the server keeps besides models, in bytes."""
+
+    jvm: int
+    workers: int
+    requests: int
+
+    @property
+    def total(self) -> int:
+        return self.jvm + self.workers + self.requests
+
+
+def reserve_for(jvm: JvmSizes, workers: int) -> Reserve:
+    return Reserve(
+        jvm=jvm.heap + jvm.direct + JVM_NATIVE_BYTES,
+        workers=WORKER_BYTES * workers,
+        requests=REQUEST_WORKING_BYTES * workers,
+    )
+
+
+# ---- admission ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadCost:
+    """What a model takes: ``steady`` once loaded, ``peak`` while ONNX Runtime builds its session."""
+
+    steady: int
+    peak: int
+
+    @classmethod
+    def of_graph(cls, graph: Path) -> LoadCost:
+        """Estimated from the ONNX graph's size before loading. Measured with ONNX Runtime 1.22 (arena off,
+        freed memory trimmed): a session keeps about the file's size (ResNet18 int8 11 MB: 11-18 MiB;
+        ResNet50 fp32 90 MB: 90 MiB) and peaks at about twice that while it is built (ResNet50 fp32: 187-212 MiB)."""
+        size = graph.stat().st_size
+        return cls(steady=int(size * 1.15) + 8 * MiB, peak=2 * size + 32 * MiB)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The bytes a worker's models may take, and the bytes the whole server may use."""
+
+    models: int
+    limit: int
+    headroom: int
+
+    @classmethod
+    def from_env(cls) -> Budget | None:
+        """The launcher's figures (``DOGBREED_MODEL_MEMORY_BYTES``, ``DOGBREED_MEMORY_LIMIT_BYTES``,
+        ``DOGBREED_MEMORY_HEADROOM_BYTES``); None where no launcher set them."""
+        models = positive_int("DOGBREED_MODEL_MEMORY_BYTES")
+        limit = positive_int("DOGBREED_MEMORY_LIMIT_BYTES")
+        if models is None or limit is None:
+            return None
+        return cls(models, limit, positive_int("DOGBREED_MEMORY_HEADROOM_BYTES", 0))
+
+
+class Ledger:
+    """What each loaded model costs, against a :class:`Budget`; thread-safe.
+
+    A model fits when the recorded costs plus its estimate stay within the
+    budget, and the memory really in use (``reader``) plus its estimate stays
+    within the limit less the headroom that requests and the JVM may still
+    take. The second check catches what bookkeeping misses: freed memory that
+    never returned to the system, another worker's growth.
+    """
+
+    def __init__(self, budget: Budget, reader: Callable[[], Reading] = read_memory):
+        self.budget = budget
+        self.reader = reader
+        self.costs: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def charged(self) -> int:
+        with self._lock:
+            return sum(self.costs.values())
+
+    def shortfall(self, cost: LoadCost) -> int:
+        """Bytes missing for a model of ``cost`` to load; 0 when it fits."""
+        booked = self.charged + cost.steady - self.budget.models
+        real = self.reader().used + cost.peak - (self.budget.limit - self.budget.headroom)
+        return max(0, booked, real)
+
+    def fits_alone(self, cost: LoadCost) -> bool:
+        return cost.steady <= self.budget.models
+
+    def record(self, key: str, cost: int) -> None:
+        with self._lock:
+            self.costs[key] = max(0, cost)
+
+    def release(self, key: str) -> int:
+        with self._lock:
+            return self.costs.pop(key, 0)
+
+
+def describe(reading: Reading, reserve: Reserve, budget: int) -> str:
+    return (
+        f"memory: limit {reading.limit // MiB} MiB ({reading.source}), {reading.used // MiB} MiB in use; "
+        f"reserve {reserve.total // MiB} MiB (JVM {reserve.jvm // MiB}, workers {reserve.workers // MiB}, "
+        f"requests {reserve.requests // MiB}); models {budget // MiB} MiB"
+    )
