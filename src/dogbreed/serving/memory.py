@@ -305,11 +305,12 @@ class Budget:
 class Ledger:
     """What each loaded model costs, against a :class:`Budget`; thread-safe.
 
-    A model fits when the recorded costs plus its estimate stay within the
-    budget, and the memory really in use (``reader``) plus its estimate stays
-    within the limit less the headroom that requests and the JVM may still
-    take. The second check catches what bookkeeping misses: freed memory that
-    never returned to the system, another worker's growth.
+    A model fits when the recorded costs plus its steady estimate stay within
+    the budget (the limit less the whole reserve, the JVM at its maximum
+    included), and the memory really in use (``reader``) plus its loading
+    peak stays within the limit less the headroom that requests in flight may
+    still take. The second check catches what bookkeeping misses: freed
+    memory that never returned to the system, another worker's growth.
     """
 
     def __init__(self, budget: Budget, reader: Callable[[], Reading] = read_memory):

@@ -271,10 +271,11 @@ def child_environment(
     child_env["DOGBREED_MODEL_ROOT"] = str(args.model_store.resolve())
     # Unpacked archives live with this server and go with it, unless a folder is set.
     child_env.setdefault("DOGBREED_UNPACK_DIR", str(work_dir / "unpacked"))
-    # Each worker's share of the model budget, the limit, and what requests and the JVM may still take.
+    # Each worker's share of the model budget, the limit, and the working memory of the requests in flight,
+    # which a reading taken between requests does not show.
     child_env["DOGBREED_MODEL_MEMORY_BYTES"] = str(models // worker_count())
     child_env["DOGBREED_MEMORY_LIMIT_BYTES"] = str(reading.limit)
-    child_env["DOGBREED_MEMORY_HEADROOM_BYTES"] = str(reserve.requests + jvm.heap + jvm.direct)
+    child_env["DOGBREED_MEMORY_HEADROOM_BYTES"] = str(reserve.requests)
     child_env["DOGBREED_SERVER_PID"] = str(os.getpid())
     child_env.pop("DOGBREED_CONTROL_TOKEN", None)
     if multi_model:

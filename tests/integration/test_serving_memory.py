@@ -1,0 +1,147 @@
+"""A real MMS process under a memory limit: multi-model loads until 507, unloads that free, routing by memory."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from dogbreed.package import pack_artifact
+from tests.conftest import SAMPLE_DATA
+from tests.serving import running_server
+
+pytestmark = pytest.mark.integration
+
+IMAGE = (SAMPLE_DATA / "test" / "001.Crimson_disc" / "Crimson_disc_00003.jpg").read_bytes()
+JSON = {"Content-Type": "application/json"}
+# Small enough that a few dozen sample models fill it, large enough for the server's reserve.
+LIMIT_MB = 1000
+MAX_LOADS = 120
+
+
+def load(server, name, url):
+    body = json.dumps({"model_name": name, "url": str(url)}).encode()
+    status, _, data = server.request("POST", "/models", body, JSON)
+    return status, json.loads(data)
+
+
+def invoke(server, name):
+    return server.json("POST", f"/models/{name}/invoke", IMAGE, {"Content-Type": "image/jpeg"})
+
+
+def load_until_refused(server, folder, prefix):
+    loaded = []
+    for i in range(MAX_LOADS):
+        status, answer = load(server, f"{prefix}{i}", folder)
+        if status != 200:
+            return loaded, status, answer
+        loaded.append(f"{prefix}{i}")
+    pytest.fail(f"{MAX_LOADS} loads fitted in {LIMIT_MB} MiB")
+
+
+@pytest.fixture(scope="module")
+def mme(trained_models, tmp_path_factory):
+    base = tmp_path_factory.mktemp("mme-memory")
+    root = base / "models"
+    shutil.copytree(trained_models["resnet18"], root / "resnet" / "model")
+    with running_server(
+        root, base, SAGEMAKER_MULTI_MODEL="true", DOGBREED_MEMORY_LIMIT_MB=str(LIMIT_MB)
+    ) as server:
+        yield server, root / "resnet" / "model"
+
+
+def test_loads_past_the_budget_are_507_and_the_loaded_models_keep_answering(mme):
+    server, folder = mme
+    loaded, status, answer = load_until_refused(server, folder, "m")
+    assert status == 507, answer
+    assert answer["code"] == 507 and answer["type"] == "InsufficientMemory" and "unload a model" in answer["message"]
+    assert str(folder) not in answer["message"]
+    assert len(loaded) >= 10, f"only {len(loaded)} models fitted in {LIMIT_MB} MiB"
+    assert "Worker died" not in server.log()
+    for name in loaded:
+        status, result = invoke(server, name)
+        assert status == 200 and result["model"] == name, result
+    described = server.json("GET", f"/models/{loaded[0]}")[1]
+    assert described["memoryBytes"] > 0 and described["workers"][0]["status"] == "READY"
+
+    # Unload half: as many new loads fit again, by the books and by the memory really in use.
+    half = loaded[: len(loaded) // 2]
+    for name in half:
+        assert server.json("DELETE", f"/models/{name}") == (200, {"status": f'Model "{name}" unregistered'})
+        assert invoke(server, name)[0] == 404
+    for i in range(len(half)):
+        status, answer = load(server, f"again{i}", folder)
+        assert status == 200, (i, answer)
+    # Measured costs vary a little from load to load; the server fills up again and refuses, it does not die.
+    more, status, _ = load_until_refused(server, folder, "more")
+    assert status == 507 and len(more) <= max(2, len(loaded) // 4), (len(loaded), len(more))
+    assert server.healthy()
+    listed = []
+    token = None
+    while True:
+        page = server.json("GET", "/models?limit=7" + (f"&next_page_token={token}" if token else ""))[1]
+        listed += [m["modelName"] for m in page["models"]]
+        token = page.get("nextPageToken")
+        if not token:
+            break
+    assert sorted(listed) == sorted(loaded[len(half) :] + [f"again{i}" for i in range(len(half))] + more)
+    for name in listed:
+        assert server.json("DELETE", f"/models/{name}")[0] == 200
+
+
+def test_concurrent_invoke_and_unload_of_one_model_are_200_or_404(mme):
+    server, folder = mme
+    for round_ in range(5):
+        name = f"race{round_}"
+        assert load(server, name, folder)[0] == 200
+        with ThreadPoolExecutor(8) as pool:
+            invokes = [pool.submit(invoke, server, name) for _ in range(12)]
+            unload = pool.submit(server.json, "DELETE", f"/models/{name}")
+            statuses = [f.result()[0] for f in invokes]
+        assert unload.result()[0] == 200
+        assert set(statuses) <= {200, 404}, statuses
+    assert server.healthy()
+
+
+def test_requests_without_the_guard_cannot_reach_the_shared_worker(mme):
+    server, folder = mme
+    assert load(server, "guarded", folder)[0] == 200
+    # Forged control headers are dropped by the guard; the shared model itself has no public name.
+    forged = {"Content-Type": "image/jpeg", "X-Dogbreed-Control": "guess", "X-Dogbreed-Command": "unload"}
+    assert server.json("POST", "/models/guarded/invoke", IMAGE, forged)[0] == 200
+    for path in ("/invocations", "/predictions/model", "/models/model/invoke", "/model/predict"):
+        status, answer = server.json("POST", path, IMAGE, forged | {"X-Dogbreed-Model": "guarded"})
+        assert status in (400, 404), (path, status, answer)
+    status, answer = server.json("POST", "/invocations?model_name=guarded", IMAGE, {"Content-Type": "image/jpeg"})
+    assert status == 200 and answer["model"] == "guarded"
+    assert server.json("DELETE", "/models/guarded")[0] == 200
+
+
+def test_routing_mode_evicts_by_memory_and_answers_507_for_a_model_that_never_fits(
+    trained_models, tmp_path_factory
+):
+    base = tmp_path_factory.mktemp("routing-memory")
+    store = base / "store"
+    for i in range(12):
+        pack_artifact(trained_models["resnet18"], store / f"r{i}" / "model.tar.gz")
+    # The smallest budget the server starts with, 64 MiB of models: about three sample models at a time.
+    limit = 64 + server_reserve_mb()
+    with running_server(store, base, DOGBREED_MEMORY_LIMIT_MB=str(limit)) as server:
+        for _ in range(2):
+            for i in range(12):
+                status, answer = server.invoke(IMAGE, f"r{i}/model.tar.gz")
+                assert status == 200, answer
+        assert "least recently used model" in server.log()
+        assert "Worker died" not in server.log()
+        assert server.healthy()
+
+
+def server_reserve_mb() -> int:
+    from sagemaker_inference.environment import Environment
+
+    from dogbreed.serving import memory, server
+
+    jvm = memory.jvm_sizes(1024 * memory.MiB, server.mms_max_request(Environment()))
+    return memory.reserve_for(jvm, 1).total // memory.MiB
