@@ -26,12 +26,13 @@ def _readable(path):
     return path
 
 
-def run_container(image, name, store, *env: str, mount: str = "/opt/ml/models") -> Server:
+def run_container(image, name, store, *env: str, mount: str = "/opt/ml/models", memory: str | None = None) -> Server:
     port = free_port()
     command = [
         "docker",
         "run",
         "-d",
+        *(["--memory", memory, "--memory-swap", memory] if memory else []),
         "--name",
         name,
         "-p",
@@ -288,3 +289,72 @@ def test_hostile_archives_in_the_container(images, tmp_path, container_name):
     )
     assert left.returncode == 0 and left.stdout.strip() == "", left.stdout
     assert server.healthy()
+
+
+def _load(server, name, url):
+    body = json.dumps({"model_name": name, "url": url}).encode()
+    return server.json("POST", "/models", body, {"Content-Type": "application/json"})
+
+
+def _fill(server, url, prefix, most=150):
+    loaded = []
+    for i in range(most):
+        status, answer = _load(server, f"{prefix}{i}", url)
+        if status != 200:
+            return loaded, status, answer
+        loaded.append(f"{prefix}{i}")
+    pytest.fail(f"{most} loads fitted")
+
+
+def _alive(name):
+    return inspect(name, "{{.State.Running}} {{.State.OOMKilled}}") == "true false"
+
+
+def test_multi_model_mode_under_a_memory_limit_answers_507_and_never_dies(
+    images, trained_models, tmp_path, container_name
+):
+    store = tmp_path / "models"
+    shutil.copytree(trained_models["resnet18"], store / "resnet" / "model")
+    server = run_container(images["serve"], container_name, store, "SAGEMAKER_MULTI_MODEL=true", memory="768m")
+    url = "/opt/ml/models/resnet/model"
+    loaded, status, answer = _fill(server, url, "m")
+    assert status == 507 and answer["type"] == "InsufficientMemory" and answer["message"], answer
+    assert _alive(container_name)
+    # The process-per-model design held about ten of these in 768 MiB before the kernel killed the container.
+    assert len(loaded) >= 20, len(loaded)
+    for name in loaded:
+        status, result = server.json(
+            "POST", f"/models/{name}/invoke", IMAGE_PATH.read_bytes(), {"Content-Type": "image/jpeg"}
+        )
+        assert status == 200 and result["model"] == name, result
+    half = loaded[: len(loaded) // 2]
+    for name in half:
+        assert server.json("DELETE", f"/models/{name}")[0] == 200
+    for i in range(len(half)):
+        status, answer = _load(server, f"new{i}", url)
+        assert status == 200, (i, answer)
+    _, status, _ = _fill(server, url, "more")
+    assert status == 507 and _alive(container_name) and server.healthy()
+    logs = subprocess.run(["docker", "logs", container_name], capture_output=True, text=True)
+    assert "Worker died" not in logs.stdout + logs.stderr
+
+
+def test_routing_mode_under_a_memory_limit_evicts_and_never_dies(images, trained_models, tmp_path, container_name):
+    from dogbreed.package import pack_artifact
+
+    store = tmp_path / "store"
+    targets = [f"r{i}/model.tar.gz" for i in range(30)]
+    for target in targets:
+        pack_artifact(trained_models["resnet18"], store / target)
+    server = run_container(images["serve"], container_name, store, memory="700m")
+    statuses = []
+    for _ in range(2):
+        for target in targets:
+            status, answer = server.invoke(IMAGE_PATH.read_bytes(), target)
+            assert status in (200, 507) and answer["message" if status == 507 else "model"], answer
+            statuses.append(status)
+    assert statuses.count(200) >= len(targets), statuses
+    assert _alive(container_name) and server.healthy()
+    logs = subprocess.run(["docker", "logs", container_name], capture_output=True, text=True)
+    assert "Worker died" not in logs.stdout + logs.stderr
+    assert "least recently used model" in logs.stdout + logs.stderr

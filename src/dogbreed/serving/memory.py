@@ -12,9 +12,9 @@ SageMaker's contract asks for a 507 and then unloads models itself.
   which the kernel reclaims before it kills anything); without a cgroup limit,
   the resident memory of the server's own process tree.
 - **Reserve:** what the server needs besides models (:class:`Reserve`): the
-  JVM's heap, direct buffers and native footprint, each worker's interpreter,
-  and the memory one request may take in each worker. The figures are
-  measured (``make bench-mme``; the README has the run).
+  JVM's heap, direct buffers and native footprint, the launcher's processes,
+  each worker's interpreter, and the memory one request may take in each
+  worker. The fixed figures below were measured in the serving image.
 - **Budget:** the limit less the reserve, shared by the workers. Models are
   admitted against it by their estimated cost before loading, and charged
   their measured cost after (:class:`Ledger`).
@@ -39,11 +39,13 @@ MiB = 1024 * 1024
 # cgroup v1 reports "no limit" as the largest page-aligned signed 64-bit value; anything past 2**60 is none.
 UNLIMITED = 1 << 60
 
-# Measured (make bench-mme, README "Multi-model memory"): the JVM's resident memory beyond its heap and direct
-# buffers (metaspace, code cache, thread stacks, GC structures) under load, rounded up.
-JVM_NATIVE_BYTES = 96 * MiB
-# An idle MMS Python worker with NumPy, Pillow and ONNX Runtime imported, rounded up.
-WORKER_BYTES = 80 * MiB
+# Measured in the serving image under `docker run --memory 768m` (README, "Memory"), rounded up:
+# the JVM's resident memory beyond its heap and direct buffers (metaspace, code cache, thread stacks, GC)
+# was about 60 MiB; the launcher and MMS's own Python command line about 19 and 17 MiB; an MMS Python worker
+# with NumPy, Pillow and ONNX Runtime imported, about 60 MiB.
+JVM_NATIVE_BYTES = 64 * MiB
+LAUNCHER_BYTES = 40 * MiB
+WORKER_BYTES = 64 * MiB
 # Working memory of one request in a worker: the request body, a decoded photo and its RGB copy, the batch
 # tensor, the ONNX Runtime activations of one batch chunk (inference.RUN_CHUNK images), the answer.
 REQUEST_WORKING_BYTES = 128 * MiB
@@ -236,10 +238,11 @@ class JvmSizes:
 
 
 def jvm_sizes(limit: int, max_request_bytes: int) -> JvmSizes:
-    """The JVM's heap and direct-buffer bounds for a limit: it only routes requests, so a sixteenth of the memory
-    for its heap (64 MiB to 512 MiB); request bodies live in direct buffers, room for four of the largest."""
-    heap = min(512 * MiB, max(64 * MiB, limit // 16))
-    direct = max(64 * MiB, 4 * max_request_bytes)
+    """The JVM's heap and direct-buffer bounds for a limit: it only routes requests, so a thirty-second of the
+    memory for its heap (32 MiB to 512 MiB); request bodies live in direct buffers, room for two of the largest
+    (netty answers a request past them with 507)."""
+    heap = min(512 * MiB, max(32 * MiB, limit // 32))
+    direct = max(32 * MiB, 2 * max_request_bytes)
     return JvmSizes(heap, -(-direct // MiB) * MiB)
 
 
@@ -248,17 +251,19 @@ class Reserve:
     """What the server keeps besides models, in bytes."""
 
     jvm: int
+    launcher: int
     workers: int
     requests: int
 
     @property
     def total(self) -> int:
-        return self.jvm + self.workers + self.requests
+        return self.jvm + self.launcher + self.workers + self.requests
 
 
 def reserve_for(jvm: JvmSizes, workers: int) -> Reserve:
     return Reserve(
         jvm=jvm.heap + jvm.direct + JVM_NATIVE_BYTES,
+        launcher=LAUNCHER_BYTES,
         workers=WORKER_BYTES * workers,
         requests=REQUEST_WORKING_BYTES * workers,
     )
@@ -345,6 +350,7 @@ class Ledger:
 def describe(reading: Reading, reserve: Reserve, budget: int) -> str:
     return (
         f"memory: limit {reading.limit // MiB} MiB ({reading.source}), {reading.used // MiB} MiB in use; "
-        f"reserve {reserve.total // MiB} MiB (JVM {reserve.jvm // MiB}, workers {reserve.workers // MiB}, "
+        f"reserve {reserve.total // MiB} MiB (JVM {reserve.jvm // MiB}, launcher {reserve.launcher // MiB}, "
+        f"workers {reserve.workers // MiB}, "
         f"requests {reserve.requests // MiB}); models {budget // MiB} MiB"
     )
