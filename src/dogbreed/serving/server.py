@@ -261,7 +261,7 @@ def write_config(
 def child_environment(
     args: argparse.Namespace, work_dir: Path, env: Environment, plan: tuple, multi_model: bool
 ) -> dict[str, str]:
-    reading, jvm, reserve, models = plan
+    reading, _jvm, reserve, models = plan
     child_env = dict(os.environ)
     # MMS keeps its pid file in the temp folder: one folder per server lets several run side by side.
     child_env.update(TMPDIR=str(work_dir), TEMP=str(work_dir))
