@@ -46,9 +46,7 @@ def mme(trained_models, tmp_path_factory):
     base = tmp_path_factory.mktemp("mme-memory")
     root = base / "models"
     shutil.copytree(trained_models["resnet18"], root / "resnet" / "model")
-    with running_server(
-        root, base, SAGEMAKER_MULTI_MODEL="true", DOGBREED_MEMORY_LIMIT_MB=str(LIMIT_MB)
-    ) as server:
+    with running_server(root, base, SAGEMAKER_MULTI_MODEL="true", DOGBREED_MEMORY_LIMIT_MB=str(LIMIT_MB)) as server:
         yield server, root / "resnet" / "model"
 
 
@@ -119,9 +117,7 @@ def test_requests_without_the_guard_cannot_reach_the_shared_worker(mme):
     assert server.json("DELETE", "/models/guarded")[0] == 200
 
 
-def test_routing_mode_evicts_by_memory_and_answers_507_for_a_model_that_never_fits(
-    trained_models, tmp_path_factory
-):
+def test_routing_mode_evicts_by_memory_and_answers_507_for_a_model_that_never_fits(trained_models, tmp_path_factory):
     base = tmp_path_factory.mktemp("routing-memory")
     store = base / "store"
     for i in range(12):
