@@ -65,17 +65,28 @@ def image_size(source: str | Path | bytes | BinaryIO) -> tuple[int, int]:
         return img.size
 
 
-def open_rgb(source: str | Path | bytes | BinaryIO, draft_size: int | None = None) -> Image.Image:
+def open_rgb(
+    source: str | Path | bytes | BinaryIO, draft_size: int | None = None, max_decoded_pixels: int | None = None
+) -> Image.Image:
     """Decode ``source`` fully into an upright RGB image (EXIF orientation applied).
 
     ``draft_size`` lets JPEG decoding scale down by powers of two while
     keeping both sides at least that large: a large photo decodes several
     times faster and the later resize sees the same content.
+    ``max_decoded_pixels`` refuses, before decoding, an image that would
+    decode to more pixels than that after the JPEG scaling: a PNG of a few
+    kilobytes can decode to hundreds of megabytes.
     Raises :class:`ImageDecodeError` for anything that is not a whole image.
     """
     with _opened(source) as img:
         if draft_size is not None and img.format == "JPEG":
             img.draft("RGB", (draft_size, draft_size))
+        width, height = img.size
+        if max_decoded_pixels is not None and width * height > max_decoded_pixels:
+            raise ImageDecodeError(
+                f"image is too large to decode here ({width}x{height} pixels; at most {max_decoded_pixels} "
+                "pixels decoded per image, or send a JPEG, which decodes scaled down)"
+            )
         img.load()
         ImageOps.exif_transpose(img, in_place=True)
         return img.convert("RGB")

@@ -140,4 +140,4 @@ def server_reserve_mb() -> int:
     from dogbreed.serving import memory, server
 
     jvm = memory.jvm_sizes(1024 * memory.MiB, server.mms_max_request(Environment()))
-    return memory.reserve_for(jvm, 1).total // memory.MiB
+    return memory.reserve_for(jvm, 1, 8_000_000).total // memory.MiB

@@ -115,6 +115,21 @@ def test_a_batch_past_the_pixel_budget_is_413_before_any_image_is_decoded(monkey
     assert _status(decode_request, body, "application/json", Options())[0] == 413
 
 
+def test_an_image_that_would_decode_past_the_worker_bound_is_413_before_decoding(monkeypatch):
+    def encoded(kind, side):
+        buffer = io.BytesIO()
+        Image.new("RGB", (side, side), (200, 30, 30)).save(buffer, kind)
+        return buffer.getvalue()
+
+    monkeypatch.setenv("DOGBREED_MAX_DECODED_PIXELS", str(1000 * 1000))
+    png = encoded("PNG", 1200)  # a few kilobytes that decode to 1.44 million pixels
+    status, message = _status(decode_image, png, 256)
+    assert status == 413 and "at most 1000000 pixels" in message and "JPEG" in message
+    assert decode_image(encoded("PNG", 900), 256).size == (900, 900)
+    # A JPEG of the same size decodes scaled down (1/4 here, keeping 256 pixels a side), so it passes.
+    assert decode_image(encoded("JPEG", 1200), 256).size == (300, 300)
+
+
 def test_images_are_decoded_one_at_a_time(tmp_path, monkeypatch):
     from dogbreed.serving import inference
 
@@ -123,8 +138,8 @@ def test_images_are_decoded_one_at_a_time(tmp_path, monkeypatch):
     alive = []
     real = inference.open_rgb
 
-    def tracked(data, draft_size=None):
-        image = real(data, draft_size=draft_size)
+    def tracked(data, draft_size=None, max_decoded_pixels=None):
+        image = real(data, draft_size=draft_size, max_decoded_pixels=max_decoded_pixels)
         alive.append(image)
         assert sum(1 for i in alive if sys.getrefcount(i) > 3) <= 1, "an earlier decoded image is still held"
         return image

@@ -107,7 +107,7 @@ def test_the_reserve_and_the_jvm_follow_the_limit_and_the_request_size():
     assert (small.heap, small.direct) == (32 * MiB, 48 * MiB)
     assert (large.heap, large.direct) == (512 * MiB, 48 * MiB)
     assert "-Xmx32m" in small.vmargs() and "-XX:MaxDirectMemorySize=48m" in small.vmargs()
-    one, two = reserve_for(small, 1), reserve_for(small, 2)
+    one, two = reserve_for(small, 1, 8_000_000), reserve_for(small, 2, 8_000_000)
     assert two.total - one.total == one.workers + one.requests  # each worker: its interpreter and a request
     assert one.jvm == small.heap + small.direct + 64 * MiB and one.launcher == two.launcher
 

@@ -43,6 +43,7 @@ from dogbreed.errors import ArtifactError
 from dogbreed.images import ImageDecodeError, image_size, open_rgb
 from dogbreed.preprocess import eval_array, resize_size
 from dogbreed.serving.errors import InferenceError, bad_request
+from dogbreed.serving.memory import max_decoded_pixels
 from dogbreed.settings import parse_bool, positive_int
 
 IMAGE_TYPES = frozenset({"application/x-image", "image/jpeg", "image/png"})
@@ -122,7 +123,7 @@ def decode_image(data: bytes, draft_size: int | None = None, position: int | Non
     if not data:
         raise bad_request("empty request body: send the image bytes")
     try:
-        return open_rgb(data, draft_size=draft_size)
+        return open_rgb(data, draft_size=draft_size, max_decoded_pixels=max_decoded_pixels())
     except ImageDecodeError as exc:
         raise _image_error(exc, position) from exc
 

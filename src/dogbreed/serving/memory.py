@@ -46,9 +46,19 @@ UNLIMITED = 1 << 60
 JVM_NATIVE_BYTES = 64 * MiB
 LAUNCHER_BYTES = 40 * MiB
 WORKER_BYTES = 64 * MiB
-# Working memory of one request in a worker: the request body, a decoded photo and its RGB copy, the batch
-# tensor, the ONNX Runtime activations of one batch chunk (inference.RUN_CHUNK images), the answer.
-REQUEST_WORKING_BYTES = 128 * MiB
+# Working memory of one request in a worker besides its decoded image: the request body, the batch tensor,
+# the ONNX Runtime activations of one batch chunk (inference.RUN_CHUNK images), the answer.
+REQUEST_WORKING_BYTES = 32 * MiB
+# What decoding costs per pixel at its peak, measured with Pillow 13: 4-byte pixels, then the RGB copy (8 bytes
+# a pixel for a 36-megapixel PNG), and a transposed copy for an EXIF orientation.
+DECODE_BYTES_PER_PIXEL = 12
+# Pixels one image may decode to after JPEG scaling: a 3264x2448 PNG, about 92 MiB at the peak.
+DEFAULT_MAX_DECODED_PIXELS = 8_000_000
+
+
+def max_decoded_pixels() -> int:
+    """Pixels one image may decode to in a worker (``DOGBREED_MAX_DECODED_PIXELS``); the reserve counts on it."""
+    return positive_int("DOGBREED_MAX_DECODED_PIXELS", DEFAULT_MAX_DECODED_PIXELS)
 
 
 @dataclass(frozen=True)
@@ -260,12 +270,13 @@ class Reserve:
         return self.jvm + self.launcher + self.workers + self.requests
 
 
-def reserve_for(jvm: JvmSizes, workers: int) -> Reserve:
+def reserve_for(jvm: JvmSizes, workers: int, max_decoded_pixels: int) -> Reserve:
+    per_request = REQUEST_WORKING_BYTES + DECODE_BYTES_PER_PIXEL * max_decoded_pixels
     return Reserve(
         jvm=jvm.heap + jvm.direct + JVM_NATIVE_BYTES,
         launcher=LAUNCHER_BYTES,
         workers=WORKER_BYTES * workers,
-        requests=REQUEST_WORKING_BYTES * workers,
+        requests=-(-per_request // MiB) * MiB * workers,
     )
 
 

@@ -116,7 +116,7 @@ def memory_plan(env: Environment) -> tuple[memory.Reading, memory.JvmSizes, memo
     """The memory reading at start-up, the JVM's sizes, the reserve, and the bytes left for models."""
     reading = memory.read_memory()
     jvm = memory.jvm_sizes(reading.limit, mms_max_request(env))
-    reserve = memory.reserve_for(jvm, worker_count())
+    reserve = memory.reserve_for(jvm, worker_count(), memory.max_decoded_pixels())
     models = reading.limit - reserve.total
     if models < 64 * memory.MiB:
         raise ServeError(
