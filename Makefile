@@ -360,6 +360,15 @@ bench-serve: $(VENV_STAMP) $(MMS_GUARD) $(TORCHSERVE_HOME)/ts/__init__.py ## Ser
 	$(VENV_PY) bench/serve_latency.py --torchserve --model $(BENCH_MODEL) \
 		$(if $(BENCH_BASELINE_REF),--baseline-ref $(BENCH_BASELINE_REF))
 
+# make bench-mme: the memory limit of every container, and the revision whose image has a worker per model
+BENCH_MEMORY ?= 768m
+BENCH_MME_BASELINE_REF ?= 0f2dbb9
+
+.PHONY: bench-mme
+bench-mme: $(VENV_STAMP) build-serve ## Models per GiB under docker run --memory: shared worker vs a worker per model
+	$(VENV_PY) bench/mme_memory.py --image $(SERVE_IMAGE):$(TAG) --limit $(BENCH_MEMORY) \
+		--baseline-ref $(BENCH_MME_BASELINE_REF)
+
 .PHONY: clean
 clean: ## Remove build outputs (keeps the venv)
 	rm -rf $(BUILD_DIR) .pytest_cache
