@@ -39,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serve_latency import make_artifacts, percentile, photos  # noqa: E402
+from serve_latency import make_artifacts, percentile, photos
 
 REPO = Path(__file__).resolve().parent.parent
 BASELINE_REF = "0f2dbb9"
@@ -76,11 +76,18 @@ def build_baseline(ref: str) -> str:
 
 
 def free_port() -> int:
+    """A free 127.0.0.1 port below 32768 (MMS reads the port as a Java short)."""
+    import random
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1] if s.getsockname()[1] < 32768 else free_port()
+    while True:
+        port = random.randint(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def one_round(image: str, store: Path, limit: str, body: bytes) -> dict:
