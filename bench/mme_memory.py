@@ -90,6 +90,19 @@ def free_port() -> int:
             return port
 
 
+def container_working_set(name: str) -> float | None:
+    """MiB in use in the container's cgroup, less the inactive file cache (v1 or v2); None if it cannot be read."""
+    script = (
+        "cat /sys/fs/cgroup/memory/memory.usage_in_bytes /sys/fs/cgroup/memory.current 2>/dev/null; "
+        "grep -h inactive_file /sys/fs/cgroup/memory/memory.stat /sys/fs/cgroup/memory.stat 2>/dev/null"
+    )
+    lines = docker("exec", name, "sh", "-c", script, check=False).splitlines()
+    if not lines or not lines[0].isdigit():
+        return None
+    inactive = {k: int(v) for k, v in (line.split() for line in lines[1:] if len(line.split()) == 2)}
+    return (int(lines[0]) - inactive.get("total_inactive_file", inactive.get("inactive_file", 0))) / 2**20
+
+
 def one_round(image: str, store: Path, limit: str, body: bytes) -> dict:
     name, port = f"bench-mme-{os.getpid()}-{time.monotonic_ns()}", free_port()
     docker(
@@ -123,17 +136,7 @@ def one_round(image: str, store: Path, limit: str, body: bytes) -> dict:
         answering = sum(request(port, "POST", f"/models/{m}/invoke", body, image_headers)[0] == 200 for m in loaded)
         state = json.loads(docker("inspect", "--format", "{{json .State}}", name))
         logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True)
-        working_set = None
-        if state["Running"]:
-            usage, stat = docker(
-                "exec", name, "sh", "-c",
-                "cat /sys/fs/cgroup/memory/memory.usage_in_bytes /sys/fs/cgroup/memory.current 2>/dev/null; "
-                "cat /sys/fs/cgroup/memory/memory.stat /sys/fs/cgroup/memory.stat 2>/dev/null",
-                check=False,
-            ).split("\n", 1)  # fmt: skip
-            inactive = next((int(v) for k, v in (line.split() for line in stat.splitlines()) if k.endswith(
-                "inactive_file")), 0)  # fmt: skip
-            working_set = (int(usage) - inactive) / 2**20
+        working_set = container_working_set(name) if state["Running"] else None
         return {
             "models": len(loaded),
             "answering_after": answering,
