@@ -323,6 +323,7 @@ def test_a_request_slower_than_the_timeout_gets_an_error_within_about_the_timeou
         SAGEMAKER_MODEL_SERVER_TIMEOUT="6",
         SAGEMAKER_MAX_PAYLOAD_IN_MB="10",
         DOGBREED_MAX_REQUEST_PIXELS=str(10**10),
+        DOGBREED_MAX_DECODED_PIXELS=str(10**8),
     ) as server:
         assert server.invoke(IMAGE, RESNET)[0] == 200  # loaded: the next request's time is all its own
         started = time.monotonic()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import shutil
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from PIL import Image
 
 from dogbreed.package import pack_artifact
 from tests.conftest import SAMPLE_DATA
@@ -46,6 +50,12 @@ def mme(trained_models, tmp_path_factory):
     base = tmp_path_factory.mktemp("mme-memory")
     root = base / "models"
     shutil.copytree(trained_models["resnet18"], root / "resnet" / "model")
+    # The same weights serving the fp32 graph, four times the int8 one: the largest model here.
+    large = root / "large" / "model"
+    shutil.copytree(trained_models["resnet18"], large)
+    metadata = json.loads((large / "metadata.json").read_text())
+    metadata["onnx"]["serve"] = "fp32"
+    (large / "metadata.json").write_text(json.dumps(metadata))
     with running_server(root, base, SAGEMAKER_MULTI_MODEL="true", DOGBREED_MEMORY_LIMIT_MB=str(LIMIT_MB)) as server:
         yield server, root / "resnet" / "model"
 
@@ -139,5 +149,52 @@ def server_reserve_mb() -> int:
 
     from dogbreed.serving import memory, server
 
-    jvm = memory.jvm_sizes(1024 * memory.MiB, server.mms_max_request(Environment()))
+    jvm = memory.jvm_sizes(1024 * memory.MiB, server.max_payload_bytes(Environment()))
     return memory.reserve_for(jvm, 1, 8_000_000).total // memory.MiB
+
+
+def test_ping_answers_within_the_contract_while_a_large_model_loads(mme):
+    server, folder = mme
+    large = folder.parent.parent / "large" / "model"
+    pings: list[tuple[float, float, int]] = []
+    with ThreadPoolExecutor(1) as pool:
+        started = time.monotonic()
+        loading = pool.submit(load, server, "large", large)
+        while not loading.done():
+            t0 = time.monotonic()
+            status = server.request("GET", "/ping", timeout=5)[0]
+            pings.append((t0, time.monotonic() - t0, status))
+        status, answer = loading.result()
+        finished = time.monotonic()
+    assert status == 200, answer
+    during = [p for p in pings if started <= p[0] and p[0] + p[1] <= finished]
+    assert during, "no ping fell within the load"
+    assert all(took < 2 and status == 200 for _, took, status in pings), pings
+    assert server.json("DELETE", "/models/large")[0] == 200
+
+
+def test_request_bodies_the_jvm_holds_are_bounded_and_answered_507_past_it(trained_models, tmp_path_factory):
+    base = tmp_path_factory.mktemp("queued-bytes")
+    store = base / "store"
+    pack_artifact(trained_models["resnet18"], store / "r" / "model.tar.gz")
+    # A JSON batch just under the 1 MB payload limit, of noisy photos that compress poorly: the JVM holds at most
+    # four such bodies at once.
+    buffer = io.BytesIO()
+    Image.effect_noise((500, 500), 60).convert("RGB").save(buffer, format="JPEG", quality=90)
+    photo = base64.b64encode(buffer.getvalue()).decode()
+    body = json.dumps({"instances": [photo] * (900_000 // len(photo))}).encode()
+    assert 600_000 < len(body) < 1024 * 1024
+    headers = {"Content-Type": "application/json", "X-Amzn-SageMaker-Target-Model": "r/model.tar.gz"}
+    with running_server(store, base, SAGEMAKER_MAX_PAYLOAD_IN_MB="1") as server:
+        assert server.request("POST", "/invocations", body, headers)[0] == 200
+        with ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda _: server.request("POST", "/invocations", body, headers), range(32)))
+        statuses = [status for status, _, _ in answers]
+        assert set(statuses) <= {200, 507} and 507 in statuses and 200 in statuses, statuses
+        refused = json.loads(next(data for status, _, data in answers if status == 507))
+        assert refused["code"] == 507 and refused["type"] == "InsufficientMemory"
+        # Past the payload limit: the JVM's own JSON 413, before it holds the body.
+        status, _, data = server.request("POST", "/invocations", b"x" * (2 * 1024 * 1024), headers)
+        assert status == 413 and json.loads(data)["type"] == "PayloadTooLarge"
+        assert server.request("POST", "/invocations", body, headers)[0] == 200
+        assert server.healthy()

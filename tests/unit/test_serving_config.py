@@ -15,17 +15,17 @@ def test_mms_properties_follow_the_sagemaker_variables(clean_env):
     clean_env.setenv("SAGEMAKER_MODEL_SERVER_WORKERS", "3")
     clean_env.setenv("SAGEMAKER_MODEL_SERVER_TIMEOUT", "120")
     clean_env.setenv("SAGEMAKER_MAX_PAYLOAD_IN_MB", "2")
-    jvm = memory.jvm_sizes(2048 * memory.MiB, server.mms_max_request(Environment()))
+    jvm = memory.jvm_sizes(2048 * memory.MiB, server.max_payload_bytes(Environment()))
     props = server.mms_properties("127.0.0.1", 8123, Environment(), "unix:/private/management.sock", jvm)
     assert props["inference_address"] == "http://127.0.0.1:8123"
     assert props["management_address"] == "unix:/private/management.sock"
     assert props["default_workers_per_model"] == "3"
     # MMS 1.1.11 reads default_response_timeout in minutes: only the seconds setting may be written.
     assert props["default_response_timeout_seconds"] == "120" and "default_response_timeout" not in props
-    assert props["max_request_size"] == str(server.MMS_LIMIT_FACTOR * 2 * 1024 * 1024)
+    assert props["max_request_size"] == str(2 * 1024 * 1024)  # the guard's aggregator answers past it with JSON
     assert props["default_service_handler"] == "dogbreed.serving.handler_service:handle"
-    # The JVM's heap and direct buffers come from the memory budget: 2 GiB / 32, and two 8 MB requests.
-    assert "-Xmx64m" in props["vmargs"] and "-XX:MaxDirectMemorySize=32m" in props["vmargs"]
+    # The JVM's heap and direct buffers come from the memory budget: 2 GiB / 32, and four 2 MB request bodies.
+    assert "-Xmx72m" in props["vmargs"] and "-XX:MaxDirectMemorySize=32m" in props["vmargs"]
     clean_env.setenv("SAGEMAKER_MODEL_SERVER_VMARGS", "-Xmx1g")
     assert server.mms_properties("h", 1, Environment(), "m", jvm)["vmargs"] == "-Xmx1g"
 
@@ -123,7 +123,7 @@ def test_a_limit_too_small_for_the_reserve_stops_the_start_with_one_line(clean_e
     clean_env.setenv("DOGBREED_MEMORY_LIMIT_MB", "1024")
     reading, jvm, reserve, models = server.memory_plan(Environment())
     assert reading.source == "DOGBREED_MEMORY_LIMIT_MB" and reading.limit == 1024 * memory.MiB
-    assert models == reading.limit - reserve.total and jvm.heap == 32 * memory.MiB
+    assert models == reading.limit - reserve.total and jvm.heap == (32 + 24) * memory.MiB
 
 
 def test_query_parameters_are_never_taken_for_headers():

@@ -103,10 +103,11 @@ def test_this_machine_reads_something_sensible():
 
 
 def test_the_reserve_and_the_jvm_follow_the_limit_and_the_request_size():
-    small, large = jvm_sizes(768 * MiB, 24 * MiB), jvm_sizes(64 * 1024 * MiB, 24 * MiB)
-    assert (small.heap, small.direct) == (32 * MiB, 48 * MiB)
-    assert (large.heap, large.direct) == (512 * MiB, 48 * MiB)
-    assert "-Xmx32m" in small.vmargs() and "-XX:MaxDirectMemorySize=48m" in small.vmargs()
+    small, large = jvm_sizes(768 * MiB, 6 * MiB), jvm_sizes(64 * 1024 * MiB, 6 * MiB)
+    assert (small.heap, small.direct, small.queued) == (56 * MiB, 32 * MiB, 24 * MiB)  # 32 + four 6 MiB bodies
+    assert (large.heap, large.direct) == (536 * MiB, 32 * MiB)
+    assert "-Xmx56m" in small.vmargs() and "-XX:MaxDirectMemorySize=32m" in small.vmargs()
+    assert "ExitOnOutOfMemoryError" not in small.vmargs()
     one, two = reserve_for(small, 1, 8_000_000), reserve_for(small, 2, 8_000_000)
     assert two.total - one.total == one.workers + one.requests  # each worker: its interpreter and a request
     assert one.jvm == small.heap + small.direct + 64 * MiB and one.launcher == two.launcher

@@ -235,25 +235,31 @@ def return_freed_memory() -> None:
 # ---- the reserve and the JVM's share ---------------------------------------------------------------------
 
 
+# Request bodies the JVM may hold at once, waiting for or running in a worker, in largest requests.
+QUEUED_REQUESTS = 4
+
+
 @dataclass(frozen=True)
 class JvmSizes:
     heap: int
     direct: int
+    queued: int
 
     def vmargs(self) -> str:
-        return (
-            f"-Xmx{self.heap // MiB}m -XX:MaxDirectMemorySize={self.direct // MiB}m "
-            "-XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError"
-        )
+        # No -XX:+ExitOnOutOfMemoryError: MMS answers an OutOfMemoryError on a request's thread with 507, where
+        # that flag would end the JVM and every model with it.
+        return f"-Xmx{self.heap // MiB}m -XX:MaxDirectMemorySize={self.direct // MiB}m -XX:+UseSerialGC"
 
 
 def jvm_sizes(limit: int, max_request_bytes: int) -> JvmSizes:
-    """The JVM's heap and direct-buffer bounds for a limit: it only routes requests, so a thirty-second of the
-    memory for its heap (32 MiB to 512 MiB); request bodies live in direct buffers, room for two of the largest
-    (netty answers a request past them with 507)."""
-    heap = min(512 * MiB, max(32 * MiB, limit // 32))
-    direct = max(32 * MiB, 2 * max_request_bytes)
-    return JvmSizes(heap, -(-direct // MiB) * MiB)
+    """The JVM's bounds for a limit and the largest request body. It only routes requests: a thirty-second of the
+    memory for its own heap (32 MiB to 512 MiB), plus the request bodies it holds while they wait for a worker
+    (``queued``: the MMS guard answers 507 past it); netty receives bodies into direct buffers, room for four of
+    the largest being received at once (netty answers a request past them with 507)."""
+    queued = QUEUED_REQUESTS * max_request_bytes
+    heap = min(512 * MiB, max(32 * MiB, limit // 32)) + queued
+    direct = max(32 * MiB, 4 * max_request_bytes)
+    return JvmSizes(-(-heap // MiB) * MiB, -(-direct // MiB) * MiB, queued)
 
 
 @dataclass(frozen=True)

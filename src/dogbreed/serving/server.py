@@ -65,10 +65,6 @@ ROUTER_MODEL_NAME = "model"
 SHARED_MODEL_NAME = "model"
 DEFAULT_WORKERS = 1
 DEFAULT_MAX_REQUEST_MB = 6
-# MMS answers an oversized body with a bare 413 and no body. Its own limit is
-# set above the configured one so the handler can refuse with a JSON 413;
-# only a body past MMS_LIMIT_FACTOR times the limit gets MMS's bare answer.
-MMS_LIMIT_FACTOR = 4
 STOP_GRACE_SECONDS = 20
 
 
@@ -108,14 +104,10 @@ def worker_count() -> int:
     return settings.positive_int("SAGEMAKER_MODEL_SERVER_WORKERS", DEFAULT_WORKERS)
 
 
-def mms_max_request(env: Environment) -> int:
-    return MMS_LIMIT_FACTOR * max_payload_bytes(env)
-
-
 def memory_plan(env: Environment) -> tuple[memory.Reading, memory.JvmSizes, memory.Reserve, int]:
     """The memory reading at start-up, the JVM's sizes, the reserve, and the bytes left for models."""
     reading = memory.read_memory()
-    jvm = memory.jvm_sizes(reading.limit, mms_max_request(env))
+    jvm = memory.jvm_sizes(reading.limit, max_payload_bytes(env))
     reserve = memory.reserve_for(jvm, worker_count(), memory.max_decoded_pixels())
     models = reading.limit - reserve.total
     if models < 64 * memory.MiB:
@@ -134,7 +126,8 @@ def max_payload_bytes(env: Environment) -> int:
 def mms_properties(
     host: str, port: int, env: Environment, management_address: str, jvm: memory.JvmSizes
 ) -> dict[str, str]:
-    max_request = mms_max_request(env)
+    # The guard's aggregator refuses a larger body with a JSON 413 before the JVM holds more of it.
+    max_request = max_payload_bytes(env)
     return {
         "inference_address": f"http://{host}:{port}",
         "management_address": management_address,
@@ -261,7 +254,7 @@ def write_config(
 def child_environment(
     args: argparse.Namespace, work_dir: Path, env: Environment, plan: tuple, multi_model: bool
 ) -> dict[str, str]:
-    reading, _jvm, reserve, models = plan
+    reading, jvm, reserve, models = plan
     child_env = dict(os.environ)
     # MMS keeps its pid file in the temp folder: one folder per server lets several run side by side.
     child_env.update(TMPDIR=str(work_dir), TEMP=str(work_dir))
@@ -276,6 +269,7 @@ def child_environment(
     child_env["DOGBREED_MODEL_MEMORY_BYTES"] = str(models // worker_count())
     child_env["DOGBREED_MEMORY_LIMIT_BYTES"] = str(reading.limit)
     child_env["DOGBREED_MEMORY_HEADROOM_BYTES"] = str(reserve.requests)
+    child_env["DOGBREED_QUEUED_BODY_BYTES"] = str(jvm.queued)
     child_env["DOGBREED_SERVER_PID"] = str(os.getpid())
     child_env.pop("DOGBREED_CONTROL_TOKEN", None)
     if multi_model:

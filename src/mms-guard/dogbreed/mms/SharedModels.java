@@ -26,7 +26,6 @@ import io.netty.handler.codec.http.FullHttpRequest;
 import io.netty.handler.codec.http.FullHttpResponse;
 import io.netty.handler.codec.http.HttpHeaderNames;
 import io.netty.handler.codec.http.HttpResponseStatus;
-import io.netty.handler.codec.http.HttpUtil;
 import io.netty.handler.codec.http.HttpVersion;
 import io.netty.handler.codec.http.QueryStringDecoder;
 import io.netty.util.CharsetUtil;
@@ -160,27 +159,14 @@ final class SharedModels {
     static void invoke(
             ChannelHandlerContext ctx, FullHttpRequest req, QueryStringDecoder decoder, String name)
             throws ModelException {
-        RequestInput input = new RequestInput(NettyUtils.getRequestId(ctx.channel()));
-        for (Map.Entry<String, List<String>> entry : decoder.parameters().entrySet()) {
-            for (String value : entry.getValue()) {
-                input.addParameter(new InputParameter(entry.getKey(), value));
-            }
-        }
-        for (Map.Entry<String, String> entry : req.headers().entries()) {
-            if (!entry.getKey().toLowerCase().startsWith("x-dogbreed-")) {
-                input.updateHeaders(entry.getKey(), entry.getValue());
-            }
-        }
-        input.addParameter(
-                new InputParameter(
-                        "body", NettyUtils.getBytes(req.content()), HttpUtil.getMimeType(req)));
+        RequestInput input = QueuedRequests.input(ctx, req, decoder);
         synchronized (LOCK) {
             Entry entry = LOADED.get(name);
             if (entry == null) {
                 throw new ModelNotFoundException("Model not found: " + name);
             }
             addControl(input, "invoke", name, entry.url);
-            submit(new Job(ctx, sharedModel(), WorkerCommands.PREDICT, input));
+            QueuedRequests.submit(ctx, sharedModel(), input, req.content().readableBytes());
         }
     }
 

@@ -13,10 +13,11 @@
  * Modified for dogbreed: this is MMS 1.1.11's ServerInitializer (multi-model-server
  * frontend/server/src/main/java/com/amazonaws/ml/mms/ServerInitializer.java, commit
  * 706aa9c7, bytecode identical to the class in the multi-model-server 1.1.11 wheel)
- * with two changes: the management API is served by
- * dogbreed.mms.GuardedManagementHandler instead of ManagementRequestHandler, and
- * the inference API by dogbreed.mms.GuardedInferenceHandler instead of
- * InferenceRequestHandler.
+ * with three changes: the management API is served by
+ * dogbreed.mms.GuardedManagementHandler instead of ManagementRequestHandler, the
+ * inference API by dogbreed.mms.GuardedInferenceHandler instead of
+ * InferenceRequestHandler, and request bodies are aggregated by
+ * dogbreed.mms.BoundedAggregator (a JSON 413) instead of HttpObjectAggregator.
  * The serving launcher puts the compiled class ahead of model-server.jar on the
  * classpath; see src/mms-guard/README.md.
  */
@@ -29,12 +30,12 @@ import com.amazonaws.ml.mms.http.InvalidRequestHandler;
 import com.amazonaws.ml.mms.servingsdk.impl.PluginsManager;
 import com.amazonaws.ml.mms.util.ConfigManager;
 import com.amazonaws.ml.mms.util.ConnectorType;
+import dogbreed.mms.BoundedAggregator;
 import dogbreed.mms.GuardedInferenceHandler;
 import dogbreed.mms.GuardedManagementHandler;
 import io.netty.channel.Channel;
 import io.netty.channel.ChannelInitializer;
 import io.netty.channel.ChannelPipeline;
-import io.netty.handler.codec.http.HttpObjectAggregator;
 import io.netty.handler.codec.http.HttpServerCodec;
 import io.netty.handler.ssl.SslContext;
 
@@ -72,7 +73,7 @@ public class ServerInitializer extends ChannelInitializer<Channel> {
             pipeline.addLast("ssl", sslCtx.newHandler(ch.alloc()));
         }
         pipeline.addLast("http", new HttpServerCodec());
-        pipeline.addLast("aggregator", new HttpObjectAggregator(maxRequestSize));
+        pipeline.addLast("aggregator", new BoundedAggregator(maxRequestSize));
 
         HttpRequestHandlerChain httpRequestHandlerChain = apiDescriptionRequestHandler;
         if (ConnectorType.BOTH.equals(connectorType)
