@@ -110,7 +110,8 @@ def test_the_reserve_and_the_jvm_follow_the_limit_and_the_request_size():
     assert "ExitOnOutOfMemoryError" not in small.vmargs()
     one, two = reserve_for(small, 1, 8_000_000), reserve_for(small, 2, 8_000_000)
     assert two.total - one.total == one.workers + one.requests  # each worker: its interpreter and a request
-    assert one.jvm == small.heap + small.direct + 64 * MiB and one.launcher == two.launcher
+    assert one.jvm == small.heap + small.direct + 96 * MiB and one.launcher == two.launcher
+    assert reserve_for(small, 1, 1).requests == (32 + 64) * MiB  # a small image: the activations bound it
 
 
 def _ledger(models_mb, limit_mb, used_mb, headroom_mb=0):

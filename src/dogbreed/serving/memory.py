@@ -40,18 +40,19 @@ MiB = 1024 * 1024
 UNLIMITED = 1 << 60
 
 # Measured in the serving image under `docker run --memory 768m` (README, "Memory"), rounded up:
-# the JVM's resident memory beyond its heap and direct buffers (metaspace, code cache, thread stacks, GC)
-# was about 60 MiB; the launcher and MMS's own Python command line about 19 and 17 MiB; an MMS Python worker
-# with NumPy, Pillow and ONNX Runtime imported, about 60 MiB.
-JVM_NATIVE_BYTES = 64 * MiB
+# the JVM's resident memory beyond its heap and direct buffers (metaspace, code cache, thread stacks, GC, netty's
+# pools) was about 60 MiB idle and 87 MiB under a flood of 6 MB requests; the launcher and MMS's own Python
+# command line about 19 and 17 MiB; an MMS Python worker with NumPy, Pillow and ONNX Runtime imported, under 70.
+JVM_NATIVE_BYTES = 96 * MiB
 LAUNCHER_BYTES = 40 * MiB
-WORKER_BYTES = 64 * MiB
-# Working memory of one request in a worker besides its decoded image: the request body, the batch tensor,
-# the ONNX Runtime activations of one batch chunk (inference.RUN_CHUNK images), the answer.
+WORKER_BYTES = 72 * MiB
+# Working memory of one request in a worker, measured in-process: its body and the copies made of it, and the
+# tensor of one chunk (32 MiB); then either one image being decoded (DECODE_BYTES_PER_PIXEL a pixel: Pillow's
+# 4-byte pixels, an EXIF turn, the RGB copy; measured 8 to 11.3) or the ONNX Runtime activations of one chunk of
+# inference.RUN_CHUNK images (ResNet50 fp32 at 224 px: 35 to 57 MiB), never both at once.
 REQUEST_WORKING_BYTES = 32 * MiB
-# What decoding costs per pixel at its peak, measured with Pillow 13: 4-byte pixels, then the RGB copy (8 bytes
-# a pixel for a 36-megapixel PNG), and a transposed copy for an EXIF orientation.
 DECODE_BYTES_PER_PIXEL = 12
+ACTIVATION_BYTES = 64 * MiB
 # Pixels one image may decode to after JPEG scaling: a 3264x2448 PNG, about 92 MiB at the peak.
 DEFAULT_MAX_DECODED_PIXELS = 8_000_000
 
@@ -277,7 +278,7 @@ class Reserve:
 
 
 def reserve_for(jvm: JvmSizes, workers: int, max_decoded_pixels: int) -> Reserve:
-    per_request = REQUEST_WORKING_BYTES + DECODE_BYTES_PER_PIXEL * max_decoded_pixels
+    per_request = REQUEST_WORKING_BYTES + max(DECODE_BYTES_PER_PIXEL * max_decoded_pixels, ACTIVATION_BYTES)
     return Reserve(
         jvm=jvm.heap + jvm.direct + JVM_NATIVE_BYTES,
         launcher=LAUNCHER_BYTES,
