@@ -360,8 +360,8 @@ bench-serve: $(VENV_STAMP) $(MMS_GUARD) $(TORCHSERVE_HOME)/ts/__init__.py ## Ser
 	$(VENV_PY) bench/serve_latency.py --torchserve --model $(BENCH_MODEL) \
 		$(if $(BENCH_BASELINE_REF),--baseline-ref $(BENCH_BASELINE_REF))
 
-# make bench-mme: the memory limit of every container, and the revision whose image has a worker per model
-BENCH_MEMORY ?= 768m
+# make bench-mme: the memory limits to measure at, and the revision whose image has a worker per model
+BENCH_MEMORY ?= 768m 2g
 BENCH_MME_BASELINE_REF ?= 0f2dbb9
 
 .PHONY: bench-mme

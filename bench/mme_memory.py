@@ -17,7 +17,7 @@ Each load is timed, and so is the first invoke of the model just loaded.
 Afterwards every loaded model is invoked once more, and the container is
 inspected: running, ``OOMKilled``, and the ``Worker died`` lines in its log.
 
-    python bench/mme_memory.py [--limit 768m] [--rounds 2] [--image dogbreed-serve:TAG] [--baseline-ref REF]
+    python bench/mme_memory.py --image dogbreed-serve:TAG [--limit 768m 2g] [--rounds 2] [--baseline-ref REF]
 
 Prints one JSON object; the README's "Memory" section quotes a run.
 """
@@ -171,6 +171,20 @@ def summarize(rounds: list[dict], limit_gib: float) -> dict:
     }
 
 
+def measure(designs: dict[str, str], store: Path, limit: str, rounds: int, body: bytes, label: str) -> dict:
+    """Both designs at one limit, alternating which goes first round by round."""
+    runs: dict[str, list[dict]] = {d: [] for d in designs}
+    for index in range(rounds):
+        for design in list(designs) if index % 2 == 0 else list(reversed(designs)):
+            runs[design].append(one_round(designs[design], store, limit, body))
+            print(f"{label} round {index} {design}: {runs[design][-1]['models']} models", file=sys.stderr)
+    summary: dict = {d: summarize(r, parse_limit(limit)) for d, r in runs.items()}
+    summary["density_ratio"] = round(
+        summary["shared"]["models_per_gib"] / max(summary["per_process"]["models_per_gib"], 0.1), 2
+    )
+    return summary
+
+
 def parse_limit(limit: str) -> float:
     units = {"m": 1 / 1024, "g": 1.0}
     return float(limit[:-1]) * units[limit[-1].lower()]
@@ -178,7 +192,7 @@ def parse_limit(limit: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--limit", default="768m", help="docker run --memory for every container")
+    parser.add_argument("--limit", nargs="+", default=["768m", "2g"], help="docker run --memory values to measure at")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--image", required=True, help="this checkout's serving image")
     parser.add_argument("--baseline-ref", default=BASELINE_REF)
@@ -191,7 +205,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-mme-"))
     result: dict = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "limit": opts.limit,
+        "limits": opts.limit,
         "images": designs,
         "results": {},
     }
@@ -205,18 +219,10 @@ def main() -> None:
                 shutil.copy(int8_dir / item, folder / item)
             for path in [work, *work.rglob("*")]:
                 path.chmod(0o755 if path.is_dir() else 0o644)
-            rounds: dict[str, list[dict]] = {d: [] for d in designs}
-            for index in range(opts.rounds):
-                order = list(designs) if index % 2 == 0 else list(reversed(designs))
-                for design in order:
-                    rounds[design].append(one_round(designs[design], store, opts.limit, bodies[0]))
-                    print(f"{arch} round {index} {design}: {rounds[design][-1]['models']} models", file=sys.stderr)
-            summary = {d: summarize(r, parse_limit(opts.limit)) for d, r in rounds.items()}
-            summary["graph_mb"] = round((folder / "model.int8.onnx").stat().st_size / 1e6, 1)
-            summary["density_ratio"] = round(
-                summary["shared"]["models_per_gib"] / max(summary["per_process"]["models_per_gib"], 0.1), 2
-            )
-            result["results"][arch] = summary
+            result["results"][arch] = {
+                limit: measure(designs, store, limit, opts.rounds, bodies[0], f"{arch} {limit}") for limit in opts.limit
+            }
+            result["results"][arch]["graph_mb"] = round((folder / "model.int8.onnx").stat().st_size / 1e6, 1)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(result, indent=1))
