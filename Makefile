@@ -139,6 +139,8 @@ BENCH_MODEL ?= resnet18
 BASE_REF := $(BUILD_DIR)/base-image.ref
 VENV_PY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
+# Installs and starts what the targets need from the system (make system; scripts/system.sh says what and why).
+SYSTEM = BASE_IMAGE=$(BASE_IMAGE) PYTHON=$(PYTHON) scripts/system.sh
 # The compiled MMS management guard, installed beside the venv where the serving launcher finds it.
 MMS_GUARD := $(VENV)/share/dogbreed/mms-guard/dogbreed/mms/GuardedManagementHandler.class
 
@@ -149,6 +151,7 @@ help: ## Show this help
 
 $(VENV_STAMP): requirements/train.txt requirements/serve.txt requirements/dev.txt requirements/constraints.txt pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or set PYTHON=" >&2; exit 1; }
+	@$(SYSTEM) python
 	@# An existing venv is updated in place, never re-created: another python3.11 on PATH would rewrite its
 	@# pyvenv.cfg under the packages installed for the first one.
 	test -x $(VENV_PY) || $(PYTHON) -m venv $(VENV)
@@ -158,7 +161,12 @@ $(VENV_STAMP): requirements/train.txt requirements/serve.txt requirements/dev.tx
 	@touch $@
 
 $(MMS_GUARD): $(VENV_STAMP) $(shell find src/mms-guard -type f 2>/dev/null)
+	@$(SYSTEM) java
 	src/mms-guard/build.sh $(VENV_PY) $(VENV)/share/dogbreed/mms-guard
+
+.PHONY: system
+system: ## Install and start what every target needs (Docker engine, compose, Java 17 JDK ...): Debian/Ubuntu, root or sudo
+	@$(SYSTEM) test
 
 .PHONY: venv
 venv: $(VENV_STAMP) $(MMS_GUARD) ## Create the Python venv with every pinned package and build the MMS guard
@@ -221,20 +229,27 @@ serve-stop: ## Stop the server that make serve started (MMS and all its workers)
 
 .PHONY: base-image
 base-image: ## Make sure BASE_IMAGE exists locally (pulled, or a stand-in built with debootstrap when no registry answers)
+	@$(SYSTEM) docker
 	docker/make-base-image.sh $(BASE_IMAGE) $(BASE_REF)
+
+# The base each image was built on, in its labels: the reference and, where it was pulled, its digest. A stand-in
+# made by make base-image adds its own label, dogbreed.base.stand-in, which the images inherit.
+BASE_LABELS = --label org.opencontainers.image.base.name="$$(cat $(BASE_REF))" \
+	--label org.opencontainers.image.base.digest="$$(docker image inspect \
+		--format '{{if .RepoDigests}}{{index .RepoDigests 0}}{{end}}' "$$(cat $(BASE_REF))" | sed 's/^[^@]*@//')"
 
 .PHONY: build
 build: build-train build-serve ## Build both images, tagged TAG
 
 .PHONY: build-train
 build-train: base-image ## Build the training image TRAIN_IMAGE:TAG
-	docker build --network=host -f docker/train.Dockerfile --build-arg BASE_IMAGE=$$(cat $(BASE_REF)) \
+	docker build --network=host -f docker/train.Dockerfile --build-arg BASE_IMAGE=$$(cat $(BASE_REF)) $(BASE_LABELS) \
 		--build-arg TORCH_INDEX_URL=$(TORCH_INDEX_URL) -t $(TRAIN_IMAGE):$(TAG) \
 		$(if $(filter true,$(LATEST)),-t $(TRAIN_IMAGE):latest) .
 
 .PHONY: build-serve
 build-serve: base-image ## Build the serving image SERVE_IMAGE:TAG
-	docker build --network=host -f docker/serve.Dockerfile --build-arg BASE_IMAGE=$$(cat $(BASE_REF)) \
+	docker build --network=host -f docker/serve.Dockerfile --build-arg BASE_IMAGE=$$(cat $(BASE_REF)) $(BASE_LABELS) \
 		-t $(SERVE_IMAGE):$(TAG) \
 		$(if $(filter true,$(LATEST)),-t $(SERVE_IMAGE):latest) .
 
@@ -246,18 +261,21 @@ push: $(VENV_STAMP) ## Push both images to REGISTRY (default: ECR, repositories 
 
 .PHONY: local-train
 local-train: $(VENV_STAMP) ## Train with the training image in SageMaker local mode on DATA_DIR (builds the image if missing)
+	@$(SYSTEM) docker
 	@docker image inspect $(TRAIN_IMAGE):$(TAG) >/dev/null 2>&1 || $(MAKE) build-train
 	$(VENV_PY) -m dogbreed.workflows.local train --image $(TRAIN_IMAGE):$(TAG) --data $(DATA_DIR) \
 		--output $(LOCAL_OUT)/$(MODEL) --instance-count $(INSTANCE_COUNT) $(LOCAL_HPARAMS)
 
 .PHONY: local-hpo
 local-hpo: $(VENV_STAMP) ## A few local-mode hpo.py trials over HPO_GRID; prints the best
+	@$(SYSTEM) docker
 	@docker image inspect $(TRAIN_IMAGE):$(TAG) >/dev/null 2>&1 || $(MAKE) build-train
 	$(VENV_PY) -m dogbreed.workflows.local hpo --image $(TRAIN_IMAGE):$(TAG) --data $(DATA_DIR) \
 		--output $(LOCAL_OUT)/hpo $(LOCAL_HPARAMS) $(HPO_GRID)
 
 .PHONY: local-serve
 local-serve: ## Run the serving image on 127.0.0.1:LOCAL_SERVE_PORT with the local-train models as targets
+	@$(SYSTEM) docker
 	@docker image inspect $(SERVE_IMAGE):$(TAG) >/dev/null 2>&1 || $(MAKE) build-serve
 	@model="$(call newest_model,$(LOCAL_OUT)/resnet18)"; \
 	test -n "$$model" || { echo "error: no local-train model in $(LOCAL_OUT)/resnet18; run make local-train" >&2; exit 1; }; \
@@ -338,7 +356,8 @@ format: $(VENV_STAMP) ## Format the tree and apply ruff's safe fixes (import ord
 	$(VENV)/bin/ruff check --fix .
 
 .PHONY: test
-test: $(VENV_STAMP) $(MMS_GUARD) ## Run the whole test suite
+test: $(VENV_STAMP) $(MMS_GUARD) ## Run the whole test suite (installs and starts what it needs first: make system)
+	@$(SYSTEM) test
 	$(VENV_PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: bench-train

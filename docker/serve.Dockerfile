@@ -1,7 +1,9 @@
 # Serving image: multi-model-server with the TargetModel-routing handler.
 #   docker run -p 127.0.0.1:8080:8080 -v STORE:/opt/ml/models:ro IMAGE serve
 # Every serving package installs without a compiler; only MMS's management
-# guard (src/mms-guard, Java) is compiled, in its own stage.
+# guard (src/mms-guard, Java) is compiled, in its own stage. Downloads happen in
+# build stages only: the build host's CA bundle (build/build-ca, from make
+# base-image) is read there and never reaches the image.
 # Pinned by digest: the multi-arch index of debian:bookworm-slim. Renew it in both Dockerfiles with the
 # Digest line of `docker buildx imagetools inspect debian:bookworm-slim`.
 ARG BASE_IMAGE=debian:bookworm-slim@sha256:3783cc01769c7b2b1b83a5c5ad96c815348e28ed7da68e2e3687004faa906251
@@ -16,10 +18,30 @@ RUN apt-get update \
         openjdk-17-jdk-headless python3 python3-venv ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 COPY requirements/constraints.txt /tmp/requirements/
-RUN python3 -m venv /tmp/mms \
+# pyproject.toml: a file that is always there, so the copy works without a host bundle too.
+COPY pyproject.toml build/build-ca* /tmp/build-ca/
+RUN if [ -f /tmp/build-ca/ca-bundle.crt ]; then export PIP_CERT=/tmp/build-ca/ca-bundle.crt; fi \
+    && python3 -m venv /tmp/mms \
     && /tmp/mms/bin/pip install --no-cache-dir --no-deps -c /tmp/requirements/constraints.txt multi-model-server
 COPY src/mms-guard /tmp/mms-guard
 RUN /tmp/mms-guard/build.sh /tmp/mms/bin/python /out/mms-guard
+
+# ---- venv stage: the pinned serving packages --------------------------------------
+FROM ${BASE_IMAGE} AS venv
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# python3, python3-venv: the venv; ca-certificates: TLS for pip.
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        python3 python3-venv ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+COPY requirements/serve.txt requirements/constraints.txt /tmp/requirements/
+COPY pyproject.toml build/build-ca* /tmp/build-ca/
+RUN if [ -f /tmp/build-ca/ca-bundle.crt ]; then export PIP_CERT=/tmp/build-ca/ca-bundle.crt; fi \
+    && python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir -c /tmp/requirements/constraints.txt pip setuptools \
+    && /opt/venv/bin/pip install --no-cache-dir \
+        -c /tmp/requirements/constraints.txt -r /tmp/requirements/serve.txt \
+    && find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
 
 # ---- runtime -------------------------------------------------------------------
 FROM ${BASE_IMAGE}
@@ -28,22 +50,15 @@ LABEL org.opencontainers.image.title="dogbreed-serve" \
       org.opencontainers.image.description="SageMaker multi-model serving image (MMS, ONNX Runtime, TargetModel routing)" \
       com.amazonaws.sagemaker.capabilities.multi-models=true \
       com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true
-# python3, python3-venv: the interpreter and its venv; ca-certificates: TLS for
-# pip during the build; openjdk-17-jre-headless: MMS's front end is Java;
-# tini: PID 1 that forwards SIGTERM and reaps workers.
+# python3: the interpreter the venv runs on; openjdk-17-jre-headless: MMS's front
+# end is Java; tini: PID 1 that forwards SIGTERM and reaps workers.
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        python3 python3-venv ca-certificates openjdk-17-jre-headless tini \
+        python3 openjdk-17-jre-headless tini \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 1000 --shell /usr/sbin/nologin model-server \
     && mkdir -p /opt/ml/models /opt/ml/model
-COPY requirements/serve.txt requirements/constraints.txt /tmp/requirements/
-RUN python3 -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir -c /tmp/requirements/constraints.txt pip setuptools \
-    && /opt/venv/bin/pip install --no-cache-dir \
-        -c /tmp/requirements/constraints.txt -r /tmp/requirements/serve.txt \
-    && rm -rf /tmp/requirements \
-    && find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
+COPY --from=venv /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -4,46 +4,50 @@
 # Digest line of `docker buildx imagetools inspect debian:bookworm-slim`.
 ARG BASE_IMAGE=debian:bookworm-slim@sha256:3783cc01769c7b2b1b83a5c5ad96c815348e28ed7da68e2e3687004faa906251
 
-# ---- wheels stage: compile what ships only as source ----------------------------
-FROM ${BASE_IMAGE} AS wheels
+# ---- venv stage: compile what ships only as source, install the pinned packages --
+# Downloads happen here only: the build host's CA bundle (build/build-ca, from make
+# base-image) is read in this stage and never reaches the image, nor do the compilers.
+FROM ${BASE_IMAGE} AS venv
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # gcc, libc6-dev, python3-dev: sagemaker-training and its dependency
 # pyinstrument-cext ship C extensions as source distributions only;
-# python3-venv: pip for building them.
+# python3-venv: the venv; ca-certificates: TLS for pip.
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
         python3 python3-venv python3-dev gcc libc6-dev ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 COPY requirements/train.txt requirements/constraints.txt /tmp/requirements/
-RUN python3 -m venv /tmp/build \
+# pyproject.toml: a file that is always there, so the copy works without a host bundle too.
+COPY pyproject.toml build/build-ca* /tmp/build-ca/
+RUN if [ -f /tmp/build-ca/ca-bundle.crt ]; then export PIP_CERT=/tmp/build-ca/ca-bundle.crt; fi \
+    && python3 -m venv /tmp/build \
     && /tmp/build/bin/pip install --no-cache-dir -c /tmp/requirements/constraints.txt pip setuptools \
     && /tmp/build/bin/pip wheel --no-cache-dir --no-deps -w /wheels -c /tmp/requirements/constraints.txt \
         sagemaker-training pyinstrument-cext
+# Empty: torch from the default registry (CUDA build, runs on CPU too).
+# https://download.pytorch.org/whl/cpu: the much smaller CPU-only build.
+ARG TORCH_INDEX_URL=
+RUN if [ -f /tmp/build-ca/ca-bundle.crt ]; then export PIP_CERT=/tmp/build-ca/ca-bundle.crt; fi \
+    && python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir -c /tmp/requirements/constraints.txt pip setuptools \
+    && /opt/venv/bin/pip install --no-cache-dir --find-links /wheels \
+        ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
+        -c /tmp/requirements/constraints.txt -r /tmp/requirements/train.txt \
+    && find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
 
 # ---- runtime -------------------------------------------------------------------
 FROM ${BASE_IMAGE}
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 LABEL org.opencontainers.image.title="dogbreed-train" \
       org.opencontainers.image.description="SageMaker training image: train_model.py and hpo.py with smdebug"
-# python3, python3-venv: the interpreter and its venv; ca-certificates: TLS to
-# S3 and torchvision's weight download; tini: PID 1 that forwards SIGTERM
-# (spot interruptions) to `train` and reaps DataLoader workers.
+# python3: the interpreter the venv runs on; ca-certificates: TLS to S3 and
+# torchvision's weight download; tini: PID 1 that forwards SIGTERM (spot
+# interruptions) to `train` and reaps DataLoader workers.
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        python3 python3-venv ca-certificates tini \
+        python3 ca-certificates tini \
     && rm -rf /var/lib/apt/lists/*
-# Empty: torch from the default registry (CUDA build, runs on CPU too).
-# https://download.pytorch.org/whl/cpu: the much smaller CPU-only build.
-ARG TORCH_INDEX_URL=
-COPY --from=wheels /wheels /tmp/wheels
-COPY requirements/train.txt requirements/constraints.txt /tmp/requirements/
-RUN python3 -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir -c /tmp/requirements/constraints.txt pip setuptools \
-    && /opt/venv/bin/pip install --no-cache-dir --find-links /tmp/wheels \
-        ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \
-        -c /tmp/requirements/constraints.txt -r /tmp/requirements/train.txt \
-    && rm -rf /tmp/wheels /tmp/requirements \
-    && find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
+COPY --from=venv /opt/venv /opt/venv
 # /opt/dogbreed/bin first: its `train` is the toolkit's, relaying SIGTERM to the script.
 # SAGEMAKER_TRAINING_MODULE: the toolkit starts the script under torchrun when the job
 # sets sagemaker_torch_distributed_enabled, as one process otherwise.

@@ -14,7 +14,7 @@ from botocore.stub import Stubber
 
 from dogbreed.workflows.registry import push
 from tests.conftest import free_port
-from tests.container.conftest import TAG, make
+from tests.container.conftest import TAG, inspect, make
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def small_images(base_image):
     subprocess.run(["docker", "rmi", *(f"{name}:{TAG}" for name in names.values())], capture_output=True)
 
 
-def test_make_push_to_any_registry_and_pull_back(small_images, local_registry):
+def test_make_push_to_any_registry_and_pull_back(small_images, local_registry, base_image):
     result = make(
         "push",
         f"TAG={TAG}",
@@ -80,6 +80,10 @@ def test_make_push_to_any_registry_and_pull_back(small_images, local_registry):
         for tag in (TAG, "latest"):
             assert f"pushed {local_registry}/{name}:{tag}" in result.stdout
             assert pulls_back(f"{local_registry}/{name}:{tag}")
+    # Built on a stand-in base (no registry answered make base-image): make push says so before pushing.
+    stand_in = inspect(base_image, '{{index .Config.Labels "dogbreed.base.stand-in"}}')
+    warned = [line for line in result.stderr.splitlines() if "built on a stand-in base image" in line]
+    assert len(warned) == (2 if stand_in else 0), result.stderr[-2000:]
 
 
 def test_ecr_flow_creates_the_repository_logs_in_and_pushes(local_registry, base_image, tmp_path, monkeypatch):

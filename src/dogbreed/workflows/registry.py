@@ -6,7 +6,9 @@
 - Any other registry (``--registry HOST[:PORT][/PATH]``): tag and push.
 
 A missing Docker engine, missing AWS credentials or a missing region each end
-in a one-line error.
+in a one-line error. An image built on a stand-in base (``make base-image``
+without a registry: labelled ``dogbreed.base.stand-in``) is pushed with a
+warning first: it was not built on the pinned base image.
 
     python -m dogbreed.workflows.registry push --image dogbreed-train:abc123 --image dogbreed-serve:abc123 \\
         [--registry 127.0.0.1:5000] [--region eu-west-1] [--account 123456789012] [--latest]
@@ -26,6 +28,7 @@ from dogbreed import workflows
 from dogbreed.errors import DogbreedError, run_cli
 from dogbreed.workflows.aws import CloudError, client_error_message, open_session
 
+STAND_IN_FORMAT = '{{index .Config.Labels "dogbreed.base.stand-in"}}'
 ECR_HOST = re.compile(r"^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?$")
 
 
@@ -109,7 +112,15 @@ def push(
 ) -> list[str]:
     check_engine()
     for image in images:
-        docker("image", "inspect", image)  # fails with a clear message when the image was never built
+        # Fails with a clear message when the image was never built.
+        stand_in = docker("image", "inspect", "--format", STAND_IN_FORMAT, image).strip()
+        if stand_in and stand_in != "<no value>":
+            print(
+                f"warning: {image} was built on a stand-in base image ({stand_in}); rebuild it where a registry "
+                "answers (make base-image build) before it serves production traffic",
+                file=sys.stderr,
+                flush=True,
+            )
     ecr_match = ECR_HOST.match(registry) if registry else None
     if registry and not ecr_match:
         return push_images(images, lambda name: f"{registry}/{name}", latest)
