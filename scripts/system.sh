@@ -19,7 +19,7 @@ parts=" ${*:-python java docker} "
 base_image=${BASE_IMAGE:-}
 
 packages=()
-add() { packages+=("$1"); echo "system: installing $1: $2"; }
+add() { packages+=("$1"); echo "system: needs $1: $2"; }
 missing() { ! command -v "$1" >/dev/null 2>&1; }
 
 need_python() {
@@ -69,6 +69,7 @@ install() {
         echo "system: error: root is needed to install ${packages[*]}; run: sudo sh -c '$command'" >&2
         exit 1
     fi
+    echo "system: installing ${packages[*]}"
     as_root sh -c "$command" >/dev/null
     packages=()
 }
