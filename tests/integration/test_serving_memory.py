@@ -132,6 +132,7 @@ def test_routing_mode_evicts_by_memory_and_answers_507_for_a_model_that_never_fi
     store = base / "store"
     for i in range(12):
         pack_artifact(trained_models["resnet18"], store / f"r{i}" / "model.tar.gz")
+    store_too_large_a_model(trained_models["resnet18"], store / "huge")
     # The smallest budget the server starts with, 64 MiB of models: about three sample models at a time.
     limit = 64 + server_reserve_mb()
     with running_server(store, base, DOGBREED_MEMORY_LIMIT_MB=str(limit)) as server:
@@ -139,9 +140,28 @@ def test_routing_mode_evicts_by_memory_and_answers_507_for_a_model_that_never_fi
             for i in range(12):
                 status, answer = server.invoke(IMAGE, f"r{i}/model.tar.gz")
                 assert status == 200, answer
+            status, answer = server.invoke(IMAGE, "huge")
+            assert status == 507 and answer["type"] == "InsufficientMemory", answer
+            assert "model budget is 64 MiB" in answer["message"]
         assert "least recently used model" in server.log()
         assert "Worker died" not in server.log()
         assert server.healthy()
+
+
+def store_too_large_a_model(artifact, folder):
+    """The artifact serving its fp32 graph with 40 MB more of weights that nothing reads: more than a 64 MiB
+    budget can ever hold, by the graph's size."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    shutil.copytree(artifact, folder)
+    graph = onnx.load(folder / "model.onnx")
+    graph.graph.initializer.append(numpy_helper.from_array(np.ones(10_000_000, np.float32), "unused_weights"))
+    onnx.save(graph, folder / "model.onnx")
+    metadata = json.loads((folder / "metadata.json").read_text())
+    metadata["onnx"]["serve"] = "fp32"
+    (folder / "metadata.json").write_text(json.dumps(metadata))
 
 
 def server_reserve_mb() -> int:
