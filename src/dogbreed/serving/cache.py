@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import gc
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from dogbreed.serving.errors import InferenceError
 from dogbreed.serving.memory import Ledger, LoadCost, MiB, process_rss, return_freed_memory
+from dogbreed.serving.store import LRU
 
 log = logging.getLogger(__name__)
 
@@ -31,30 +30,18 @@ def insufficient_memory(name: str, cost: LoadCost, detail: str) -> InferenceErro
     )
 
 
-class ModelCache:
+class ModelCache(LRU):
     """Loaded models by key, least recently used first; thread-safe.
 
     ``ledger`` bounds them by memory (none: no memory bound), ``capacity`` by
-    count (none: no count bound).
+    count (none: no count bound). Models leave only through :meth:`drop`, which
+    releases their memory, never by :meth:`LRU.put`'s silent eviction.
     """
 
     def __init__(self, ledger: Ledger | None = None, capacity: int | None = None, evict: bool = True):
+        super().__init__(capacity)
         self.ledger = ledger
-        self.capacity = capacity
         self.evict = evict
-        self._items: OrderedDict[str, Any] = OrderedDict()
-        self._lock = threading.RLock()
-
-    def get(self, key: str) -> Any | None:
-        with self._lock:
-            if key not in self._items:
-                return None
-            self._items.move_to_end(key)
-            return self._items[key]
-
-    def keys(self) -> list[str]:
-        with self._lock:
-            return list(self._items)
 
     def drop(self, key: str) -> bool:
         """Unload ``key`` and hand its memory back to the system; False when it was not loaded."""

@@ -120,32 +120,27 @@ def _along(mount: Path, path: str) -> list[Path]:
     return folders
 
 
-def _cgroup_v2(root: Path, path: str) -> Reading | None:
-    folders = _along(root / "sys/fs/cgroup", path)
-    limits = [(value, folder) for folder in folders if (value := _read_int(folder / "memory.max")) is not None]
+def _cgroup_reading(folders: list[Path], limit_file: str, usage_file: str, source: str) -> Reading | None:
+    """The smallest limit along ``folders`` (the process's own cgroup first) and the working set of the first: its
+    usage less the inactive file cache (v1 counts it hierarchically as ``total_inactive_file``)."""
+    limits = [
+        value for folder in folders if (value := _read_int(folder / limit_file)) is not None and value < UNLIMITED
+    ]
     if not limits:
         return None
-    limit, _ = min(limits, key=lambda item: item[0])
-    folder = folders[0]
-    usage = _read_int(folder / "memory.current") or 0
-    return Reading(limit, max(0, usage - _stat(folder / "memory.stat").get("inactive_file", 0)), "cgroup v2")
+    usage = _read_int(folders[0] / usage_file) or 0
+    stat = _stat(folders[0] / "memory.stat")
+    inactive = stat.get("total_inactive_file", stat.get("inactive_file", 0))
+    return Reading(min(limits), max(0, usage - inactive), source)
+
+
+def _cgroup_v2(root: Path, path: str) -> Reading | None:
+    return _cgroup_reading(_along(root / "sys/fs/cgroup", path), "memory.max", "memory.current", "cgroup v2")
 
 
 def _cgroup_v1(root: Path, path: str) -> Reading | None:
     folders = _along(root / "sys/fs/cgroup/memory", path)
-    limits = [
-        (value, folder)
-        for folder in folders
-        if (value := _read_int(folder / "memory.limit_in_bytes")) is not None and value < UNLIMITED
-    ]
-    if not limits:
-        return None
-    limit, _ = min(limits, key=lambda item: item[0])
-    folder = folders[0]
-    usage = _read_int(folder / "memory.usage_in_bytes") or 0
-    stat = _stat(folder / "memory.stat")
-    inactive = stat.get("total_inactive_file", stat.get("inactive_file", 0))
-    return Reading(limit, max(0, usage - inactive), "cgroup v1")
+    return _cgroup_reading(folders, "memory.limit_in_bytes", "memory.usage_in_bytes", "cgroup v1")
 
 
 def host_total(root: Path = Path("/")) -> int:

@@ -51,6 +51,7 @@ import urllib.error
 import urllib.request
 from importlib import resources
 from pathlib import Path
+from typing import NamedTuple
 
 from sagemaker_inference.environment import Environment
 
@@ -104,8 +105,16 @@ def worker_count() -> int:
     return settings.positive_int("SAGEMAKER_MODEL_SERVER_WORKERS", DEFAULT_WORKERS)
 
 
-def memory_plan(env: Environment) -> tuple[memory.Reading, memory.JvmSizes, memory.Reserve, int]:
+class MemoryPlan(NamedTuple):
     """The memory reading at start-up, the JVM's sizes, the reserve, and the bytes left for models."""
+
+    reading: memory.Reading
+    jvm: memory.JvmSizes
+    reserve: memory.Reserve
+    models: int
+
+
+def memory_plan(env: Environment) -> MemoryPlan:
     reading = memory.read_memory()
     jvm = memory.jvm_sizes(reading.limit, max_payload_bytes(env))
     reserve = memory.reserve_for(jvm, worker_count(), memory.max_decoded_pixels())
@@ -116,7 +125,7 @@ def memory_plan(env: Environment) -> tuple[memory.Reading, memory.JvmSizes, memo
             f"for models beside the server's reserve of {reserve.total // memory.MiB} MiB; "
             "give the container more memory, or set fewer SAGEMAKER_MODEL_SERVER_WORKERS"
         )
-    return reading, jvm, reserve, models
+    return MemoryPlan(reading, jvm, reserve, models)
 
 
 def max_payload_bytes(env: Environment) -> int:
@@ -252,9 +261,8 @@ def write_config(
 
 
 def child_environment(
-    args: argparse.Namespace, work_dir: Path, env: Environment, plan: tuple, multi_model: bool
+    args: argparse.Namespace, work_dir: Path, env: Environment, plan: MemoryPlan, multi_model: bool
 ) -> dict[str, str]:
-    reading, jvm, reserve, models = plan
     child_env = dict(os.environ)
     # MMS keeps its pid file in the temp folder: one folder per server lets several run side by side.
     child_env.update(TMPDIR=str(work_dir), TEMP=str(work_dir))
@@ -266,10 +274,10 @@ def child_environment(
     child_env.setdefault("DOGBREED_UNPACK_DIR", str(work_dir / "unpacked"))
     # Each worker's share of the model budget, the limit, and the working memory of the requests in flight,
     # which a reading taken between requests does not show.
-    child_env["DOGBREED_MODEL_MEMORY_BYTES"] = str(models // worker_count())
-    child_env["DOGBREED_MEMORY_LIMIT_BYTES"] = str(reading.limit)
-    child_env["DOGBREED_MEMORY_HEADROOM_BYTES"] = str(reserve.requests)
-    child_env["DOGBREED_QUEUED_BODY_BYTES"] = str(jvm.queued)
+    child_env["DOGBREED_MODEL_MEMORY_BYTES"] = str(plan.models // worker_count())
+    child_env["DOGBREED_MEMORY_LIMIT_BYTES"] = str(plan.reading.limit)
+    child_env["DOGBREED_MEMORY_HEADROOM_BYTES"] = str(plan.reserve.requests)
+    child_env["DOGBREED_QUEUED_BODY_BYTES"] = str(plan.jvm.queued)
     child_env["DOGBREED_SERVER_PID"] = str(os.getpid())
     child_env.pop("DOGBREED_CONTROL_TOKEN", None)
     if multi_model:
@@ -279,10 +287,9 @@ def child_environment(
 
 
 def start_mms(
-    args: argparse.Namespace, work_dir: Path, env: Environment, plan: tuple, multi_model: bool
+    args: argparse.Namespace, work_dir: Path, env: Environment, plan: MemoryPlan, multi_model: bool
 ) -> subprocess.Popen:
-    reading, jvm, reserve, models = plan
-    config_file = write_config(args, work_dir, env, multi_model, jvm)
+    config_file = write_config(args, work_dir, env, multi_model, plan.jvm)
     if multi_model:  # the shared worker's own folder: empty, private, nothing in it for MMS to import
         startup_model = work_dir / "shared"
         startup_model.mkdir()
@@ -294,7 +301,7 @@ def start_mms(
         f"{worker_count()} worker(s), http://{args.host}:{args.port}",
         flush=True,
     )
-    print(f"dogbreed-serve: {memory.describe(reading, reserve, models)}", flush=True)
+    print(f"dogbreed-serve: {memory.describe(plan.reading, plan.reserve, plan.models)}", flush=True)
     # MMS's classpath starts with ".": run from the guard folder, its classes come before model-server.jar's.
     return subprocess.Popen(
         command,
@@ -312,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
 
     multi_model = multi_model_enabled()
     env = Environment()
-    plan: list[tuple] = []
+    plan: list[MemoryPlan] = []
 
     def prepare() -> None:
         check_setup(args.model_store, multi_model)

@@ -245,12 +245,12 @@ def clean_staging(unpack_dir: Path) -> list[str]:
 
 
 class LRU:
-    """At most ``capacity`` values by key, the least recently used dropped first; thread-safe."""
+    """At most ``capacity`` values by key (None: no bound), the least recently used dropped first; thread-safe."""
 
-    def __init__(self, capacity: int):
-        self.capacity = max(1, capacity)
+    def __init__(self, capacity: int | None):
+        self.capacity = None if capacity is None else max(1, capacity)
         self._items: OrderedDict[str, Any] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: subclasses call these methods under their own hold of it
 
     def get(self, key: str) -> Any | None:
         with self._lock:
@@ -263,7 +263,7 @@ class LRU:
         with self._lock:
             self._items[key] = value
             self._items.move_to_end(key)
-            while len(self._items) > self.capacity:
+            while self.capacity is not None and len(self._items) > self.capacity:
                 self._items.popitem(last=False)
 
     def keys(self) -> list[str]:

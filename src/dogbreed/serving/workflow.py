@@ -38,6 +38,7 @@ from dogbreed.serving.cache import Admit, ModelCache
 from dogbreed.serving.errors import InferenceError, bad_request, not_found, redact_paths
 from dogbreed.serving.inference import (
     JSON_TYPE,
+    Options,
     Predictor,
     check_accept,
     decode_request,
@@ -166,19 +167,22 @@ class Workflow:
         return answer(lambda: self._predict(lower, body))
 
     def _predict(self, lower: Mapping[str, str], body: bytes | None) -> Response:
-        check_payload(body, self.max_payload)
-        check_accept(lower.get("accept"))
-        options = parse_custom_attributes(lower.get(ATTRIBUTES_HEADER))
+        options = request_options(lower, body, self.max_payload)
         target, path = self._choose(lower.get(TARGET_HEADER))
         return predict(self._predictor(target, path), target, lower, body, options)
 
 
-def check_payload(body: bytes | None, limit: int | None) -> None:
-    if limit is not None and body is not None and len(body) > limit:
-        raise InferenceError(413, "PayloadTooLarge", f"request body is {len(body)} bytes; the maximum is {limit}")
+def request_options(lower: Mapping[str, str], body: bytes | None, max_payload: int | None) -> Options:
+    """What a request asks for, from its size and headers alone: checked before any model is chosen or loaded."""
+    if max_payload is not None and body is not None and len(body) > max_payload:
+        raise InferenceError(413, "PayloadTooLarge", f"request body is {len(body)} bytes; the maximum is {max_payload}")
+    check_accept(lower.get("accept"))
+    return parse_custom_attributes(lower.get(ATTRIBUTES_HEADER))
 
 
-def predict(predictor: Predictor, target: str, lower: Mapping[str, str], body: bytes | None, options) -> Response:
+def predict(
+    predictor: Predictor, target: str, lower: Mapping[str, str], body: bytes | None, options: Options
+) -> Response:
     images = decode_request(body, lower.get("content-type"), options)
     probabilities = predictor.probabilities(images)
     return Response(
@@ -237,9 +241,7 @@ class SharedWorkflow:
             return status_response(f'Model "{name}" registered', memory_bytes=self.cache.cost(name))
         if command != "invoke":
             raise bad_request(f"unknown command {command!r}")
-        check_payload(body, self.max_payload)
-        check_accept(lower.get("accept"))
-        options = parse_custom_attributes(lower.get(ATTRIBUTES_HEADER))
+        options = request_options(lower, body, self.max_payload)
         return predict(self._predictor(name, folder), name, lower, body, options)
 
     def _folder(self, url: str) -> Path:
