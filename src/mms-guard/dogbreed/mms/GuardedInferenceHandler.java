@@ -57,10 +57,11 @@ public class GuardedInferenceHandler extends InferenceRequestHandler {
                     new BadRequestException("send the image bytes or JSON, not a form"));
             return;
         }
+        // The model: a parameter of /invocations, the first segment of /NAME/predict, else the second.
         String name =
                 "invocations".equals(path)
                         ? NettyUtils.getParameter(decoder, "model_name", null)
-                        : "predictions".equals(path) ? segments[2] : "invoke".equals(path) ? segments[2] : segments[1];
+                        : "predict".equals(path) ? segments[1] : segments[2];
         if (SharedModels.enabled()) {
             if ("predictions".equals(path) || "predict".equals(path)) {
                 throw new ResourceNotFoundException();

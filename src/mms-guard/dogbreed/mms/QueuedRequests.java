@@ -32,11 +32,11 @@ final class QueuedRequests {
 
     static final String LIMIT_ENV = "DOGBREED_QUEUED_BODY_BYTES";
     private static final AtomicLong QUEUED = new AtomicLong();
+    private static final long LIMIT = limit(System.getenv(LIMIT_ENV));
 
     private QueuedRequests() {}
 
-    private static long limit() {
-        String value = System.getenv(LIMIT_ENV);
+    private static long limit(String value) {
         try {
             return value == null || value.isEmpty() ? Long.MAX_VALUE : Long.parseLong(value);
         } catch (NumberFormatException e) {
@@ -65,8 +65,7 @@ final class QueuedRequests {
     /** Queue a request for ``model``'s workers, or refuse it: 507 past the byte bound, 503 when MMS's queue is full. */
     static void submit(ChannelHandlerContext ctx, String model, RequestInput input, long bytes)
             throws ModelException {
-        long limit = limit();
-        if (QUEUED.addAndGet(bytes) > limit && bytes > 0) {
+        if (QUEUED.addAndGet(bytes) > LIMIT && bytes > 0) {
             QUEUED.addAndGet(-bytes);
             NettyUtils.sendError(
                     ctx,

@@ -74,6 +74,8 @@ final class SharedModels {
         }
     }
 
+    private static final String SHARED_MODEL = nonEmpty(System.getenv(SHARED_ENV));
+    private static final String TOKEN = nonEmpty(System.getenv(TOKEN_ENV));
     private static final Object LOCK = new Object();
     private static final Map<String, Entry> LOADED = new TreeMap<>();
     private static final Set<String> LOADING = new HashSet<>();
@@ -82,17 +84,11 @@ final class SharedModels {
 
     /** Whether the launcher runs multi-model mode on shared workers. */
     static boolean enabled() {
-        return sharedModel() != null && token() != null;
+        return SHARED_MODEL != null && TOKEN != null;
     }
 
-    private static String sharedModel() {
-        String name = System.getenv(SHARED_ENV);
-        return name == null || name.isEmpty() ? null : name;
-    }
-
-    private static String token() {
-        String token = System.getenv(TOKEN_ENV);
-        return token == null || token.isEmpty() ? null : token;
+    private static String nonEmpty(String value) {
+        return value == null || value.isEmpty() ? null : value;
     }
 
     /** POST /models, already checked by the guard: the worker loads it, or refuses it (507, 400). */
@@ -166,7 +162,7 @@ final class SharedModels {
                 throw new ModelNotFoundException("Model not found: " + name);
             }
             addControl(input, "invoke", name, entry.url);
-            QueuedRequests.submit(ctx, sharedModel(), input, req.content().readableBytes());
+            QueuedRequests.submit(ctx, SHARED_MODEL, input, req.content().readableBytes());
         }
     }
 
@@ -209,7 +205,7 @@ final class SharedModels {
         resp.setRuntime("python");
         resp.setBatchSize(1);
         resp.setMaxBatchDelay(100);
-        List<WorkerThread> workers = ModelManager.getInstance().getWorkers(sharedModel());
+        List<WorkerThread> workers = ModelManager.getInstance().getWorkers(SHARED_MODEL);
         resp.setMinWorkers(workers.size());
         resp.setMaxWorkers(workers.size());
         for (WorkerThread worker : workers) {
@@ -233,7 +229,7 @@ final class SharedModels {
     }
 
     private static void addControl(RequestInput input, String command, String name, String url) {
-        input.updateHeaders(CONTROL_HEADER, token());
+        input.updateHeaders(CONTROL_HEADER, TOKEN);
         input.updateHeaders(COMMAND_HEADER, command);
         input.updateHeaders(NAME_HEADER, name);
         if (url != null) {
@@ -274,7 +270,7 @@ final class SharedModels {
     private abstract static class ControlJob extends Job {
 
         ControlJob(RequestInput input) {
-            super(null, sharedModel(), WorkerCommands.PREDICT, input);
+            super(null, SHARED_MODEL, WorkerCommands.PREDICT, input);
         }
 
         abstract void answered(int status, byte[] body, CharSequence contentType);
