@@ -39,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from serve_latency import make_artifacts, percentile, photos
+from serve_latency import free_port, make_artifacts, percentile, photos
 
 REPO = Path(__file__).resolve().parent.parent
 BASELINE_REF = "0f2dbb9"
@@ -75,21 +75,6 @@ def build_baseline(ref: str) -> str:
     return tag
 
 
-def free_port() -> int:
-    """A free 127.0.0.1 port below 32768 (MMS reads the port as a Java short)."""
-    import random
-    import socket
-
-    while True:
-        port = random.randint(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-
-
 def container_working_set(name: str) -> float | None:
     """MiB in use in the container's cgroup, less the inactive file cache (v1 or v2); None if it cannot be read."""
     script = (
@@ -104,7 +89,7 @@ def container_working_set(name: str) -> float | None:
 
 
 def one_round(image: str, store: Path, limit: str, body: bytes) -> dict:
-    name, port = f"bench-mme-{os.getpid()}-{time.monotonic_ns()}", free_port()
+    name, port = f"bench-mme-{os.getpid()}-{time.monotonic_ns()}", free_port(set())
     docker(
         "run", "-d", "--name", name, "--memory", limit, "--memory-swap", limit, "-p", f"127.0.0.1:{port}:8080",
         "-e", "SAGEMAKER_MULTI_MODEL=true", "-v", f"{store}:/opt/ml/models:ro", image, "serve",

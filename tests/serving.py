@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
+import pytest
 
 from tests.conftest import REPO_ROOT, free_port
 
@@ -53,6 +54,23 @@ class Server:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def load_model(server: Server, name: str, url) -> tuple[int, dict]:
+    """``POST /models`` in multi-model mode, as the SageMaker platform sends it."""
+    body = json.dumps({"model_name": name, "url": str(url)}).encode()
+    return server.json("POST", "/models", body, {"Content-Type": "application/json"})
+
+
+def load_until_refused(server: Server, url, prefix: str, most: int) -> tuple[list[str], int, dict]:
+    """Load ``url`` as PREFIX0, PREFIX1 ... until a load is not 200: the names loaded, that status and answer."""
+    loaded: list[str] = []
+    for i in range(most):
+        status, answer = load_model(server, f"{prefix}{i}", url)
+        if status != 200:
+            return loaded, status, answer
+        loaded.append(f"{prefix}{i}")
+    pytest.fail(f"{most} loads fitted")
 
 
 def stop(process: subprocess.Popen, timeout: float = 60) -> float:

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import SAMPLE_DATA, free_port
 from tests.container.conftest import inspect
 from tests.hostile_archives import bomb, symlink_chain
-from tests.serving import Server
+from tests.serving import Server, load_model, load_until_refused
 
 RESNET = "dog-breed-classifier/model.tar.gz"
 MOBILE = "dog-breed-classifier-mobile/model.tar.gz"
@@ -291,21 +291,6 @@ def test_hostile_archives_in_the_container(images, tmp_path, container_name):
     assert server.healthy()
 
 
-def _load(server, name, url):
-    body = json.dumps({"model_name": name, "url": url}).encode()
-    return server.json("POST", "/models", body, {"Content-Type": "application/json"})
-
-
-def _fill(server, url, prefix, most=150):
-    loaded = []
-    for i in range(most):
-        status, answer = _load(server, f"{prefix}{i}", url)
-        if status != 200:
-            return loaded, status, answer
-        loaded.append(f"{prefix}{i}")
-    pytest.fail(f"{most} loads fitted")
-
-
 def _alive(name):
     return inspect(name, "{{.State.Running}} {{.State.OOMKilled}}") == "true false"
 
@@ -317,7 +302,7 @@ def test_multi_model_mode_under_a_memory_limit_answers_507_and_never_dies(
     shutil.copytree(trained_models["resnet18"], store / "resnet" / "model")
     server = run_container(images["serve"], container_name, store, "SAGEMAKER_MULTI_MODEL=true", memory="768m")
     url = "/opt/ml/models/resnet/model"
-    loaded, status, answer = _fill(server, url, "m")
+    loaded, status, answer = load_until_refused(server, url, "m", most=150)
     assert status == 507 and answer["type"] == "InsufficientMemory" and answer["message"], answer
     assert _alive(container_name)
     # The process-per-model design held about ten of these in 768 MiB before the kernel killed the container.
@@ -331,9 +316,9 @@ def test_multi_model_mode_under_a_memory_limit_answers_507_and_never_dies(
     for name in half:
         assert server.json("DELETE", f"/models/{name}")[0] == 200
     for i in range(len(half)):
-        status, answer = _load(server, f"new{i}", url)
+        status, answer = load_model(server, f"new{i}", url)
         assert status == 200, (i, answer)
-    _, status, _ = _fill(server, url, "more")
+    _, status, _ = load_until_refused(server, url, "more", most=150)
     assert status == 507 and _alive(container_name) and server.healthy()
     logs = subprocess.run(["docker", "logs", container_name], capture_output=True, text=True)
     assert "Worker died" not in logs.stdout + logs.stderr

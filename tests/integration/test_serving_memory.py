@@ -14,35 +14,18 @@ from PIL import Image
 
 from dogbreed.package import pack_artifact
 from tests.conftest import SAMPLE_DATA
-from tests.serving import running_server
+from tests.serving import load_model, load_until_refused, running_server
 
 pytestmark = pytest.mark.integration
 
 IMAGE = (SAMPLE_DATA / "test" / "001.Crimson_disc" / "Crimson_disc_00003.jpg").read_bytes()
-JSON = {"Content-Type": "application/json"}
 # Small enough that a few dozen sample models fill it, large enough for the server's reserve.
 LIMIT_MB = 1000
 MAX_LOADS = 120
 
 
-def load(server, name, url):
-    body = json.dumps({"model_name": name, "url": str(url)}).encode()
-    status, _, data = server.request("POST", "/models", body, JSON)
-    return status, json.loads(data)
-
-
 def invoke(server, name):
     return server.json("POST", f"/models/{name}/invoke", IMAGE, {"Content-Type": "image/jpeg"})
-
-
-def load_until_refused(server, folder, prefix):
-    loaded = []
-    for i in range(MAX_LOADS):
-        status, answer = load(server, f"{prefix}{i}", folder)
-        if status != 200:
-            return loaded, status, answer
-        loaded.append(f"{prefix}{i}")
-    pytest.fail(f"{MAX_LOADS} loads fitted in {LIMIT_MB} MiB")
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +45,7 @@ def mme(trained_models, tmp_path_factory):
 
 def test_loads_past_the_budget_are_507_and_the_loaded_models_keep_answering(mme):
     server, folder = mme
-    loaded, status, answer = load_until_refused(server, folder, "m")
+    loaded, status, answer = load_until_refused(server, folder, "m", MAX_LOADS)
     assert status == 507, answer
     assert answer["code"] == 507 and answer["type"] == "InsufficientMemory" and "unload a model" in answer["message"]
     assert str(folder) not in answer["message"]
@@ -80,10 +63,10 @@ def test_loads_past_the_budget_are_507_and_the_loaded_models_keep_answering(mme)
         assert server.json("DELETE", f"/models/{name}") == (200, {"status": f'Model "{name}" unregistered'})
         assert invoke(server, name)[0] == 404
     for i in range(len(half)):
-        status, answer = load(server, f"again{i}", folder)
+        status, answer = load_model(server, f"again{i}", folder)
         assert status == 200, (i, answer)
     # Measured costs vary a little from load to load; the server fills up again and refuses, it does not die.
-    more, status, _ = load_until_refused(server, folder, "more")
+    more, status, _ = load_until_refused(server, folder, "more", MAX_LOADS)
     assert status == 507 and len(more) <= max(2, len(loaded) // 4), (len(loaded), len(more))
     assert server.healthy()
     listed = []
@@ -103,7 +86,7 @@ def test_concurrent_invoke_and_unload_of_one_model_are_200_or_404(mme):
     server, folder = mme
     for round_ in range(5):
         name = f"race{round_}"
-        assert load(server, name, folder)[0] == 200
+        assert load_model(server, name, folder)[0] == 200
         with ThreadPoolExecutor(8) as pool:
             invokes = [pool.submit(invoke, server, name) for _ in range(12)]
             unload = pool.submit(server.json, "DELETE", f"/models/{name}")
@@ -115,7 +98,7 @@ def test_concurrent_invoke_and_unload_of_one_model_are_200_or_404(mme):
 
 def test_requests_without_the_guard_cannot_reach_the_shared_worker(mme):
     server, folder = mme
-    assert load(server, "guarded", folder)[0] == 200
+    assert load_model(server, "guarded", folder)[0] == 200
     # Forged control headers are dropped by the guard; the shared model itself has no public name.
     forged = {"Content-Type": "image/jpeg", "X-Dogbreed-Control": "guess", "X-Dogbreed-Command": "unload"}
     assert server.json("POST", "/models/guarded/invoke", IMAGE, forged)[0] == 200
@@ -179,7 +162,7 @@ def test_ping_answers_within_the_contract_while_a_large_model_loads(mme):
     pings: list[tuple[float, float, int]] = []
     with ThreadPoolExecutor(1) as pool:
         started = time.monotonic()
-        loading = pool.submit(load, server, "large", large)
+        loading = pool.submit(load_model, server, "large", large)
         while not loading.done():
             t0 = time.monotonic()
             status = server.request("GET", "/ping", timeout=5)[0]
