@@ -26,7 +26,7 @@ Admit = Callable[[LoadCost], None]
 
 def insufficient_memory(name: str, cost: LoadCost, detail: str) -> InferenceError:
     return InferenceError(
-        507, "InsufficientMemory", f"not enough memory to load {name!r} (about {cost.steady // MiB} MiB): {detail}"
+        507, "InsufficientMemory", f"not enough memory to load {name} (about {cost.steady // MiB} MiB): {detail}"
     )
 
 
@@ -62,16 +62,18 @@ class ModelCache(LRU):
             if self.capacity is not None and self.evict:
                 while len(self._items) >= self.capacity:
                     self._drop_oldest()
-            if self.ledger is None:
-                return
-            if not self.ledger.fits_alone(cost):
-                raise insufficient_memory(
-                    key, cost, f"the server's model budget is {self.ledger.budget.models // MiB} MiB"
-                )
-            while (missing := self.ledger.shortfall(cost)) > 0:
-                if not (self.evict and self._items):
-                    raise insufficient_memory(key, cost, f"{missing // MiB + 1} MiB more is needed; unload a model")
-                self._drop_oldest()
+            self._make_room(repr(key), cost)
+
+    def _make_room(self, name: str, cost: LoadCost) -> None:
+        if self.ledger is None:
+            return
+        if not self.ledger.fits_alone(cost):
+            budget = self.ledger.budget.models // MiB
+            raise insufficient_memory(name, cost, f"the server's model budget is {budget} MiB")
+        while (missing := self.ledger.shortfall(cost)) > 0:
+            if not (self.evict and self._items):
+                raise insufficient_memory(name, cost, f"{missing // MiB + 1} MiB more is needed; unload a model")
+            self._drop_oldest()
 
     def _drop_oldest(self) -> None:
         key = next(iter(self._items))
@@ -101,6 +103,17 @@ class ModelCache(LRU):
                 log.info("loaded %s: %d MiB", key, cost // MiB)
             self._items[key] = model
             return model
+
+    def reserve(self, key: str, cost: LoadCost, setup: Callable[[], None], what: str) -> None:
+        """Run ``setup`` once, charged like a model that never unloads: for an import, whose memory stays."""
+        with self._lock:
+            if self.ledger is None or key in self.ledger.costs:
+                setup()
+                return
+            self._make_room(what, cost)
+            before = process_rss()
+            setup()
+            self.ledger.record(key, max(cost.steady, process_rss() - before))
 
     def cost(self, key: str) -> int | None:
         """The memory ``key`` was charged, where a ledger records it."""

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from dogbreed.artifact_format import EXPORT_COMMAND, served_onnx_file
 from dogbreed.errors import ArtifactError
@@ -69,6 +70,19 @@ def max_request_pixels() -> int:
 class Options:
     top_k: int = DEFAULT_TOP_K
     probabilities: bool = False
+    explain: bool = False
+    explain_samples: int | None = None
+    explain_segments: int | None = None
+
+    def set(self, key: str, value: Any) -> None:
+        """One option from a custom attribute or a JSON body's key; other keys are ignored."""
+        if key in ("top_k", "explain_samples", "explain_segments"):
+            setattr(self, key, _parse_positive(value, key))
+        elif key in ("probabilities", "explain"):
+            setattr(self, key, _parse_bool(value, key))
+
+
+OPTION_KEYS = ("top_k", "probabilities", "explain", "explain_samples", "explain_segments")
 
 
 def media_type(header: str | None) -> str:
@@ -88,29 +102,25 @@ def _parse_bool(value: Any, name: str) -> bool:
     return parsed
 
 
-def _parse_top_k(value: Any) -> int:
+def _parse_positive(value: Any, name: str) -> int:
     """A positive integer; JSON may give it as a whole float (3.0), never as a bool, infinity or NaN."""
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         value = int(value)
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value.strip())
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise bad_request(f"top_k must be a positive integer, got {str(value)[:40]!r}")
+        raise bad_request(f"{name} must be a positive integer, got {str(value)[:40]!r}")
     return value
 
 
 def parse_custom_attributes(header: str | None, options: Options | None = None) -> Options:
-    """``X-Amzn-SageMaker-Custom-Attributes: top_k=3,probabilities=true``."""
+    """``X-Amzn-SageMaker-Custom-Attributes: top_k=3,probabilities=true,explain=true``."""
     options = options or Options()
     for item in (header or "").replace(";", ",").split(","):
         if not item.strip():
             continue
         key, _, value = item.partition("=")
-        key = key.strip().lower()
-        if key == "top_k":
-            options.top_k = _parse_top_k(value.strip())
-        elif key == "probabilities":
-            options.probabilities = _parse_bool(value.strip(), "probabilities")
+        options.set(key.strip().lower(), value.strip())
     return options
 
 
@@ -187,10 +197,9 @@ def _parse_json(body: bytes) -> Any:
 def _json_instances(payload: Any, options: Options) -> list[Any]:
     """The instances of a JSON body: the list itself, or ``instances`` of an object that may also set options."""
     if isinstance(payload, dict):
-        if "top_k" in payload:
-            options.top_k = _parse_top_k(payload["top_k"])
-        if "probabilities" in payload:
-            options.probabilities = _parse_bool(payload["probabilities"], "probabilities")
+        for key in OPTION_KEYS:
+            if key in payload:
+                options.set(key, payload[key])
         payload = payload.get("instances")
     if not isinstance(payload, list) or not payload:
         raise bad_request('JSON body must be a non-empty list of base64-encoded images, or {"instances": [...]}')
@@ -258,22 +267,38 @@ class Predictor:
         logits = [self._logits(images, start) for start in range(0, len(images), RUN_CHUNK)]
         return softmax(np.concatenate(logits))
 
+    def probabilities_of_pixels(self, views: list[np.ndarray]) -> np.ndarray:
+        """Class probabilities for decoded RGB images (uint8 arrays, H x W x 3), RUN_CHUNK at a time: what an
+        explanation asks of the model."""
+        logits = [
+            self._run([Image.fromarray(view) for view in views[start : start + RUN_CHUNK]])
+            for start in range(0, len(views), RUN_CHUNK)
+        ]
+        return softmax(np.concatenate(logits))
+
+    def decode(self, data: bytes, position: int | None = None) -> Image.Image:
+        return decode_image(data, self.draft_size, position)
+
     def _logits(self, images: list[bytes], start: int) -> np.ndarray:
         position = (lambda i: i) if len(images) > 1 else (lambda i: None)
-        chunk = np.stack(
-            [
-                eval_array(decode_image(data, self.draft_size, position(i)), self.input_size, self.mean, self.std)
-                for i, data in enumerate(images[start : start + RUN_CHUNK], start)
-            ]
-        )
+        chunk = enumerate(images[start : start + RUN_CHUNK], start)
+        return self._run([self.decode(data, position(i)) for i, data in chunk])
+
+    def _run(self, images: list[Image.Image]) -> np.ndarray:
+        chunk = np.stack([eval_array(image, self.input_size, self.mean, self.std) for image in images])
         return self.session.run(None, {self.input_name: chunk})[0]
 
 
 def encode_response(
-    probabilities: np.ndarray, labels: list[str], options: Options, target: str | None, variant: str | None = None
+    probabilities: np.ndarray,
+    labels: list[str],
+    options: Options,
+    target: str | None,
+    variant: str | None = None,
+    explanations: list[dict[str, Any]] | None = None,
 ) -> bytes:
     k = min(options.top_k, len(labels))
-    results = []
+    results: list[dict[str, Any]] = []
     for row in probabilities:
         top = np.argsort(-row, kind="stable")[:k]
         entry: dict[str, Any] = {
@@ -283,6 +308,8 @@ def encode_response(
         }
         if options.probabilities:
             entry["probabilities"] = [round(float(p), 6) for p in row]
+        if explanations is not None:
+            entry["explanation"] = explanations[len(results)]
         results.append(entry)
     answer: dict[str, Any] = {"model": target, "variant": variant, "results": results}
     if options.probabilities:

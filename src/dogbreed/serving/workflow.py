@@ -36,6 +36,7 @@ from dogbreed.artifact_format import METADATA_FILE, read_metadata, served_onnx_f
 from dogbreed.errors import ArtifactError
 from dogbreed.serving.cache import Admit, ModelCache
 from dogbreed.serving.errors import InferenceError, bad_request, not_found, redact_paths
+from dogbreed.serving.explanations import check_evaluations, explain_images, settings_for
 from dogbreed.serving.inference import (
     JSON_TYPE,
     Options,
@@ -169,7 +170,7 @@ class Workflow:
     def _predict(self, lower: Mapping[str, str], body: bytes | None) -> Response:
         options = request_options(lower, body, self.max_payload)
         target, path = self._choose(lower.get(TARGET_HEADER))
-        return predict(self._predictor(target, path), target, lower, body, options)
+        return predict(self._predictor(target, path), target, lower, body, options, self.cache)
 
 
 def request_options(lower: Mapping[str, str], body: bytes | None, max_payload: int | None) -> Options:
@@ -181,13 +182,25 @@ def request_options(lower: Mapping[str, str], body: bytes | None, max_payload: i
 
 
 def predict(
-    predictor: Predictor, target: str, lower: Mapping[str, str], body: bytes | None, options: Options
+    predictor: Predictor,
+    target: str,
+    lower: Mapping[str, str],
+    body: bytes | None,
+    options: Options,
+    cache: ModelCache,
 ) -> Response:
     images = decode_request(body, lower.get("content-type"), options)
+    explanation_settings = None
+    if options.explain:  # its bounds are checked before any image is decoded
+        explanation_settings = settings_for(options.explain_samples, options.explain_segments)
+        check_evaluations(len(images), explanation_settings)
     probabilities = predictor.probabilities(images)
+    explanations = None
+    if explanation_settings is not None:
+        explanations = explain_images(predictor, images, explanation_settings, cache)
     return Response(
         200,
-        encode_response(probabilities, predictor.labels, options, target, predictor.variant),
+        encode_response(probabilities, predictor.labels, options, target, predictor.variant, explanations),
         variant=predictor.variant,
     )
 
@@ -242,7 +255,7 @@ class SharedWorkflow:
         if command != "invoke":
             raise bad_request(f"unknown command {command!r}")
         options = request_options(lower, body, self.max_payload)
-        return predict(self._predictor(name, folder), name, lower, body, options)
+        return predict(self._predictor(name, folder), name, lower, body, options, self.cache)
 
     def _folder(self, url: str) -> Path:
         folder = Path(url).resolve()

@@ -1,0 +1,5 @@
+import sys
+
+from dogbreed.explain.cli import run
+
+sys.exit(run())
