@@ -120,6 +120,17 @@ TOP_K ?= 5
 LOCAL ?= false
 # batch-transform: an S3 folder of images
 BATCH_INPUT ?=
+# explain: images or folders; the model is EXPLAIN_MODEL (a folder or model.tar.gz; default: the newest make
+# local-train ResNet18, else the make train one), or TARGET of the make local-serve container (LOCAL=true) or of
+# ENDPOINT (EXPLAIN_ENDPOINT=true). EXPLAIN_ARGS adds flags, e.g. --samples 512 --score local_data/sample/test.
+EXPLAIN_IMAGES ?= $(IMAGE_FILE)
+EXPLAIN_MODEL ?= $(or $(MODEL_DATA),$(TRAIN_OUT)/model)
+EXPLAIN_ENDPOINT ?= false
+EXPLAIN_OUT ?= $(BUILD_DIR)/explain
+EXPLAIN_ARGS ?=
+# clarify: an S3 folder of JPEG images, explained by SageMaker Clarify against ENDPOINT's TARGET
+CLARIFY_INPUT ?=
+CLARIFY_INSTANCE_TYPE ?= ml.m5.xlarge
 # teardown: models or all to also delete S3 data
 DELETE_S3 ?=
 CLOUD = $(VENV_PY) -m dogbreed.workflows.cloud
@@ -332,9 +343,21 @@ batch-transform: $(VENV_STAMP) ## Batch transform over the images in BATCH_INPUT
 	$(CLOUD) batch-transform $(CLOUD_SETTINGS) $(if $(BATCH_INPUT),--input $(BATCH_INPUT)) --instance-type $(TRANSFORM_INSTANCE_TYPE) \
 		$(if $(filter false,$(WAIT)),--no-wait)
 
+.PHONY: clarify
+clarify: $(VENV_STAMP) ## SageMaker Clarify explainability job over CLARIFY_INPUT (s3://... JPEGs) on ENDPOINT's TARGET
+	$(CLOUD) clarify $(CLOUD_SETTINGS) $(if $(CLARIFY_INPUT),--input $(CLARIFY_INPUT)) --target $(TARGET) \
+		--instance-type $(CLARIFY_INSTANCE_TYPE) $(if $(filter false,$(WAIT)),--no-wait)
+
 .PHONY: teardown
 teardown: $(VENV_STAMP) ## Delete ENDPOINT, its configs and models (S3 data only with DELETE_S3=models|all)
 	$(CLOUD) teardown $(CLOUD_SETTINGS) $(if $(DELETE_S3),--delete-s3 $(DELETE_S3))
+
+.PHONY: explain
+explain: $(VENV_STAMP) ## Why the model chose: EXPLAIN_IMAGES into EXPLAIN_OUT/explain-report.html (LOCAL=true, EXPLAIN_ENDPOINT=true)
+	$(VENV_PY) -m dogbreed.explain $(EXPLAIN_IMAGES) --out $(EXPLAIN_OUT) $(if $(filter true,$(LOCAL)),\
+		--local-port $(LOCAL_SERVE_PORT) --target $(TARGET),$(if $(filter true,$(EXPLAIN_ENDPOINT)),\
+		--endpoint $(ENDPOINT) --target $(TARGET) $(if $(REGION),--region $(REGION)),--artifact $(EXPLAIN_MODEL))) \
+		$(EXPLAIN_ARGS)
 
 .PHONY: sample-data
 sample-data: $(VENV_STAMP) ## Regenerate the bundled sample dataset in local_data/sample
@@ -387,6 +410,10 @@ BENCH_MME_BASELINE_REF ?= 0f2dbb9
 bench-mme: $(VENV_STAMP) build-serve ## Models per GiB under docker run --memory: shared worker vs a worker per model
 	$(VENV_PY) bench/mme_memory.py --image $(SERVE_IMAGE):$(TAG) --limit $(BENCH_MEMORY) \
 		--baseline-ref $(BENCH_MME_BASELINE_REF)
+
+.PHONY: bench-explain
+bench-explain: $(VENV_STAMP) $(MMS_GUARD) ## One explanation (ResNet18 int8, 20 segments, 256 samples): in-process vs the local server
+	$(VENV_PY) bench/explain.py
 
 .PHONY: clean
 clean: ## Remove build outputs (keeps the venv)

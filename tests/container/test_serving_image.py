@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import time
 
 import pytest
@@ -130,6 +131,41 @@ def test_sdk_local_runtime_client(serving):
     )
     answer = json.loads(response["Body"].read())
     assert answer["results"][0]["predictions"][0]["label"] == "Cobalt triangle"
+
+
+def test_explanations_inline_and_through_the_local_client(serving, tmp_path):
+    """The serving image explains inline (a custom attribute), and make explain reaches it by TargetModel."""
+    server, _ = serving
+    status, answer = server.invoke(
+        IMAGE_PATH.read_bytes(), RESNET, "image/jpeg", **{"X-Amzn-SageMaker-Custom-Attributes": "explain=true"}
+    )
+    assert status == 200, answer
+    explanation = answer["results"][0]["explanation"]
+    assert explanation["complete"] and explanation["evaluations"] == 130 and explanation["heatmap_png"]
+    gap = sum(explanation["segment_values"]) - (explanation["probability"] - explanation["baseline_probability"])
+    assert abs(gap) < 1e-4
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dogbreed.explain",
+            str(IMAGE_PATH),
+            "--local-port",
+            str(server.port),
+            "--target",
+            MOBILE,
+            "--samples",
+            "64",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "explanations.json").read_text())
+    assert report["images"][0]["explanations"][0]["evaluations"] == 66
 
 
 @pytest.mark.parametrize(
@@ -320,6 +356,15 @@ def test_multi_model_mode_under_a_memory_limit_answers_507_and_never_dies(
         assert status == 200, (i, answer)
     _, status, _ = load_until_refused(server, url, "more", most=150)
     assert status == 507 and _alive(container_name) and server.healthy()
+    # Explanations need SLIC's memory too: with the budget full they are refused like a load, until a model goes.
+    explain = {"Content-Type": "image/jpeg", "X-Amzn-SageMaker-Custom-Attributes": "explain=true,explain_samples=32"}
+    status, answer = server.json("POST", f"/models/{loaded[-1]}/invoke", IMAGE_PATH.read_bytes(), explain)
+    assert status == 507 and "explanations" in answer["message"], answer
+    for name in loaded[-3:]:
+        assert server.json("DELETE", f"/models/{name}")[0] == 200
+    status, answer = server.json("POST", f"/models/{loaded[0]}/invoke", IMAGE_PATH.read_bytes(), explain)
+    assert status == 200 and answer["results"][0]["explanation"]["evaluations"] == 34, answer
+    assert _alive(container_name) and server.healthy()
     logs = subprocess.run(["docker", "logs", container_name], capture_output=True, text=True)
     assert "Worker died" not in logs.stdout + logs.stderr
 

@@ -1224,3 +1224,111 @@ def test_teardown_deletes_the_endpoint_its_configs_and_models_and_keeps_s3_unles
     aws_cloud.done()
     assert "nothing to delete" in out and f"deleted 1 object(s) under s3://{BUCKET}/dogbreed/models/" in out
     assert aws_cloud.keys() == ["dogbreed/data/x.jpg"]
+
+
+# --- clarify --------------------------------------------------------------------------------------------------------
+
+
+def test_clarify_starts_an_explainability_job_on_the_endpoints_target_model(aws_cloud, tmp_path):
+    name = f"dogbreed-clarify-{STAMP}"
+    for i in range(2):
+        aws_cloud.aws.s3.put_object(Bucket=BUCKET, Key=f"images/dog{i}.jpg", Body=TEST_IMAGE.read_bytes())
+    output = f"s3://{BUCKET}/dogbreed/clarify/{name}"
+
+    def s3_input(name: str, uri: str, local: str) -> dict:
+        return {
+            "InputName": name,
+            "AppManaged": False,
+            "S3Input": {
+                "S3Uri": uri,
+                "LocalPath": local,
+                "S3DataType": "S3Prefix",
+                "S3InputMode": "File",
+                "S3DataDistributionType": "FullyReplicated",
+                "S3CompressionType": "None",
+            },
+        }
+
+    aws_cloud.expect(
+        "create_processing_job",
+        {
+            "ProcessingJobName": name,
+            "RoleArn": ROLE,
+            "AppSpecification": {
+                "ImageUri": "205585389593.dkr.ecr.us-east-1.amazonaws.com/sagemaker-clarify-processing:1.0"
+            },
+            "ProcessingInputs": [
+                s3_input("dataset", f"s3://{BUCKET}/images/", "/opt/ml/processing/input/data"),
+                s3_input("analysis_config", f"{output}/analysis_config.json", "/opt/ml/processing/input/config"),
+            ],
+            "ProcessingOutputConfig": {
+                "Outputs": [
+                    {
+                        "OutputName": "analysis_result",
+                        "AppManaged": False,
+                        "S3Output": {
+                            "S3Uri": output,
+                            "LocalPath": "/opt/ml/processing/output",
+                            "S3UploadMode": "Continuous",
+                        },
+                    }
+                ]
+            },
+            "ProcessingResources": {
+                "ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.xlarge", "VolumeSizeInGB": 30}
+            },
+        },
+        {"ProcessingJobArn": f"{ARN}:processing-job/{name}"},
+    )
+    labels = tmp_path / "metrics.json"
+    labels.write_text(json.dumps({"labels": ["Crimson disc", "Emerald square"]}))
+    code, out, err = aws_cloud.run(
+        "clarify",
+        *SETTINGS,
+        "--input",
+        f"s3://{BUCKET}/images/",
+        "--labels",
+        str(labels),
+        "--samples",
+        "300",
+        "--segments",
+        "25",
+        "--no-wait",
+    )
+    assert code == 0, err
+    aws_cloud.done()
+    assert f"clarify job: {name} on ml.m5.xlarge" in out
+    assert json.loads(aws_cloud.body(f"dogbreed/clarify/{name}/analysis_config.json")) == {
+        "dataset_type": "application/x-image",
+        "methods": {
+            "shap": {
+                "num_samples": 300,
+                "seed": 0,
+                "use_logit": False,
+                "save_local_shap_values": True,
+                "image_config": {"model_type": "IMAGE_CLASSIFICATION", "num_segments": 25, "segment_compactness": 10},
+            },
+            "report": {"name": "report", "title": "Analysis Report"},
+        },
+        "predictor": {
+            "endpoint_name": "dogbreed",
+            "target_model": "dog-breed-classifier/model.tar.gz",
+            "content_type": "image/jpeg",
+            "accept_type": "application/json",
+            "custom_attributes": "probabilities=true",
+            "probability": "results[0].probabilities",
+            "label_headers": ["Crimson disc", "Emerald square"],
+        },
+    }
+
+
+def test_clarify_checks_its_input_and_labels_before_any_call(aws_cloud, tmp_path):
+    code, _, err = aws_cloud.run("clarify", *SETTINGS, "--input", "images/")
+    assert code == 1 and "--input must be an S3 folder" in err
+    aws_cloud.aws.s3.put_object(Bucket=BUCKET, Key="images/a.jpg", Body=b"x")
+    (tmp_path / "bad.json").write_text("{}")
+    code, _, err = aws_cloud.run(
+        "clarify", *SETTINGS, "--input", f"s3://{BUCKET}/images/", "--labels", str(tmp_path / "bad.json")
+    )
+    assert code == 1 and err.count("\n") == 1 and "no list of labels" in err
+    aws_cloud.done()

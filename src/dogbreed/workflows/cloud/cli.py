@@ -12,7 +12,7 @@ from typing import Any
 from dogbreed.errors import run_cli
 from dogbreed.workflows import cloud
 from dogbreed.workflows.aws import Aws, connect
-from dogbreed.workflows.cloud import endpoint, prediction, training, tuning
+from dogbreed.workflows.cloud import clarify, endpoint, prediction, training, tuning
 from dogbreed.workflows.cloud.config import Parents, parent_parsers
 
 # Each adds one subcommand, whose parser's ``run`` default is the command: run(aws, args) -> exit code.
@@ -25,6 +25,7 @@ SUBCOMMANDS: list[Callable[[Any, Parents], None]] = [
     endpoint.add_add_model,
     prediction.add_invoke,
     prediction.add_batch_transform,
+    clarify.add_clarify,
     endpoint.add_teardown,
 ]
 
