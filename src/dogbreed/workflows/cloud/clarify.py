@@ -22,7 +22,7 @@ from dogbreed.explain.superpixels import DEFAULT_COMPACTNESS, DEFAULT_SEGMENTS
 from dogbreed.workflows.aws import Aws, CloudError, aws_errors
 from dogbreed.workflows.cloud import config
 from dogbreed.workflows.cloud.config import DEFAULT_TARGETS, Parents, check_target, env, require_role, resolve_bucket
-from dogbreed.workflows.cloud.storage import first_object
+from dogbreed.workflows.cloud.storage import require_image_folder
 
 # Where the serving image's JSON answer keeps the probabilities (JMESPath), with probabilities=true.
 PROBABILITIES = "results[0].probabilities"
@@ -64,10 +64,7 @@ def cmd_clarify(aws: Aws, args: argparse.Namespace) -> int:
     from sagemaker import clarify
 
     role = require_role(args)
-    if not args.input or not args.input.startswith("s3://"):
-        raise CloudError("--input must be an S3 folder of JPEG images, e.g. s3://BUCKET/images/")
-    if first_object(aws, args.input) is None:
-        raise CloudError(f"no objects under {args.input}")
+    require_image_folder(aws, args.input, "JPEG images")
     labels = class_labels(args.labels)
     bucket = resolve_bucket(aws, args)
     name = f"{args.endpoint}-clarify-{config.stamp()}"

@@ -23,7 +23,7 @@ from dogbreed.workflows.cloud.config import (
     resolve_bucket,
 )
 from dogbreed.workflows.cloud.endpoint import served_data_url
-from dogbreed.workflows.cloud.storage import first_object, put_artifact
+from dogbreed.workflows.cloud.storage import put_artifact, require_image_folder
 
 
 def read_answer(response: dict[str, Any]) -> dict[str, Any]:
@@ -95,10 +95,7 @@ def cmd_batch_transform(aws: Aws, args: argparse.Namespace) -> int:
     from sagemaker.transformer import Transformer
 
     role = require_role(args)
-    if not args.input or not args.input.startswith("s3://"):
-        raise CloudError("--input must be an S3 folder of images, e.g. s3://BUCKET/images/")
-    if first_object(aws, args.input) is None:
-        raise CloudError(f"no objects under {args.input}")
+    require_image_folder(aws, args.input)
     bucket = resolve_bucket(aws, args)
     image = image_uri(aws, args, "serve")
     model_data = batch_model_data(aws, args, bucket)

@@ -66,6 +66,15 @@ def first_object(aws: Aws, uri: str) -> str | None:
     return contents[0]["Key"] if contents else None
 
 
+def require_image_folder(aws: Aws, uri: str | None, kind: str = "images") -> str:
+    """``uri``, an S3 folder with at least one object: a job's input; else a one-line error."""
+    if not uri or not uri.startswith("s3://"):
+        raise CloudError(f"--input must be an S3 folder of {kind}, e.g. s3://BUCKET/images/")
+    if first_object(aws, uri) is None:
+        raise CloudError(f"no objects under {uri}")
+    return uri
+
+
 def sync_folder(aws: Aws, folder: Path, bucket: str, key_prefix: str, threads: int = 16) -> str:
     """Upload the files of ``folder`` missing (or of another size) under s3://bucket/key_prefix/."""
     files = sorted(
