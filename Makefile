@@ -199,13 +199,14 @@ debug-report: $(VENV_STAMP) ## (Re)build rules.json and debugger-report.html fro
 # make report-screenshot: the report to picture and the PNG to write (the README's picture by default).
 REPORT ?= $(TRAIN_OUT)/output/data/debugger-report.html
 SCREENSHOT ?= docs/debugger-report.png
+SCREENSHOT_HEIGHT ?= 3900
 
 .PHONY: report-screenshot
-report-screenshot: ## PNG screenshot of REPORT (debugger-report.html) into SCREENSHOT, with headless Chromium
+report-screenshot: ## PNG screenshot of REPORT (an HTML report) into SCREENSHOT, SCREENSHOT_HEIGHT pixels tall, with headless Chromium
 	@command -v chromium >/dev/null || { echo "make report-screenshot: needs chromium (apt-get install chromium)" >&2; exit 2; }
 	@test -f "$(REPORT)" || { echo "make report-screenshot: no report at $(REPORT) (make train writes one)" >&2; exit 2; }
 	mkdir -p $(dir $(SCREENSHOT))
-	chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1100,3900 \
+	chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1100,$(SCREENSHOT_HEIGHT) \
 		--screenshot=$(abspath $(SCREENSHOT)) file://$(abspath $(REPORT)) 2>/dev/null
 
 .PHONY: train-mobile

@@ -27,9 +27,9 @@ REPORT_FILE = "explain-report.html"
 JSON_FILE = "explanations.json"
 
 STYLE = (
-    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
     "table{border-collapse:collapse;margin:0.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:90%}"
-    "figure{display:inline-block;margin:0 1em 1em 0;text-align:center}figcaption{font-size:85%}"
+    "figure{display:inline-block;margin:0 0.8em 1em 0;text-align:center}figcaption{font-size:85%}"
     "img{image-rendering:auto}.bar{display:inline-block;height:0.8em}.pos{background:#dc141e}"
     ".neg{background:#1e3ce6}.flag{color:#b00;font-weight:bold}section{border-top:1px solid #ddd;padding-top:1em}"
 )
@@ -112,7 +112,7 @@ class Report:
 def _img(pixels: np.ndarray, alt: str, caption: str) -> str:
     data = base64.b64encode(superpixels.png(pixels)).decode("ascii")
     return (
-        f'<figure><img width="256" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+        f'<figure><img width="240" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"
     )
 

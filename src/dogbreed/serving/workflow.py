@@ -178,7 +178,10 @@ def request_options(lower: Mapping[str, str], body: bytes | None, max_payload: i
     if max_payload is not None and body is not None and len(body) > max_payload:
         raise InferenceError(413, "PayloadTooLarge", f"request body is {len(body)} bytes; the maximum is {max_payload}")
     check_accept(lower.get("accept"))
-    return parse_custom_attributes(lower.get(ATTRIBUTES_HEADER))
+    options = parse_custom_attributes(lower.get(ATTRIBUTES_HEADER))
+    if options.explain:
+        settings_for(options.explain_samples, options.explain_segments)
+    return options
 
 
 def predict(
