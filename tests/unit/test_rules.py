@@ -160,3 +160,16 @@ def test_dead_relu_takes_the_built_in_regex_parameter(tmp_path, regex):
     quiet = dead_relu(trial, tensor_regex=".*no_such_tensor")
     invoke_rule(quiet, start_step=0, end_step=101, raise_eval_cond=True)
     assert quiet.evaluated == 0
+
+
+def test_boolean_rule_parameters_are_read_as_sagemaker_sends_them(tmp_path):
+    """Rule parameters arrive as strings: "False" is False, and a word that is neither is a clear error."""
+    from dogbreed.errors import ConfigError
+    from dogbreed.training.rule_library import ClassImbalance, ExplodingTensor
+
+    trial = trial_of(tmp_path, network(), steps=20)
+    assert ExplodingTensor(trial, only_nan="False").only_nan is False
+    assert ExplodingTensor(trial, only_nan="true").only_nan is True
+    assert ClassImbalance(trial, argmax="False").argmax is False
+    with pytest.raises(ConfigError, match="only_nan"):
+        ExplodingTensor(trial, only_nan="sometimes")

@@ -13,6 +13,9 @@ import numpy as np
 from smdebug.core.modes import ModeKeys
 from smdebug.rules.rule import Rule
 
+from dogbreed.errors import ConfigError
+from dogbreed.settings import parse_bool
+
 
 def loss_names(trial) -> list[str]:
     return trial.tensor_names(collection="losses")
@@ -37,6 +40,14 @@ def _by_step(trial, names) -> dict[int, list]:
         for step in tensor.steps():
             index.setdefault(step, []).append(tensor)
     return index
+
+
+def rule_flag(value, name: str) -> bool:
+    """A boolean rule parameter: SageMaker passes rule parameters as strings, so "False" must mean False."""
+    parsed = parse_bool(value)
+    if parsed is None:
+        raise ConfigError(f"rule parameter {name} must be true or false, got {value!r}")
+    return parsed
 
 
 def tensors_by_step(trial, collections: list[str]) -> dict[int, list]:
@@ -186,7 +197,7 @@ class ExplodingTensor(Rule):
     def __init__(self, base_trial, collection_names="losses,gradients,weights", only_nan=False):
         super().__init__(base_trial, action_str="")
         self.collection_names = [c for c in str(collection_names).split(",") if c]
-        self.only_nan = bool(only_nan)
+        self.only_nan = rule_flag(only_nan, "only_nan")
         self.evaluated = 0
         self._saved = tensors_by_step(base_trial, self.collection_names)
 
@@ -316,7 +327,11 @@ class ClassImbalance(Rule):
         super().__init__(base_trial, action_str="")
         self.threshold_imbalance = float(threshold_imbalance)
         self.threshold_misprediction = float(threshold_misprediction)
-        self.argmax, self.labels_regex, self.predictions_regex = bool(argmax), labels_regex, predictions_regex
+        self.argmax, self.labels_regex, self.predictions_regex = (
+            rule_flag(argmax, "argmax"),
+            labels_regex,
+            predictions_regex,
+        )
         labels = self._values(base_trial, labels_regex, ModeKeys.TRAIN)
         classes = {int(c) for _, v in labels for c in v}
         self.samples = int(samples) if samples is not None else 50 * max(len(classes), 1)
