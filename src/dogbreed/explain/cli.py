@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
 
 from dogbreed.errors import DataError, DogbreedError, run_cli
 from dogbreed.explain import bias
@@ -28,7 +29,7 @@ from dogbreed.explain.explainer import DEFAULT_SAMPLES, ExplainError, PredictorC
 from dogbreed.explain.report import ImageResult, Report
 from dogbreed.explain.superpixels import DEFAULT_COMPACTNESS, DEFAULT_SEGMENTS, DEFAULT_SIDE, IMAGENET_MEAN_RGB
 from dogbreed.labels import display_label
-from dogbreed.progress import Progress
+from dogbreed.progress import is_interactive
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 log = logging.getLogger("dogbreed.explain")
@@ -124,19 +125,24 @@ def classifier_for(args: argparse.Namespace) -> Iterator[tuple[Any, str]]:
 
 
 def explain_all(args: argparse.Namespace, classifier: Any, files: list[Path], settings: Settings) -> list[ImageResult]:
+    """Each file's explanation: a progress bar over the model evaluations in a terminal, a line per image in
+    a log."""
     results = []
-    for path in Progress(files, total=len(files), desc="explain", unit="image", log_every=1):
-        explanation = explain(open_image(path), classifier, settings)
-        classes = explanation.top(max(1, args.explain_top_k))
-        results.append(ImageResult(str(path), explanation, classes, args.top_k))
-        log.info(
-            "%s: %s %.3f, %d evaluations in %.1f s",
-            path.name,
-            explanation.labels[classes[0]],
-            explanation.probabilities[classes[0]],
-            explanation.evaluations,
-            explanation.seconds,
-        )
+    total = len(files) * (settings.samples + 2)
+    with tqdm(total=total, unit="evaluation", desc="explain", disable=not is_interactive(), leave=False) as bar:
+        for path in files:
+            explanation = explain(open_image(path), classifier, settings, progress=bar.update)
+            classes = explanation.top(max(1, args.explain_top_k))
+            results.append(ImageResult(str(path), explanation, classes, args.top_k))
+            top = classes[0]
+            message = (
+                f"{path.name}: {explanation.labels[top]} {explanation.probabilities[top]:.3f}, "
+                f"{explanation.evaluations} evaluations in {explanation.seconds:.1f} s"
+            )
+            if bar.disable:
+                log.info(message)
+            else:
+                bar.write(message)
     return results
 
 
