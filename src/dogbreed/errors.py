@@ -35,14 +35,13 @@ def run_cli(
     prog: str,
     action: Callable[[], object],
     errors: tuple[type[Exception], ...] = (DogbreedError,),
-    failure_code: int = 1,
 ) -> int:
     """Run a command-line tool's work and return its exit code: the action's own when it returns an int, else
-    0; ``failure_code`` with one line ``prog: error: ...`` when it raises one of ``errors`` (the user's
+    0; 1 with one line ``prog: error: ...`` when it raises one of ``errors`` (the user's
     problem, said plainly; anything else is a bug and keeps its traceback)."""
     try:
         result = action()
     except errors as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
-        return failure_code
+        return 1
     return result if isinstance(result, int) else 0

@@ -40,7 +40,7 @@ def test_run_cli_reports_an_error_as_one_line_and_its_exit_code(capsys):
     def fail():
         raise ConfigError("--epochs must be at least 1")
 
-    assert run_cli("dogbreed-train", fail, failure_code=2) == 2
+    assert run_cli("dogbreed-train", fail) == 1
     assert capsys.readouterr().err == "dogbreed-train: error: --epochs must be at least 1\n"
 
 

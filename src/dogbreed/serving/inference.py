@@ -32,6 +32,7 @@ import binascii
 import json
 import math
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -238,7 +239,6 @@ class Predictor:
     def __init__(self, folder: Path, metadata: dict[str, Any], threads: int | None = None):
         import onnxruntime
 
-        self.metadata = metadata
         self.labels: list[str] = metadata["labels"]
         self.variant, file = served_onnx_file(metadata)
         self.input_size: int = metadata["input_size"]
@@ -271,7 +271,7 @@ class Predictor:
         """Class probabilities for decoded RGB images (uint8 arrays, H x W x 3), RUN_CHUNK at a time: what an
         explanation asks of the model."""
         logits = [
-            self._run([Image.fromarray(view) for view in views[start : start + RUN_CHUNK]])
+            self._run(views[start : start + RUN_CHUNK], lambda _, view: Image.fromarray(view))
             for start in range(0, len(views), RUN_CHUNK)
         ]
         return softmax(np.concatenate(logits))
@@ -280,12 +280,17 @@ class Predictor:
         return decode_image(data, self.draft_size, position)
 
     def _logits(self, images: list[bytes], start: int) -> np.ndarray:
-        position = (lambda i: i) if len(images) > 1 else (lambda i: None)
-        chunk = enumerate(images[start : start + RUN_CHUNK], start)
-        return self._run([self.decode(data, position(i)) for i, data in chunk])
+        batch = len(images) > 1
+        return self._run(
+            images[start : start + RUN_CHUNK], lambda i, data: self.decode(data, start + i if batch else None)
+        )
 
-    def _run(self, images: list[Image.Image]) -> np.ndarray:
-        chunk = np.stack([eval_array(image, self.input_size, self.mean, self.std) for image in images])
+    def _run(self, items: Sequence[Any], to_image: Callable[[int, Any], Image.Image]) -> np.ndarray:
+        """One ONNX Runtime run over ``items``, each made an image by ``to_image(position, item)`` only when it
+        is preprocessed, and dropped after: a chunk never holds two decoded images at once."""
+        chunk = np.stack(
+            [eval_array(to_image(i, item), self.input_size, self.mean, self.std) for i, item in enumerate(items)]
+        )
         return self.session.run(None, {self.input_name: chunk})[0]
 
 
