@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import logging
 import os
 import platform
 import statistics
@@ -47,6 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     opts = parser.parse_args()
+    logging.getLogger("sagemaker").setLevel(logging.ERROR)  # the local client's warning on every call
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         bodies = photos(8)

@@ -183,6 +183,8 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # The SDK's local client warns on every call that it found no rootless Docker: nothing to act on here.
+    logging.getLogger("sagemaker").setLevel(logging.ERROR)
     return run_cli("dogbreed-explain", lambda: print(f"report: {build(args)}"), (DogbreedError, ExplainError))
 
 
