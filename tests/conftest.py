@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -84,34 +85,64 @@ def free_port() -> int:
     raise RuntimeError("no free port found")
 
 
+class TrainingRun(NamedTuple):
+    base: Path  # SAGEMAKER_BASE_DIR: model/, output/ and tmp/ (the run's TMPDIR)
+    debug_dir: Path  # its smdebug trial
+    stdout: str
+
+
 @pytest.fixture(scope="session")
-def trained_models(tmp_path_factory) -> dict[str, Path]:
-    """A ResNet18 and a MobileNetV2 trained on the sample data by the real training code."""
-    models = {}
-    # Four epochs for ResNet18: at three, the validation accuracy of this config still swings (0.53, 0.83,
-    # 0.73 for one data order), and the served model's held-out accuracy with it.
-    for arch, epochs in (("resnet18", 4), ("mobilenet_v2", 3)):
+def training_runs(tmp_path_factory) -> dict[str, TrainingRun]:
+    """A ResNet18 and a MobileNetV2 trained on the sample data by the real training code, once for every test
+    that reads a finished run: its artifact, metrics, log, smdebug trial and temporary folder."""
+    runs = {}
+    for arch in SESSION_EPOCHS:
         base = tmp_path_factory.mktemp(f"train-{arch}")
-        result = run_script(
-            TRAIN_SCRIPT,
-            [
-                "--data-dir",
-                str(SAMPLE_DATA),
-                *FAST_ARGS,
-                "--model",
-                arch,
-                "--epochs",
-                str(epochs),
-                "--patience",
-                "0",
-                "--learning-rate",
-                "0.003",
-            ],
-            base,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        models[arch] = base / "model"
-    return models
+        runs[arch] = session_run(arch, base)
+    return runs
+
+
+# Four epochs for ResNet18: at three, the validation accuracy of this config still swings (0.53, 0.83, 0.73 for
+# one data order), and the served model's held-out accuracy with it.
+SESSION_EPOCHS = {"resnet18": 4, "mobilenet_v2": 3}
+
+
+def session_run(arch: str, base: Path, *extra: str) -> TrainingRun:
+    """One of the session's training runs into ``base``; ``extra`` flags make a variant of it."""
+    (base / "tmp").mkdir()
+    result = run_script(
+        TRAIN_SCRIPT,
+        [
+            "--data-dir",
+            str(SAMPLE_DATA),
+            *FAST_ARGS,
+            "--model",
+            arch,
+            "--epochs",
+            str(SESSION_EPOCHS[arch]),
+            "--patience",
+            "0",
+            "--learning-rate",
+            "0.003",
+            "--debug-out-dir",
+            str(base / "debug"),
+            "--debug-save-interval",
+            "2",
+            "--debug-collections",
+            "losses,weights,gradients",
+            *extra,
+        ],
+        base,
+        TMPDIR=str(base / "tmp"),
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return TrainingRun(base, base / "debug", result.stdout)
+
+
+@pytest.fixture(scope="session")
+def trained_models(training_runs) -> dict[str, Path]:
+    """The artifact folders of :func:`training_runs`."""
+    return {arch: run.base / "model" for arch, run in training_runs.items()}
 
 
 @pytest.fixture(scope="session")

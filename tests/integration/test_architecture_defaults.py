@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import FAST_ARGS, REPO_ROOT, SAMPLE_DATA, TRAIN_SCRIPT, run_script
+from tests.conftest import REPO_ROOT, SESSION_EPOCHS, session_run
 
 pytestmark = pytest.mark.integration
 
@@ -45,37 +45,17 @@ def test_make_learning_rate_default_per_architecture():
     assert "--learning-rate 0.001" in printed["resnet18"] and "--learning-rate 0.001" in printed["resnet50"]
 
 
-def test_recomputing_batchnorm_leaves_training_itself_unchanged(tmp_path):
-    """The statistics pass runs on forked random generators: the same seed gives the same training losses."""
-    runs = {}
-    for flag in ("true", "false"):
-        base = tmp_path / flag
-        result = run_script(
-            TRAIN_SCRIPT,
-            [
-                "--data-dir",
-                str(SAMPLE_DATA),
-                *FAST_ARGS,
-                "--model",
-                "mobilenet_v2",
-                "--epochs",
-                "2",
-                "--patience",
-                "0",
-                "--int8",
-                "false",
-                "--recompute-bn-stats",
-                flag,
-            ],
-            base,
-        )
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        runs[flag] = {
-            "train": re.findall(r"train_loss=\S+", result.stdout),
-            "log": result.stdout,
-            "hyperparameters": json.loads((base / "model" / "metadata.json").read_text())["hyperparameters"],
-        }
-    assert len(runs["true"]["train"]) == 2 and runs["true"]["train"] == runs["false"]["train"]
-    assert "BatchNorm statistics are recomputed" in runs["true"]["log"]
-    assert "BatchNorm statistics are recomputed" not in runs["false"]["log"]
-    assert runs["true"]["hyperparameters"]["recompute_bn_stats"] is True
+def test_recomputing_batchnorm_leaves_training_itself_unchanged(training_runs, tmp_path):
+    """The statistics pass runs on forked random generators: the same seed gives the same training losses. The
+    session's MobileNetV2 run recomputes them (its default); this one, with the same flags, does not."""
+    runs = {
+        "true": training_runs["mobilenet_v2"],
+        "false": session_run("mobilenet_v2", tmp_path, "--recompute-bn-stats", "false"),
+    }
+    losses = {flag: re.findall(r"train_loss=\S+", run.stdout) for flag, run in runs.items()}
+    assert len(losses["true"]) == SESSION_EPOCHS["mobilenet_v2"] and losses["true"] == losses["false"]
+    assert "BatchNorm statistics are recomputed" in runs["true"].stdout
+    assert "BatchNorm statistics are recomputed" not in runs["false"].stdout
+    for flag, run in runs.items():
+        hyperparameters = json.loads((run.base / "model" / "metadata.json").read_text())["hyperparameters"]
+        assert hyperparameters["recompute_bn_stats"] is (flag == "true")
