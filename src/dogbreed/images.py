@@ -31,6 +31,10 @@ class ImageDecodeError(DogbreedError, ValueError):
     """The input is not a complete, decodable image of acceptable size."""
 
 
+class ImageTooLarge(ImageDecodeError):
+    """An image, but more pixels than may be decoded: a server answers 413 for it, not 400."""
+
+
 @contextmanager
 def _opened(source: str | Path | bytes | BinaryIO) -> Iterator[Image.Image]:
     """The image, opened lazily (header only) and refused past :data:`MAX_PIXELS`; Pillow's errors as
@@ -43,12 +47,12 @@ def _opened(source: str | Path | bytes | BinaryIO) -> Iterator[Image.Image]:
             with Image.open(source) as img:
                 width, height = img.size
                 if width * height > MAX_PIXELS:
-                    raise ImageDecodeError(f"image is too large ({width}x{height} pixels)")
+                    raise ImageTooLarge(f"image is too large ({width}x{height} pixels)")
                 yield img
     except ImageDecodeError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"image is too large: {exc}") from exc
+        raise ImageTooLarge(f"image is too large: {exc}") from exc
     except Image.UnidentifiedImageError:
         raise ImageDecodeError("not an image (unrecognised format)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
@@ -83,7 +87,7 @@ def open_rgb(
             img.draft("RGB", (draft_size, draft_size))
         width, height = img.size
         if max_decoded_pixels is not None and width * height > max_decoded_pixels:
-            raise ImageDecodeError(
+            raise ImageTooLarge(
                 f"image is too large to decode here ({width}x{height} pixels; at most {max_decoded_pixels} "
                 "pixels decoded per image, or send a JPEG, which decodes scaled down)"
             )

@@ -42,7 +42,7 @@ from PIL import Image
 
 from dogbreed.artifact_format import EXPORT_COMMAND, served_onnx_file
 from dogbreed.errors import ArtifactError
-from dogbreed.images import ImageDecodeError, image_size, open_rgb
+from dogbreed.images import ImageDecodeError, ImageTooLarge, image_size, open_rgb
 from dogbreed.preprocess import eval_array, resize_size
 from dogbreed.serving.errors import InferenceError, bad_request
 from dogbreed.serving.memory import max_decoded_pixels
@@ -126,7 +126,7 @@ def parse_custom_attributes(header: str | None, options: Options | None = None) 
 
 
 def _image_error(exc: ImageDecodeError, position: int | None) -> InferenceError:
-    status = 413 if "too large" in str(exc) else 400
+    status = 413 if isinstance(exc, ImageTooLarge) else 400
     prefix = "" if position is None else f"instance {position}: "
     return InferenceError(status, "InvalidImage", f"{prefix}{exc}")
 
