@@ -111,6 +111,11 @@ TRAINING_JOB ?=
 newest_model = $(shell find $(1) -name model.tar.gz -printf '%T@ %p\n' 2>/dev/null | sort -rn | head -n1 | cut -d' ' -f2)
 MODEL_DATA ?= $(call newest_model,$(LOCAL_OUT)/resnet18)
 MOBILE_MODEL_DATA ?= $(call newest_model,$(LOCAL_OUT)/mobilenet_v2)
+# deploy's autoscaling, on with MAX_INSTANCES and TARGET_INVOCATIONS: instances from MIN_INSTANCES (default: one)
+# to MAX_INSTANCES, aiming at TARGET_INVOCATIONS invocations per instance per minute
+MAX_INSTANCES ?=
+MIN_INSTANCES ?=
+TARGET_INVOCATIONS ?=
 # add-model: TARGET=PATH_OR_S3_URI, e.g. NEW_MODEL=dog-breed-classifier-v2/model.tar.gz=build/.../model.tar.gz
 NEW_MODEL ?=
 # invoke: the image to classify, the targets (default: both), LOCAL=true for the make local-serve container
@@ -325,8 +330,10 @@ training-result: $(VENV_STAMP) ## Model, Debugger tensors, profiler report and r
 	$(CLOUD) training-result $(CLOUD_SETTINGS) $(if $(TRAINING_JOB),--training-job $(TRAINING_JOB))
 
 .PHONY: deploy
-deploy: $(VENV_STAMP) ## Multi-model endpoint ENDPOINT serving MODEL_DATA and MOBILE_MODEL_DATA (updated in place)
+deploy: $(VENV_STAMP) ## Multi-model endpoint ENDPOINT serving MODEL_DATA and MOBILE_MODEL_DATA (updated in place; MAX_INSTANCES: autoscaling)
 	$(CLOUD) deploy $(CLOUD_SETTINGS) --instance-type $(SERVE_INSTANCE_TYPE) \
+		$(if $(MAX_INSTANCES),--max-instances $(MAX_INSTANCES)) $(if $(MIN_INSTANCES),--min-instances $(MIN_INSTANCES)) \
+		$(if $(TARGET_INVOCATIONS),--target-invocations $(TARGET_INVOCATIONS)) \
 		$(if $(MODEL_DATA),--model $(TARGET)=$(MODEL_DATA)) \
 		$(if $(MOBILE_MODEL_DATA),--model $(MOBILE_TARGET)=$(MOBILE_MODEL_DATA))
 

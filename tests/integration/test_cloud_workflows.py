@@ -45,6 +45,23 @@ NOW = datetime.datetime(2026, 11, 22, 12, 0, tzinfo=datetime.UTC)
 ARN = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}"
 SETTINGS = ["--role", ROLE, "--bucket", BUCKET, "--tag", "abc1234", "--poll", "0"]
 TEST_IMAGE = SAMPLE_DATA / "test" / "001.Crimson_disc" / "Crimson_disc_00001.jpg"
+VARIANT = {
+    "ServiceNamespace": "sagemaker",
+    "ResourceId": "endpoint/dogbreed/variant/AllTraffic",
+    "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+}
+DESCRIBE_TARGET = {
+    "ServiceNamespace": "sagemaker",
+    "ResourceIds": ["endpoint/dogbreed/variant/AllTraffic"],
+    "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+}
+SCALABLE_TARGET = {
+    **VARIANT,
+    "MinCapacity": 1,
+    "MaxCapacity": 4,
+    "RoleARN": f"arn:aws:iam::{ACCOUNT}:role/aws-service-role/sagemaker",
+    "CreationTime": datetime.datetime(2026, 11, 22, 12, 0, tzinfo=datetime.UTC),
+}
 
 
 class Capture:
@@ -79,9 +96,11 @@ class Cloud:
         self.aws = aws
         self.sagemaker = Stubber(aws.sagemaker)
         self.runtime = Stubber(aws.runtime)
+        self.scaling = Stubber(aws.autoscaling)
         self.capsys = capsys
         self.sagemaker.activate()
         self.runtime.activate()
+        self.scaling.activate()
 
     def expect(self, method: str, params: dict, response: dict | None = None) -> None:
         self.sagemaker.add_response(method, response or {}, params)
@@ -95,6 +114,12 @@ class Cloud:
     def done(self) -> None:
         self.sagemaker.assert_no_pending_responses()
         self.runtime.assert_no_pending_responses()
+        self.scaling.assert_no_pending_responses()
+
+    def scalable_target(self, registered: bool) -> None:
+        """Application Auto Scaling's answer on whether the endpoint's variant is a scalable target."""
+        found = [SCALABLE_TARGET] if registered else []
+        self.scaling.add_response("describe_scalable_targets", {"ScalableTargets": found}, DESCRIBE_TARGET)
 
     def keys(self, prefix: str = "", bucket: str = BUCKET) -> list[str]:
         listed = self.aws.s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
@@ -143,6 +168,7 @@ def aws_cloud(emulator, monkeypatch, capsys):
         s3=boto_session.client("s3"),
         session=sdk_session(boto_session, sagemaker_client, runtime),
         region=REGION,
+        autoscaling=boto_session.client("application-autoscaling"),
     )
     aws.s3.create_bucket(Bucket=BUCKET)
     return Cloud(aws, capsys)
@@ -832,18 +858,43 @@ def expect_new_endpoint_resources(aws_cloud, name: str, instance_type: str = "ml
     )
 
 
+def expect_endpoint_created(aws_cloud, name: str, instance_type: str = "ml.m5.large") -> None:
+    """Expect a first deploy's calls up to waiting: no endpoint yet, a new model and config, the endpoint."""
+    not_found(aws_cloud, "describe_endpoint", 'endpoint "dogbreed"')
+    expect_new_endpoint_resources(aws_cloud, name, instance_type)
+    aws_cloud.expect(
+        "create_endpoint",
+        {"EndpointName": "dogbreed", "EndpointConfigName": name, "Tags": []},
+        {"EndpointArn": f"{ARN}:endpoint/dogbreed"},
+    )
+
+
+def second_deploy(aws_cloud, monkeypatch, first: str, registered: bool) -> str:
+    """Expect a redeploy's first calls, up to the in-place update: a new model and config under a new stamp,
+    the variant's scaling looked up (and deregistered when ``registered``). Returns the new name."""
+    second_stamp = "20261123-090000"
+    second = f"dogbreed-mme-{second_stamp}"
+    monkeypatch.setattr(config, "stamp", lambda: second_stamp)
+    aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"}, endpoint("InService", first))
+    expect_new_endpoint_resources(aws_cloud, second)
+    aws_cloud.scalable_target(registered=registered)
+    if registered:
+        aws_cloud.scaling.add_response("deregister_scalable_target", {}, VARIANT)
+    aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"}, endpoint("InService", first))
+    aws_cloud.expect(
+        "update_endpoint",
+        {"EndpointName": "dogbreed", "EndpointConfigName": second},
+        {"EndpointArn": f"{ARN}:endpoint/dogbreed"},
+    )
+    return second
+
+
 def test_deploy_uploads_both_models_creates_a_multi_model_endpoint_then_updates_it_in_place(
     aws_cloud, model_store, monkeypatch
 ):
     first = f"dogbreed-mme-{STAMP}"
     models = [f"--model={t}={model_store / t}" for t in DEFAULT_TARGETS]
-    not_found(aws_cloud, "describe_endpoint", 'endpoint "dogbreed"')
-    expect_new_endpoint_resources(aws_cloud, first, "ml.c5.xlarge")
-    aws_cloud.expect(
-        "create_endpoint",
-        {"EndpointName": "dogbreed", "EndpointConfigName": first, "Tags": []},
-        {"EndpointArn": f"{ARN}:endpoint/dogbreed"},
-    )
+    expect_endpoint_created(aws_cloud, first, "ml.c5.xlarge")
     aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"}, endpoint("Creating", first))
     aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"}, endpoint("InService", first))
     code, out, err = aws_cloud.run("deploy", *SETTINGS, *models, "--instance-type", "ml.c5.xlarge")
@@ -858,17 +909,7 @@ def test_deploy_uploads_both_models_creates_a_multi_model_endpoint_then_updates_
     assert "endpoint dogbreed is InService" in out
 
     # Redeploy: a new model and config, the endpoint updated in place, the replaced ones deleted.
-    second_stamp = "20261123-090000"
-    second = f"dogbreed-mme-{second_stamp}"
-    monkeypatch.setattr(config, "stamp", lambda: second_stamp)
-    aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"}, endpoint("InService", first))
-    expect_new_endpoint_resources(aws_cloud, second)
-    aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"}, endpoint("InService", first))
-    aws_cloud.expect(
-        "update_endpoint",
-        {"EndpointName": "dogbreed", "EndpointConfigName": second},
-        {"EndpointArn": f"{ARN}:endpoint/dogbreed"},
-    )
+    second = second_deploy(aws_cloud, monkeypatch, first, registered=False)
     aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"}, endpoint("Updating", first))
     aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"}, endpoint("InService", second))
     other = "dogbreed-prod-mme-20261101-000000"  # another endpoint's: never touched
@@ -900,15 +941,84 @@ def test_deploy_uploads_both_models_creates_a_multi_model_endpoint_then_updates_
     assert f"deleted endpoint config {first}" in out and other not in out
 
 
+def expect_scaling_applied(aws_cloud, minimum: int, maximum: int, target: float) -> None:
+    aws_cloud.scaling.add_response(
+        "register_scalable_target", {}, {**VARIANT, "MinCapacity": minimum, "MaxCapacity": maximum}
+    )
+    aws_cloud.scaling.add_response(
+        "put_scaling_policy",
+        {"PolicyARN": "arn:aws:autoscaling:us-east-1:123456789012:scalingPolicy:x", "Alarms": []},
+        {
+            "PolicyName": "dogbreed-invocations-per-instance",
+            **VARIANT,
+            "PolicyType": "TargetTrackingScaling",
+            "TargetTrackingScalingPolicyConfiguration": {
+                "TargetValue": target,
+                "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+                "ScaleInCooldown": 300,
+                "ScaleOutCooldown": 60,
+            },
+        },
+    )
+
+
+def test_deploy_scales_the_endpoint_updates_the_policy_in_place_and_teardown_deregisters(
+    aws_cloud, model_store, monkeypatch
+):
+    first = f"dogbreed-mme-{STAMP}"
+    model = f"--model={DEFAULT_TARGETS[0]}={model_store / DEFAULT_TARGETS[0]}"
+    scale = ["--max-instances", "4", "--min-instances", "1", "--target-invocations", "600"]
+    expect_endpoint_created(aws_cloud, first)
+    aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"}, endpoint("InService", first))
+    expect_scaling_applied(aws_cloud, 1, 4, 600.0)
+    code, out, err = aws_cloud.run("deploy", *SETTINGS, model, *scale)
+    assert code == 0, err
+    aws_cloud.done()
+    assert "autoscaling: 1 to 4 instances, target 600 invocations per instance per minute" in out
+
+    # Again, with a new target: deregistered around the update, as SageMaker asks, then the policy put again.
+    second = second_deploy(aws_cloud, monkeypatch, first, registered=True)
+    aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"}, endpoint("InService", second))
+    aws_cloud.expect("list_endpoint_configs", {"NameContains": "dogbreed"}, {"EndpointConfigs": []})
+    aws_cloud.expect("list_models", {"NameContains": "dogbreed"}, {"Models": []})
+    expect_scaling_applied(aws_cloud, 2, 8, 450.0)
+    code, out, err = aws_cloud.run(
+        "deploy", *SETTINGS, model, "--max-instances", "8", "--min-instances", "2", "--target-invocations", "450"
+    )
+    assert code == 0, err
+    aws_cloud.done()
+    assert "autoscaling: 2 to 8 instances" in out
+
+    aws_cloud.scalable_target(registered=True)
+    aws_cloud.scaling.add_response("deregister_scalable_target", {}, VARIANT)
+    aws_cloud.expect("describe_endpoint", {"EndpointName": "dogbreed"}, endpoint("InService", second))
+    aws_cloud.expect("delete_endpoint", {"EndpointName": "dogbreed"})
+    aws_cloud.expect("list_endpoint_configs", {"NameContains": "dogbreed"}, {"EndpointConfigs": []})
+    aws_cloud.expect("list_models", {"NameContains": "dogbreed"}, {"Models": []})
+    code, out, err = aws_cloud.run("teardown", *SETTINGS)
+    assert code == 0, err
+    aws_cloud.done()
+    assert out.splitlines()[:2] == ["deregistered dogbreed's autoscaling", "deleted endpoint dogbreed"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--target-invocations", "100"], "need --max-instances"),
+        (["--max-instances", "2", "--min-instances", "3", "--target-invocations", "100"], "<= --max-instances"),
+        (["--max-instances", "2"], "--target-invocations"),
+    ],
+)
+def test_deploy_refuses_scaling_bounds_that_cannot_work_before_any_call(aws_cloud, model_store, flags, words):
+    model = f"--model={DEFAULT_TARGETS[0]}={model_store / DEFAULT_TARGETS[0]}"
+    code, _, err = aws_cloud.run("deploy", *SETTINGS, model, *flags)
+    assert code == 1 and words in err and err.count("\n") == 1
+    aws_cloud.done()
+
+
 def test_deploy_endpoint_that_fails_to_reach_in_service_is_a_clear_error(aws_cloud, model_store):
     name = f"dogbreed-mme-{STAMP}"
-    not_found(aws_cloud, "describe_endpoint", 'endpoint "dogbreed"')
-    expect_new_endpoint_resources(aws_cloud, name)
-    aws_cloud.expect(
-        "create_endpoint",
-        {"EndpointName": "dogbreed", "EndpointConfigName": name, "Tags": []},
-        {"EndpointArn": f"{ARN}:endpoint/dogbreed"},
-    )
+    expect_endpoint_created(aws_cloud, name)
     aws_cloud.expect(
         "describe_endpoint",
         {"EndpointName": "dogbreed"},
@@ -1204,6 +1314,7 @@ def test_teardown_deletes_the_endpoint_its_configs_and_models_and_keeps_s3_unles
     aws_cloud.expect("list_models", {"NameContains": "dogbreed"}, {"Models": models})  # one listing for both kinds
     aws_cloud.expect("delete_model", {"ModelName": mme})
     aws_cloud.expect("delete_model", {"ModelName": batch})
+    aws_cloud.scalable_target(registered=False)
     code, out, err = aws_cloud.run("teardown", *SETTINGS)
     assert code == 0, err
     aws_cloud.done()
@@ -1219,6 +1330,7 @@ def test_teardown_deletes_the_endpoint_its_configs_and_models_and_keeps_s3_unles
     # Again, with nothing left and the models' S3 data asked for.
     not_found(aws_cloud, "describe_endpoint", 'endpoint "dogbreed"')
     expect_listings([other], [other])
+    aws_cloud.scalable_target(registered=False)
     code, out, err = aws_cloud.run("teardown", *SETTINGS, "--delete-s3", "models")
     assert code == 0, err
     aws_cloud.done()

@@ -32,6 +32,7 @@ class Aws:
     session: Any  # sagemaker.Session on the clients above
     region: str
     account: str | None = None
+    autoscaling: Any = None  # Application Auto Scaling, for endpoint autoscaling
 
     def account_id(self) -> str:
         if self.account is None:
@@ -94,6 +95,7 @@ def connect(region: str | None) -> Aws:
         s3=boto_session.client("s3"),
         session=sdk_session(boto_session, sagemaker_client, runtime),
         region=boto_session.region_name,
+        autoscaling=boto_session.client("application-autoscaling"),
     )
 
 

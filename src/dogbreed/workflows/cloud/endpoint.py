@@ -11,7 +11,7 @@ from typing import Any
 
 from dogbreed.workflows import parse_pairs
 from dogbreed.workflows.aws import Aws, CloudError, aws_errors, error_code, split_s3_uri
-from dogbreed.workflows.cloud import config
+from dogbreed.workflows.cloud import config, scaling
 from dogbreed.workflows.cloud.config import (
     RESOURCE_STAMP,
     Parents,
@@ -91,6 +91,7 @@ def model_sources(args: argparse.Namespace, example: str) -> dict[str, str]:
 
 def cmd_deploy(aws: Aws, args: argparse.Namespace) -> int:
     sources = model_sources(args, "dog-breed-classifier/model.tar.gz=build/local/resnet18/.../model.tar.gz")
+    scale = scaling.requested(args)
     role = require_role(args)
     bucket = resolve_bucket(aws, args)
     image = image_uri(aws, args, "serve")
@@ -110,6 +111,10 @@ def cmd_deploy(aws: Aws, args: argparse.Namespace) -> int:
             name, model_name=name, initial_instance_count=args.instance_count, instance_type=args.instance_type
         )
         if existing and existing["EndpointStatus"] == "InService":
+            # SageMaker asks that a variant under autoscaling is deregistered before an update.
+            was_scaled = scaling.deregister(aws, args.endpoint)
+            if was_scaled and not scale:
+                print("note: autoscaling removed for the update; deploy with --max-instances to keep it")
             print(f"updating endpoint {args.endpoint} in place to {name}", flush=True)
             aws.session.update_endpoint(args.endpoint, name, wait=False)
         else:
@@ -130,6 +135,8 @@ def cmd_deploy(aws: Aws, args: argparse.Namespace) -> int:
         # After an in-place update the earlier configs and models serve nothing.
         with aws_errors():
             delete_own(aws, args.endpoint, kinds=("mme",), keep=name)
+    if scale:
+        scaling.apply(aws, args)
     print(f"\nendpoint {args.endpoint} is InService; model data under {data_url}")
     for target in sources:
         print(f"  target model: {target}")
@@ -177,6 +184,9 @@ def delete_s3(aws: Aws, args: argparse.Namespace) -> None:
 
 def cmd_teardown(aws: Aws, args: argparse.Namespace) -> int:
     deleted = 0
+    if scaling.deregister(aws, args.endpoint):
+        print(f"deregistered {args.endpoint}'s autoscaling")
+        deleted += 1
     with aws_errors():
         if describe_or_none(lambda: aws.sagemaker.describe_endpoint(EndpointName=args.endpoint)):
             aws.sagemaker.delete_endpoint(EndpointName=args.endpoint)
@@ -197,6 +207,7 @@ def add_deploy(sub: Any, parents: Parents) -> None:
     p.add_argument("--model", action="append", default=[], metavar="TARGET=PATH_OR_S3_URI")
     p.add_argument("--instance-type", default=env("SERVE_INSTANCE_TYPE", "ml.m5.large"), help="SERVE_INSTANCE_TYPE")
     p.add_argument("--instance-count", type=int, default=1)
+    scaling.add_arguments(p)
     p.set_defaults(run=cmd_deploy)
 
 
