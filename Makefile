@@ -123,8 +123,9 @@ IMAGE_FILE ?= local_data/sample/test/001.Crimson_disc/Crimson_disc_00001.jpg
 TARGETS ?=
 TOP_K ?= 5
 LOCAL ?= false
-# batch-transform: an S3 folder of images
+# batch-transform: an S3 folder of images, and the instances the job runs on
 BATCH_INPUT ?=
+TRANSFORM_INSTANCES ?= 1
 # explain: images or folders; the model is EXPLAIN_MODEL (a folder or model.tar.gz; default: the newest make
 # local-train ResNet18, else the make train one), or TARGET of the make local-serve container (LOCAL=true) or of
 # ENDPOINT (EXPLAIN_ENDPOINT=true). EXPLAIN_ARGS adds flags, e.g. --samples 512 --score local_data/sample/test.
@@ -347,9 +348,9 @@ invoke: $(VENV_STAMP) ## Classify IMAGE_FILE with each target of ENDPOINT (LOCAL
 		$(if $(filter true,$(LOCAL)),--local-port $(LOCAL_SERVE_PORT))
 
 .PHONY: batch-transform
-batch-transform: $(VENV_STAMP) ## Batch transform over the images in BATCH_INPUT (s3://...) with the serving image
+batch-transform: $(VENV_STAMP) ## Batch transform over the images in BATCH_INPUT (s3://...) on TRANSFORM_INSTANCES instances
 	$(CLOUD) batch-transform $(CLOUD_SETTINGS) $(if $(BATCH_INPUT),--input $(BATCH_INPUT)) --instance-type $(TRANSFORM_INSTANCE_TYPE) \
-		$(if $(filter false,$(WAIT)),--no-wait)
+		--instance-count $(TRANSFORM_INSTANCES) $(if $(filter false,$(WAIT)),--no-wait)
 
 .PHONY: clarify
 clarify: $(VENV_STAMP) ## SageMaker Clarify explainability job over CLARIFY_INPUT (s3://... JPEGs) on ENDPOINT's TARGET

@@ -1209,6 +1209,25 @@ def test_invoke_with_no_local_server_says_so(tmp_path, capsys):
 # --- batch transform ------------------------------------------------------------------------------------------------
 
 
+def expect_batch_model(aws_cloud, name: str, model_data: str, workers: int, payload_mb: int) -> None:
+    """The transform job's own single-model model, with the serving settings the job is sized from."""
+    environment = {"SAGEMAKER_MODEL_SERVER_WORKERS": str(workers), "SAGEMAKER_MAX_PAYLOAD_IN_MB": str(payload_mb)}
+    aws_cloud.expect(
+        "create_model",
+        {
+            "ModelName": name,
+            "ExecutionRoleArn": ROLE,
+            "PrimaryContainer": {
+                "Image": SERVE_IMAGE,
+                "ModelDataUrl": model_data,
+                "Mode": "SingleModel",
+                "Environment": environment,
+            },
+        },
+        {"ModelArn": f"{ARN}:model/{name}"},
+    )
+
+
 def test_batch_transform_runs_the_serving_image_over_an_s3_folder(aws_cloud):
     name = f"dogbreed-batch-{STAMP}"
     aws_cloud.aws.s3.put_object(Bucket=BUCKET, Key="dogbreed/models/dog-breed-classifier/model.tar.gz", Body=b"m")
@@ -1216,15 +1235,7 @@ def test_batch_transform_runs_the_serving_image_over_an_s3_folder(aws_cloud):
         aws_cloud.aws.s3.put_object(Bucket=BUCKET, Key=f"images/dog{i}.jpg", Body=TEST_IMAGE.read_bytes())
     expect_served_model(aws_cloud)
     model_data = f"s3://{BUCKET}/dogbreed/models/dog-breed-classifier/model.tar.gz"
-    aws_cloud.expect(
-        "create_model",
-        {
-            "ModelName": name,
-            "ExecutionRoleArn": ROLE,
-            "PrimaryContainer": {"Image": SERVE_IMAGE, "ModelDataUrl": model_data, "Mode": "SingleModel"},
-        },
-        {"ModelArn": f"{ARN}:model/{name}"},
-    )
+    expect_batch_model(aws_cloud, name, model_data, workers=1, payload_mb=6)
     output = f"s3://{BUCKET}/dogbreed/batch/{name}/"
     transform = {
         "TransformJobName": name,
@@ -1259,6 +1270,56 @@ def test_batch_transform_runs_the_serving_image_over_an_s3_folder(aws_cloud):
     assert code == 0, err
     aws_cloud.done()
     assert f"predictions: {output}" in out
+
+
+def test_batch_transform_on_many_instances_is_sized_from_the_serving_settings(aws_cloud):
+    name = f"dogbreed-batch-{STAMP}"
+    aws_cloud.aws.s3.put_object(Bucket=BUCKET, Key="dogbreed/models/dog-breed-classifier/model.tar.gz", Body=b"m")
+    aws_cloud.aws.s3.put_object(Bucket=BUCKET, Key="images/dog.jpg", Body=TEST_IMAGE.read_bytes())
+    expect_served_model(aws_cloud)
+    model_data = f"s3://{BUCKET}/dogbreed/models/dog-breed-classifier/model.tar.gz"
+    expect_batch_model(aws_cloud, name, model_data, workers=3, payload_mb=10)
+    aws_cloud.expect(
+        "create_transform_job",
+        {
+            "TransformJobName": name,
+            "ModelName": name,
+            "BatchStrategy": "SingleRecord",
+            "MaxConcurrentTransforms": 4,  # a request per worker, and one in transfer
+            "MaxPayloadInMB": 10,
+            "TransformInput": {
+                "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/images/"}},
+                "ContentType": "application/x-image",
+            },
+            "TransformOutput": {"S3OutputPath": f"s3://{BUCKET}/dogbreed/batch/{name}/", "Accept": "application/json"},
+            "TransformResources": {"InstanceCount": 4, "InstanceType": "ml.c5.2xlarge"},
+        },
+        {"TransformJobArn": f"{ARN}:transform-job/{name}"},
+    )
+    code, out, err = aws_cloud.run(
+        "batch-transform",
+        *SETTINGS,
+        "--input",
+        f"s3://{BUCKET}/images/",
+        "--instance-count",
+        "4",
+        "--instance-type",
+        "ml.c5.2xlarge",
+        "--workers",
+        "3",
+        "--max-payload-mb",
+        "10",
+        "--no-wait",
+    )
+    assert code == 0, err
+    aws_cloud.done()
+    assert "on 4 x ml.c5.2xlarge, 4 requests in flight per instance" in out
+
+
+def test_batch_transform_refuses_sizes_that_cannot_work_before_any_call(aws_cloud):
+    code, _, err = aws_cloud.run("batch-transform", *SETTINGS, "--input", f"s3://{BUCKET}/x/", "--instance-count", "0")
+    assert code == 1 and err == "batch-transform: error: --instance-count must be between 1 and 100, got 0\n"
+    aws_cloud.done()
 
 
 def test_batch_transform_checks_its_input_and_model_first(aws_cloud):

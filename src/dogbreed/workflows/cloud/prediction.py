@@ -91,9 +91,27 @@ def batch_model_data(aws: Aws, args: argparse.Namespace, bucket: str) -> str:
     return model_data
 
 
+def concurrent_transforms(args: argparse.Namespace) -> int:
+    """Requests in flight per instance: one per serving worker, plus one in transfer while they work."""
+    return args.max_concurrent or args.workers + 1
+
+
+def check_transform_sizes(args: argparse.Namespace) -> None:
+    for flag, value, low, high in (
+        ("--instance-count", args.instance_count, 1, 100),
+        ("--workers", args.workers, 1, 64),
+        ("--max-payload-mb", args.max_payload_mb, 1, 100),
+    ):
+        if not low <= value <= high:
+            raise CloudError(f"{flag} must be between {low} and {high}, got {value}")
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise CloudError(f"--max-concurrent must be at least 1, got {args.max_concurrent}")
+
+
 def cmd_batch_transform(aws: Aws, args: argparse.Namespace) -> int:
     from sagemaker.transformer import Transformer
 
+    check_transform_sizes(args)
     role = require_role(args)
     require_image_folder(aws, args.input)
     bucket = resolve_bucket(aws, args)
@@ -103,18 +121,30 @@ def cmd_batch_transform(aws: Aws, args: argparse.Namespace) -> int:
     output = args.output or f"s3://{bucket}/{args.prefix}/batch/{name}/"
     with aws_errors():
         # One model per job, in single-model mode: SageMaker unpacks the archive into /opt/ml/model.
+        # The serving limits the container runs with are the ones the job is sized from.
+        environment = {
+            "SAGEMAKER_MODEL_SERVER_WORKERS": str(args.workers),
+            "SAGEMAKER_MAX_PAYLOAD_IN_MB": str(args.max_payload_mb),
+        }
         aws.session.create_model(
-            name, role, container_defs={"Image": image, "ModelDataUrl": model_data, "Mode": "SingleModel"}
+            name,
+            role,
+            container_defs={
+                "Image": image,
+                "ModelDataUrl": model_data,
+                "Mode": "SingleModel",
+                "Environment": environment,
+            },
         )
         transformer = Transformer(
             model_name=name,
-            instance_count=1,
+            instance_count=args.instance_count,
             instance_type=args.instance_type,
-            strategy="SingleRecord",
+            strategy="SingleRecord",  # one image per request
             output_path=output,
             accept="application/json",
-            max_payload=6,
-            max_concurrent_transforms=args.max_concurrent,
+            max_payload=args.max_payload_mb,
+            max_concurrent_transforms=concurrent_transforms(args),
             sagemaker_session=aws.session,
         )
         transformer.transform(
@@ -126,7 +156,11 @@ def cmd_batch_transform(aws: Aws, args: argparse.Namespace) -> int:
             wait=False,
             logs=False,
         )
-    print(f"transform job: {name} on {args.instance_type}, model {model_data}", flush=True)
+    print(
+        f"transform job: {name} on {args.instance_count} x {args.instance_type}, "
+        f"{concurrent_transforms(args)} requests in flight per instance, model {model_data}",
+        flush=True,
+    )
     if not args.wait:
         print(f"not waiting; predictions will be under {output} (make teardown removes the job's model)")
         return 0
@@ -160,5 +194,15 @@ def add_batch_transform(sub: Any, parents: Parents) -> None:
     p.add_argument(
         "--instance-type", default=env("TRANSFORM_INSTANCE_TYPE", "ml.m5.large"), help="TRANSFORM_INSTANCE_TYPE"
     )
-    p.add_argument("--max-concurrent", type=int, default=2, help="requests in flight per instance")
+    p.add_argument("--instance-count", type=int, default=env("TRANSFORM_INSTANCES", "1"), help="TRANSFORM_INSTANCES")
+    p.add_argument(
+        "--workers", type=int, default=1, help="serving workers per instance (SAGEMAKER_MODEL_SERVER_WORKERS)"
+    )
+    p.add_argument("--max-concurrent", type=int, help="requests in flight per instance (default: the workers plus one)")
+    p.add_argument(
+        "--max-payload-mb",
+        type=int,
+        default=6,
+        help="largest image, MB: the job's MaxPayloadInMB and the server's limit",
+    )
     p.set_defaults(run=cmd_batch_transform)
