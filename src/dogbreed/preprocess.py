@@ -26,7 +26,9 @@ def resize_size(image_size: int) -> int:
     return round(image_size * RESIZE_RATIO)
 
 
-def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
+def resize_shorter_side(
+    image: Image.Image, size: int, resample: Image.Resampling = Image.Resampling.BILINEAR
+) -> Image.Image:
     """Scale so the shorter side is ``size``, keeping the aspect ratio as torchvision computes it."""
     width, height = image.size
     short, long = (width, height) if width <= height else (height, width)
@@ -34,7 +36,7 @@ def resize_shorter_side(image: Image.Image, size: int) -> Image.Image:
         return image
     new_long = int(size * long / short)
     new_size = (size, new_long) if width <= height else (new_long, size)
-    return image.resize(new_size, Image.Resampling.BILINEAR)
+    return image.resize(new_size, resample)
 
 
 def center_crop(image: Image.Image, size: int) -> Image.Image:

@@ -75,7 +75,7 @@ class Confusion:
         pairs = list(pairs)
         if not pairs:
             raise DataError("no labelled predictions to score")
-        names = labels or sorted({name for pair in pairs for name in pair})
+        names = list(labels) if labels else sorted({name for pair in pairs for name in pair})
         index = {name: i for i, name in enumerate(names)}
         for pair in pairs:
             for name in pair:

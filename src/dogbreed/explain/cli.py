@@ -20,14 +20,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from tqdm import tqdm
 
-from dogbreed.errors import DataError, DogbreedError, run_cli
+from dogbreed.errors import DataError, run_cli
 from dogbreed.explain import bias
-from dogbreed.explain.explainer import DEFAULT_SAMPLES, ExplainError, PredictorClassifier, Settings, explain
+from dogbreed.explain.explainer import DEFAULT_SAMPLES, PredictorClassifier, Settings, explain
 from dogbreed.explain.report import ImageResult, Report
 from dogbreed.explain.superpixels import DEFAULT_COMPACTNESS, DEFAULT_SEGMENTS, DEFAULT_SIDE, IMAGENET_MEAN_RGB
+from dogbreed.images import ImageDecodeError, open_rgb
 from dogbreed.labels import display_label
 from dogbreed.progress import is_interactive
 
@@ -85,12 +86,11 @@ def image_files(inputs: list[Path], limit: int) -> list[Path]:
 
 
 def open_image(path: Path) -> Image.Image:
+    """``path`` decoded as serving decodes an upload: upright RGB, refused past the pixel bound."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DataError(f"{path} is not an image Pillow can read: {exc}") from None
+        return open_rgb(path)
+    except ImageDecodeError as exc:
+        raise DataError(f"{path}: {exc}") from None
 
 
 @contextlib.contextmanager
@@ -185,7 +185,7 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     # The SDK's local client warns on every call that it found no rootless Docker: nothing to act on here.
     logging.getLogger("sagemaker").setLevel(logging.ERROR)
-    return run_cli("dogbreed-explain", lambda: print(f"report: {build(args)}"), (DogbreedError, ExplainError))
+    return run_cli("dogbreed-explain", lambda: print(f"report: {build(args)}"))
 
 
 def run() -> int:

@@ -15,7 +15,7 @@ import numpy as np
 
 from dogbreed.explain import superpixels
 from dogbreed.workflows.aws import CloudError
-from dogbreed.workflows.cloud.prediction import read_answer
+from dogbreed.workflows.cloud.prediction import invoke
 
 # invoke_endpoint takes at most 6 MB; a batch's base64 PNGs stay under this.
 MAX_BATCH_BYTES = 5 * 1024 * 1024
@@ -56,13 +56,7 @@ class EndpointClassifier:
         }
         if self.target:
             request["TargetModel"] = self.target
-        try:
-            response = self.runtime.invoke_endpoint(**request)
-        except CloudError:
-            raise
-        except Exception as exc:  # botocore's, urllib3's and the local client's errors alike
-            raise CloudError(f"cannot invoke {self.where}: {str(exc).splitlines()[0][:300]}") from None
-        answer = read_answer(response)
+        answer = invoke(self.runtime, self.where, **request)
         if any("probabilities" not in result for result in answer.get("results", [])):
             raise CloudError(f"{self.where} sent no probabilities; is it this project's serving image?")
         if not self.labels:

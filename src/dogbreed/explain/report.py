@@ -9,7 +9,6 @@ per-class recall, precision and most confused pairs (:mod:`dogbreed.explain.bias
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 from dataclasses import asdict, dataclass, field
@@ -110,7 +109,7 @@ class Report:
 
 
 def _img(pixels: np.ndarray, alt: str, caption: str) -> str:
-    data = base64.b64encode(superpixels.png(pixels)).decode("ascii")
+    data = superpixels.png_base64(pixels)
     return (
         f'<figure><img width="240" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
         f"<figcaption>{html.escape(caption)}</figcaption></figure>"

@@ -40,13 +40,7 @@ def explained_view(image: Image.Image, side: int = DEFAULT_SIDE) -> np.ndarray:
 
 def mask_view(mask: Image.Image, side: int = DEFAULT_SIDE) -> np.ndarray:
     """A mask of the original image (mode L or 1) in the explained view's pixels, as bool (H, W)."""
-    grey = mask.convert("L")
-    width, height = grey.size
-    short = min(width, height)
-    scaled = grey.resize(
-        (side, int(side * height / short)) if width <= height else (int(side * width / short), side),
-        Image.Resampling.NEAREST,
-    )
+    scaled = resize_shorter_side(mask.convert("L"), side, Image.Resampling.NEAREST)
     return np.asarray(center_crop(scaled, side)) > 127
 
 

@@ -79,8 +79,8 @@ def load_explainer(cache: ModelCache) -> None:
 
 
 def explain_images(predictor: Any, images: list[bytes], settings: Settings, cache: ModelCache) -> list[dict]:
-    """Each image's explanation of its top class, as JSON, within the request's evaluation and time bounds."""
-    check_evaluations(len(images), settings)
+    """Each image's explanation of its top class, as JSON, within the request's time bound (its evaluation bound
+    is checked by the caller, before any image is decoded: :func:`check_evaluations`)."""
     load_explainer(cache)
     deadline = time.monotonic() + time_limit_seconds()
     classifier = PredictorClassifier(predictor)

@@ -33,7 +33,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,7 @@ class Options:
             setattr(self, key, _parse_bool(value, key))
 
 
-OPTION_KEYS = ("top_k", "probabilities", "explain", "explain_samples", "explain_segments")
+OPTION_KEYS = tuple(option.name for option in fields(Options))
 
 
 def media_type(header: str | None) -> str:

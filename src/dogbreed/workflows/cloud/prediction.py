@@ -46,6 +46,18 @@ def local_runtime(port: int) -> Any:
     return LocalSagemakerRuntimeClient(config={"local": {"serving_port": port}})
 
 
+def invoke(runtime: Any, where: str, **request: Any) -> dict[str, Any]:
+    """``invoke_endpoint`` with ``request``, and its JSON answer; every failure, a local server that is not there
+    included, a one-line :class:`CloudError` naming ``where``."""
+    with aws_errors():
+        try:
+            response = runtime.invoke_endpoint(**request)
+        except (OSError, urllib3.exceptions.HTTPError) as exc:  # the local container is not there
+            reason = getattr(exc, "reason", exc)
+            raise CloudError(f"cannot reach {where}: {reason} (make local-serve starts it)") from None
+        return read_answer(response)
+
+
 def cmd_invoke(aws: Aws | None, args: argparse.Namespace) -> int:
     """Classify ``--image`` with each target model; ``aws`` None: the local container on ``--local-port``."""
     image = Path(args.image)
@@ -55,20 +67,16 @@ def cmd_invoke(aws: Aws | None, args: argparse.Namespace) -> int:
     runtime = aws.runtime if aws else local_runtime(args.local_port)
     where = f"endpoint {args.endpoint}" if aws else f"the local serving container on 127.0.0.1:{args.local_port}"
     for target in args.target or DEFAULT_TARGETS:
-        with aws_errors():
-            try:
-                response = runtime.invoke_endpoint(
-                    EndpointName=args.endpoint,
-                    TargetModel=target,
-                    ContentType="application/x-image",
-                    Accept="application/json",
-                    CustomAttributes=f"top_k={args.top_k}",
-                    Body=body,
-                )
-            except (OSError, urllib3.exceptions.HTTPError) as exc:  # the local container is not there
-                reason = getattr(exc, "reason", exc)
-                raise CloudError(f"cannot reach {where}: {reason} (make local-serve starts it)") from None
-            answer = read_answer(response)
+        answer = invoke(
+            runtime,
+            where,
+            EndpointName=args.endpoint,
+            TargetModel=target,
+            ContentType="application/x-image",
+            Accept="application/json",
+            CustomAttributes=f"top_k={args.top_k}",
+            Body=body,
+        )
         print(f"{target} ({where}):")
         for prediction in answer["results"][0]["predictions"]:
             print(f"  {prediction['probability']:8.4f}  {prediction['label']}")

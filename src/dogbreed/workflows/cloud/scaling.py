@@ -27,13 +27,17 @@ def resource_id(endpoint: str) -> str:
     return f"endpoint/{endpoint}/variant/{VARIANT}"
 
 
+def min_instances(args: argparse.Namespace) -> int:
+    return args.min_instances if args.min_instances is not None else args.instance_count
+
+
 def requested(args: argparse.Namespace) -> bool:
     """Whether deploy was asked to scale; the bounds checked before any call."""
     if args.max_instances is None:
         if args.min_instances is not None or args.target_invocations is not None:
             raise CloudError("--min-instances and --target-invocations need --max-instances")
         return False
-    minimum = args.min_instances if args.min_instances is not None else args.instance_count
+    minimum = min_instances(args)
     if not 1 <= minimum <= args.max_instances:
         raise CloudError(f"instances must satisfy 1 <= --min-instances ({minimum}) <= --max-instances")
     if args.target_invocations is None or args.target_invocations <= 0:
@@ -62,7 +66,7 @@ def deregister(aws: Aws, endpoint: str) -> bool:
 
 def apply(aws: Aws, args: argparse.Namespace) -> dict[str, Any]:
     """Register the variant and put the target-tracking policy; returns the policy's configuration."""
-    minimum = args.min_instances if args.min_instances is not None else args.instance_count
+    minimum = min_instances(args)
     policy = {
         "TargetValue": float(args.target_invocations),
         "PredefinedMetricSpecification": {"PredefinedMetricType": METRIC},
