@@ -77,7 +77,7 @@ LOCAL_STORE ?= $(BUILD_DIR)/local-store
 LOCAL_SERVE_NAME ?= dogbreed-local-serve
 LOCAL_SERVE_PORT ?= 8080
 
-# Cloud workflows on SageMaker (python -m dogbreed.workflows.cloud). Unset
+# Cloud workflows on SageMaker (dogbreed cloud). Unset
 # settings fall back to the environment: SAGEMAKER_ROLE, SAGEMAKER_BUCKET ...
 ROLE ?=
 # Empty: the SDK's default bucket, sagemaker-REGION-ACCOUNT.
@@ -139,7 +139,7 @@ CLARIFY_INPUT ?=
 CLARIFY_INSTANCE_TYPE ?= ml.m5.xlarge
 # teardown: models or all to also delete S3 data
 DELETE_S3 ?=
-CLOUD = $(VENV_PY) -m dogbreed.workflows.cloud
+CLOUD = $(DOGBREED) cloud
 CLOUD_SETTINGS = $(if $(REGION),--region $(REGION)) $(if $(ROLE),--role $(ROLE)) $(if $(BUCKET),--bucket $(BUCKET)) \
 	--prefix $(PREFIX) --endpoint $(ENDPOINT) --tag $(TAG) --train-repository $(TRAIN_IMAGE) \
 	--serve-repository $(SERVE_IMAGE) $(if $(REGISTRY),--registry $(REGISTRY))
@@ -155,6 +155,8 @@ BENCH_MODEL ?= resnet18
 # What the builds start FROM, as make base-image found it: BASE_IMAGE, or its local stand-in.
 BASE_REF := $(BUILD_DIR)/base-image.ref
 VENV_PY := $(VENV)/bin/python
+# The project's one command line (dogbreed --help), run from the venv.
+DOGBREED := $(VENV_PY) -m dogbreed
 VENV_STAMP := $(VENV)/.installed
 # Installs and starts what the targets need from the system (make system; scripts/system.sh says what and why).
 SYSTEM = BASE_IMAGE=$(BASE_IMAGE) PYTHON=$(PYTHON) scripts/system.sh
@@ -191,7 +193,7 @@ venv: $(VENV_STAMP) $(MMS_GUARD) ## Create the Python venv with every pinned pac
 .PHONY: train
 train: $(VENV_STAMP) ## Train natively on DATA_DIR into TRAIN_OUT (fresh run: old checkpoints are removed)
 	rm -rf $(TRAIN_OUT)
-	SAGEMAKER_BASE_DIR=$(abspath $(TRAIN_OUT)) $(VENV_PY) src/train/train_model.py \
+	SAGEMAKER_BASE_DIR=$(abspath $(TRAIN_OUT)) $(DOGBREED) train \
 		--data-dir $(DATA_DIR) --model $(MODEL) --epochs $(EPOCHS) --batch-size $(BATCH_SIZE) \
 		--image-size $(IMAGE_SIZE) --learning-rate $(LEARNING_RATE) --pretrained $(PRETRAINED) \
 		--freeze-backbone $(FREEZE_BACKBONE) $(TRAIN_ARGS)
@@ -200,7 +202,7 @@ train: $(VENV_STAMP) ## Train natively on DATA_DIR into TRAIN_OUT (fresh run: ol
 .PHONY: debug-report
 debug-report: $(VENV_STAMP) ## (Re)build rules.json and debugger-report.html from the smdebug trial in DEBUG_DIR
 	@test -n "$(DEBUG_DIR)" || { echo "make debug-report: set DEBUG_DIR to a trial, e.g. $(TRAIN_OUT)/output/data/tensors" >&2; exit 2; }
-	$(VENV_PY) -m dogbreed.training.debug_report $(DEBUG_DIR) $(if $(DEBUG_OUTPUT_DIR),--output-dir $(DEBUG_OUTPUT_DIR))
+	$(DOGBREED) debug-report $(DEBUG_DIR) $(if $(DEBUG_OUTPUT_DIR),--output-dir $(DEBUG_OUTPUT_DIR))
 
 # make report-screenshot: the report to picture and the PNG to write (the README's picture by default).
 REPORT ?= $(TRAIN_OUT)/output/data/debugger-report.html
@@ -222,20 +224,20 @@ train-mobile: ## Train a MobileNetV2 the same way into MOBILE_TRAIN_OUT (the sec
 .PHONY: export-onnx
 export-onnx: $(VENV_STAMP) ## Add model.onnx to the artifact in MODEL_DIR (and model.int8.onnx with EXPORT_DATA_DIR)
 	@test -n "$(MODEL_DIR)" || { echo "error: set MODEL_DIR to an artifact folder (with model.pth and metadata.json)" >&2; exit 1; }
-	$(VENV_PY) -m dogbreed.training.export_cli --model-dir $(MODEL_DIR) $(if $(EXPORT_DATA_DIR),--data-dir $(EXPORT_DATA_DIR))
+	$(DOGBREED) export --model-dir $(MODEL_DIR) $(if $(EXPORT_DATA_DIR),--data-dir $(EXPORT_DATA_DIR))
 
 .PHONY: model-store
 model-store: $(VENV_STAMP) ## Pack the trained models as model.tar.gz under their TargetModel paths in MODEL_STORE
 	@test -f $(TRAIN_OUT)/model/metadata.json || { echo "error: no model in $(TRAIN_OUT)/model; run make train first" >&2; exit 1; }
-	$(VENV_PY) -m dogbreed.package --model-dir $(TRAIN_OUT)/model --store $(MODEL_STORE) --target $(TARGET)
+	$(DOGBREED) package --model-dir $(TRAIN_OUT)/model --store $(MODEL_STORE) --target $(TARGET)
 	@if [ -f $(MOBILE_TRAIN_OUT)/model/metadata.json ]; then \
-		$(VENV_PY) -m dogbreed.package --model-dir $(MOBILE_TRAIN_OUT)/model --store $(MODEL_STORE) --target $(MOBILE_TARGET); \
+		$(DOGBREED) package --model-dir $(MOBILE_TRAIN_OUT)/model --store $(MODEL_STORE) --target $(MOBILE_TARGET); \
 	else echo "note: no MobileNetV2 in $(MOBILE_TRAIN_OUT) (make train-mobile adds one)"; fi
 
 .PHONY: serve
 serve: model-store $(MMS_GUARD) ## Serve MODEL_STORE natively with MMS on 127.0.0.1:SERVE_PORT (Ctrl-C or make serve-stop)
 	SAGEMAKER_BIND_TO_PORT=$(SERVE_PORT) \
-		$(VENV_PY) -m dogbreed.serving.server --model-store $(MODEL_STORE) --pid-file $(SERVE_PID)
+		$(DOGBREED) serve --model-store $(MODEL_STORE) --pid-file $(SERVE_PID)
 
 .PHONY: serve-stop
 serve-stop: ## Stop the server that make serve started (MMS and all its workers)
@@ -273,7 +275,7 @@ build-serve: base-image ## Build the serving image SERVE_IMAGE:TAG
 
 .PHONY: push
 push: $(VENV_STAMP) ## Push both images to REGISTRY (default: ECR, repositories created with scan-on-push)
-	$(VENV_PY) -m dogbreed.workflows.registry push --image $(TRAIN_IMAGE):$(TAG) --image $(SERVE_IMAGE):$(TAG) \
+	$(DOGBREED) registry push --image $(TRAIN_IMAGE):$(TAG) --image $(SERVE_IMAGE):$(TAG) \
 		$(if $(REGISTRY),--registry $(REGISTRY)) $(if $(REGION),--region $(REGION)) \
 		$(if $(ACCOUNT),--account $(ACCOUNT)) $(if $(filter true,$(LATEST)),--latest)
 
@@ -281,14 +283,14 @@ push: $(VENV_STAMP) ## Push both images to REGISTRY (default: ECR, repositories 
 local-train: $(VENV_STAMP) ## Train with the training image in SageMaker local mode on DATA_DIR (builds the image if missing)
 	@$(SYSTEM) docker
 	@docker image inspect $(TRAIN_IMAGE):$(TAG) >/dev/null 2>&1 || $(MAKE) build-train
-	$(VENV_PY) -m dogbreed.workflows.local train --image $(TRAIN_IMAGE):$(TAG) --data $(DATA_DIR) \
+	$(DOGBREED) local train --image $(TRAIN_IMAGE):$(TAG) --data $(DATA_DIR) \
 		--output $(LOCAL_OUT)/$(MODEL) --instance-count $(INSTANCE_COUNT) $(LOCAL_HPARAMS)
 
 .PHONY: local-hpo
 local-hpo: $(VENV_STAMP) ## A few local-mode hpo.py trials over HPO_GRID; prints the best
 	@$(SYSTEM) docker
 	@docker image inspect $(TRAIN_IMAGE):$(TAG) >/dev/null 2>&1 || $(MAKE) build-train
-	$(VENV_PY) -m dogbreed.workflows.local hpo --image $(TRAIN_IMAGE):$(TAG) --data $(DATA_DIR) \
+	$(DOGBREED) local hpo --image $(TRAIN_IMAGE):$(TAG) --data $(DATA_DIR) \
 		--output $(LOCAL_OUT)/hpo $(LOCAL_HPARAMS) $(HPO_GRID)
 
 .PHONY: local-serve
@@ -363,7 +365,7 @@ teardown: $(VENV_STAMP) ## Delete ENDPOINT, its configs and models (S3 data only
 
 .PHONY: explain
 explain: $(VENV_STAMP) ## Why the model chose: EXPLAIN_IMAGES into EXPLAIN_OUT/explain-report.html (LOCAL=true, EXPLAIN_ENDPOINT=true)
-	$(VENV_PY) -m dogbreed.explain $(EXPLAIN_IMAGES) --out $(EXPLAIN_OUT) $(if $(filter true,$(LOCAL)),\
+	$(DOGBREED) explain $(EXPLAIN_IMAGES) --out $(EXPLAIN_OUT) $(if $(filter true,$(LOCAL)),\
 		--local-port $(LOCAL_SERVE_PORT) --target $(TARGET),$(if $(filter true,$(EXPLAIN_ENDPOINT)),\
 		--endpoint $(ENDPOINT) --target $(TARGET) $(if $(REGION),--region $(REGION)),--artifact $(EXPLAIN_MODEL))) \
 		$(EXPLAIN_ARGS)
@@ -374,13 +376,24 @@ sample-data: $(VENV_STAMP) ## Regenerate the bundled sample dataset in local_dat
 
 .PHONY: data
 data: $(VENV_STAMP) ## Download and unpack the real dogImages set into DATA_DEST (resumable)
-	$(VENV_PY) -m dogbreed.download --url $(DATA_URL) --dest $(DATA_DEST) $(if $(DATA_SHA256),--sha256 $(DATA_SHA256))
+	$(DOGBREED) download --url $(DATA_URL) --dest $(DATA_DEST) $(if $(DATA_SHA256),--sha256 $(DATA_SHA256))
 
 .PHONY: lint
 lint: $(VENV_STAMP) ## Lint, format check and type check, as CI runs them (settings in pyproject.toml)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+
+# mkdocs-material prints a notice about its successor at every build; the docs say what we chose and why.
+MKDOCS = NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs
+
+.PHONY: docs
+docs: $(VENV_STAMP) ## Build the documentation site (docs/, reference tables generated from the code) into build/site
+	$(MKDOCS) build --strict
+
+.PHONY: docs-serve
+docs-serve: $(VENV_STAMP) ## Serve the documentation site on 127.0.0.1:8000, rebuilt on every change
+	$(MKDOCS) serve --dev-addr 127.0.0.1:8000
 
 .PHONY: format
 format: $(VENV_STAMP) ## Format the tree and apply ruff's safe fixes (import order ...)

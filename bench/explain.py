@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from serve_latency import TARGETS, Mms, make_artifacts, photos
 
-from dogbreed.artifact_format import read_metadata
+from dogbreed.artifact import read_metadata
 from dogbreed.explain.explainer import PredictorClassifier, Settings, explain
 from dogbreed.explain.remote import EndpointClassifier
 from dogbreed.serving.inference import Predictor

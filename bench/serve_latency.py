@@ -55,15 +55,15 @@ import torch
 import urllib3
 from PIL import Image
 
-from dogbreed.artifact import load_artifact, make_metadata, save_artifact
-from dogbreed.artifact_format import read_metadata
+from dogbreed.artifact import read_metadata
 from dogbreed.images import open_rgb
-from dogbreed.models import build_model
 from dogbreed.package import pack_artifact
 from dogbreed.preprocess import eval_array
 from dogbreed.serving.inference import Options, Predictor, decode_image, decode_request, encode_response
+from dogbreed.training.artifact import load_artifact, make_metadata, save_artifact
 from dogbreed.training.export import write_onnx_variants
-from dogbreed.transforms import eval_transform
+from dogbreed.training.models import build_model
+from dogbreed.training.transforms import eval_transform
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "local_data" / "sample"
@@ -211,7 +211,7 @@ class Mms(HttpServer):
         )
         if pythonpath is not None:
             env["PYTHONPATH"] = str(pythonpath)
-        self.start([sys.executable, "-m", "dogbreed.serving.server", "--model-store", str(store)], env)
+        self.start([sys.executable, "-m", "dogbreed", "serve", "--model-store", str(store)], env)
 
     def caller(self, target: str):
         headers = {"Content-Type": "image/jpeg", "X-Amzn-SageMaker-Target-Model": target}

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from dogbreed.artifact import load_artifact
 from dogbreed.serving.inference import Options, decode_image, encode_response
-from dogbreed.transforms import eval_transform
+from dogbreed.training.artifact import load_artifact
+from dogbreed.training.transforms import eval_transform
 
 
 class Handler:

@@ -53,7 +53,7 @@ def bare_loop(trainer: Trainer, batches: int, batch_size: int, image_size: int) 
     """Images per second of forward/backward/step on tensors already in memory."""
     model, optimizer, criterion = trainer.model, trainer.optimizer, trainer.criterion
     data = [(torch.randn(batch_size, 3, image_size, image_size), torch.randint(0, 4, (batch_size,))) for _ in range(4)]
-    from dogbreed.models import set_train_mode
+    from dogbreed.training.models import set_train_mode
 
     set_train_mode(model, trainer.args.model, trainer.args.freeze_backbone)
     for images, targets in data[:2]:  # warm-up

@@ -113,7 +113,7 @@ def running_server(model_store: Path, tmp_path: Path, **env: str):
     child_env.update(env)
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dogbreed.serving.server", "--model-store", str(model_store)],
+            [sys.executable, "-m", "dogbreed", "serve", "--model-store", str(model_store)],
             env=child_env,
             cwd=REPO_ROOT,
             stdout=log,

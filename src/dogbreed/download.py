@@ -9,7 +9,7 @@
   place only when every member is safe: no absolute paths, no ``..``, no
   links.
 
-    python -m dogbreed.download --url URL --dest local_data [--sha256 HEX]
+    dogbreed download --url URL --dest local_data [--sha256 HEX]
 """
 
 from __future__ import annotations
@@ -209,8 +209,8 @@ def fetch_dataset(
     return created
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dogbreed.download", description=__doc__.splitlines()[0])
+def run(argv: list[str] | None = None, prog: str = "dogbreed download") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True)
     parser.add_argument("--dest", type=Path, required=True)
     parser.add_argument("--sha256", help="expected SHA-256 of the archive")
@@ -225,7 +225,3 @@ def main(argv: list[str] | None = None) -> int:
             args.url, args.dest, sha256=args.sha256, size=args.size, retries=args.retries, backoff=args.backoff
         ),
     )
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Pack a model artifact folder as ``model.tar.gz`` under its TargetModel path in a model store.
 
-    python -m dogbreed.package --model-dir build/train/model --store build/model-store \\
+    dogbreed package --model-dir build/train/model --store build/model-store \\
         --target dog-breed-classifier/model.tar.gz
 
 The artifact is checked first (metadata complete and consistent, the ONNX
@@ -14,11 +14,10 @@ SageMaker packs ``SM_MODEL_DIR``.
 from __future__ import annotations
 
 import argparse
-import sys
 import tarfile
 from pathlib import Path, PurePosixPath
 
-from dogbreed.artifact_format import METADATA_FILE, read_metadata, served_onnx_file
+from dogbreed.artifact import METADATA_FILE, read_metadata, served_onnx_file
 from dogbreed.errors import ArtifactError, run_cli
 
 
@@ -56,8 +55,8 @@ def pack_artifact(model_dir: Path, archive: Path) -> Path:
     return archive
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dogbreed.package", description=__doc__.splitlines()[0])
+def run(argv: list[str] | None = None, prog: str = "dogbreed package") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, required=True, help="an artifact folder written by train_model.py")
     parser.add_argument("--store", type=Path, required=True)
     parser.add_argument("--target", required=True, help="path inside the store, e.g. dog-breed-classifier/model.tar.gz")
@@ -70,7 +69,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"packed {args.model_dir} as {pack_artifact(args.model_dir, args.store / target)}")
 
     return run_cli(parser.prog, pack, errors=(ArtifactError,))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

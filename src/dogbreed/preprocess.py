@@ -5,7 +5,7 @@ It is torchvision's ``Resize(resize_size(n))``, ``CenterCrop(n)``,
 (the same Pillow resize call, the same crop arithmetic, float32 throughout),
 so a model sees the same numbers whether torch is installed or not; a test
 holds the two equal within 1e-6. Training's augmentation stays in
-:mod:`dogbreed.transforms`.
+:mod:`dogbreed.training.transforms`.
 """
 
 from __future__ import annotations

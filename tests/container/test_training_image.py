@@ -10,7 +10,7 @@ import tarfile
 import pytest
 import torch
 
-from dogbreed.artifact import load_artifact
+from dogbreed.training.artifact import load_artifact
 from dogbreed.training.metrics import parse_metrics
 from tests.conftest import SAMPLE_DATA, free_port
 from tests.container.conftest import TAG, inspect, make

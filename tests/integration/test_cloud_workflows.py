@@ -24,7 +24,7 @@ from dogbreed.labels import display_label
 from dogbreed.training.metrics import METRIC_DEFINITIONS
 from dogbreed.workflows.aws import Aws, sdk_session
 from dogbreed.workflows.cloud import config
-from dogbreed.workflows.cloud.cli import main as cloud_main
+from dogbreed.workflows.cloud.cli import run as cloud_main
 from dogbreed.workflows.cloud.config import DEFAULT_TARGETS
 from tests.conftest import REPO_ROOT, SAMPLE_DATA
 from tests.serving import running_server
@@ -770,7 +770,7 @@ def _cli(*args: str, **env: str) -> subprocess.CompletedProcess:
         **env,
     }
     return subprocess.run(
-        [sys.executable, "-m", "dogbreed.workflows.cloud", *args],
+        [sys.executable, "-m", "dogbreed", "cloud", *args],
         cwd=REPO_ROOT,
         env=clean,
         capture_output=True,

@@ -100,9 +100,9 @@ def test_every_process_states_its_place_and_rank_0_alone_writes(two_processes):
 
 
 def test_the_test_accuracy_is_what_one_process_measures_on_the_same_weights(two_processes):
-    from dogbreed.artifact import load_artifact
+    from dogbreed.training.artifact import load_artifact
     from dogbreed.training.data import ImageFileDataset, discover, resolve_split_dirs
-    from dogbreed.transforms import eval_transform, resize_size
+    from dogbreed.training.transforms import eval_transform, resize_size
 
     base, _ = two_processes
     metrics = json.loads((base / "output" / "data" / "metrics.json").read_text())

@@ -134,7 +134,8 @@ def test_cli_reports_a_failed_download_in_one_line(tmp_path):
         [
             sys.executable,
             "-m",
-            "dogbreed.download",
+            "dogbreed",
+            "download",
             "--url",
             url,
             "--dest",

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dogbreed.artifact_format import read_metadata
+from dogbreed.artifact import read_metadata
 from dogbreed.explain.explainer import PredictorClassifier, Settings, explain
 from dogbreed.explain.remote import EndpointClassifier
 from dogbreed.explain.superpixels import mask_view

@@ -230,8 +230,8 @@ def test_make_debug_report_rebuilds_from_a_saved_trial(healthy, tmp_path):
         timeout=300,
     )
     assert missing.returncode != 0
-    errors = [line for line in missing.stderr.splitlines() if line.startswith("debug_report: error: ")]
-    assert errors == [f"debug_report: error: no smdebug trial at {tmp_path / 'nothing'}"]
+    errors = [line for line in missing.stderr.splitlines() if line.startswith("dogbreed debug-report: error: ")]
+    assert errors == [f"dogbreed debug-report: error: no smdebug trial at {tmp_path / 'nothing'}"]
     unset = subprocess.run(
         ["make", "--no-print-directory", "debug-report"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
     )

@@ -10,10 +10,10 @@ import subprocess
 import pytest
 import torch
 
-from dogbreed.artifact import load_artifact
 from dogbreed.images import open_rgb
+from dogbreed.training.artifact import load_artifact
 from dogbreed.training.metrics import parse_metrics
-from dogbreed.transforms import eval_transform
+from dogbreed.training.transforms import eval_transform
 from tests.conftest import FAST_ARGS, HPO_SCRIPT, REPO_ROOT, SAMPLE_DATA, TRAIN_SCRIPT, run_script
 
 pytestmark = pytest.mark.integration

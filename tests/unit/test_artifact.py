@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from dogbreed.artifact import METADATA_FILE, WEIGHTS_FILE, load_artifact, make_metadata, save_artifact
 from dogbreed.errors import ArtifactError
-from dogbreed.models import build_model
+from dogbreed.training.artifact import METADATA_FILE, WEIGHTS_FILE, load_artifact, make_metadata, save_artifact
+from dogbreed.training.models import build_model
 
 FOLDERS = ["001.Affenpinscher", "002.Afghan_hound", "003.Airedale_terrier"]
 

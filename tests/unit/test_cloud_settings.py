@@ -95,7 +95,7 @@ def test_the_packaging_cli_refuses_the_same_targets(tmp_path, capsys):
     from dogbreed import package
 
     with pytest.raises(SystemExit) as exit_info:
-        package.main(["--model-dir", str(tmp_path), "--store", str(tmp_path / "store"), "--target", "a/../b.tar.gz"])
+        package.run(["--model-dir", str(tmp_path), "--store", str(tmp_path / "store"), "--target", "a/../b.tar.gz"])
     assert exit_info.value.code == 2
     assert "--target must be a relative path ending in .tar.gz" in capsys.readouterr().err
     assert not (tmp_path / "store").exists()

@@ -40,8 +40,8 @@ def test_run_cli_reports_an_error_as_one_line_and_its_exit_code(capsys):
     def fail():
         raise ConfigError("--epochs must be at least 1")
 
-    assert run_cli("dogbreed-train", fail) == 1
-    assert capsys.readouterr().err == "dogbreed-train: error: --epochs must be at least 1\n"
+    assert run_cli("dogbreed train", fail) == 1
+    assert capsys.readouterr().err == "dogbreed train: error: --epochs must be at least 1\n"
 
 
 def test_run_cli_passes_an_int_result_through_and_treats_others_as_success():

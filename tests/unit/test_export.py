@@ -9,9 +9,9 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from dogbreed.errors import ArtifactError
-from dogbreed.models import build_model
 from dogbreed.training import export
 from dogbreed.training.export import Int8Gate, Tolerance, check_parity, choose_variant, write_onnx_variants
+from dogbreed.training.models import build_model
 
 SIZE = 32
 

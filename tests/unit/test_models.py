@@ -3,9 +3,9 @@ import urllib.error
 import pytest
 import torch
 
-from dogbreed import models
 from dogbreed.errors import ConfigError, WeightsError
-from dogbreed.models import ARCHITECTURES, build_model, find_weights_file, recomputes_batchnorm
+from dogbreed.training import models
+from dogbreed.training.models import ARCHITECTURES, build_model, find_weights_file, recomputes_batchnorm
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))

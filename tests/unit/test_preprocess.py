@@ -12,7 +12,7 @@ from PIL import Image, ImageOps
 from torchvision import transforms as T
 
 from dogbreed.preprocess import IMAGENET_MEAN, IMAGENET_STD, eval_array, resize_size
-from dogbreed.transforms import eval_transform
+from dogbreed.training.transforms import eval_transform
 from tests.conftest import SAMPLE_DATA
 
 # A real photo that ships with matplotlib (Grace Hopper, 512x600 JPEG).

@@ -94,5 +94,5 @@ def test_missing_region_and_credentials_are_one_line_errors(clean_env, monkeypat
 
 def test_missing_docker_engine_is_a_one_line_error(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # no docker binary at all
-    assert registry.main(["push", "--image", "dogbreed-train:x", "--registry", "127.0.0.1:5000"]) == 1
+    assert registry.run(["push", "--image", "dogbreed-train:x", "--registry", "127.0.0.1:5000"]) == 1
     assert capsys.readouterr().err == "push: error: no Docker engine is running (docker is not installed)\n"

@@ -110,7 +110,7 @@ def test_the_server_refuses_to_start_without_its_guard_or_with_a_manifest_in_the
     (store / "model-a" / "MANIFEST.json").write_text('{"model": {"handler": "evil:handle"}}')
     with pytest.raises(server.ServeError, match="MMS manifest"):
         server.check_setup(store, multi_model=False)
-    assert server.main(["--model-store", str(store)]) == 2
+    assert server.run(["--model-store", str(store)]) == 2
     clean_env.setenv("SAGEMAKER_MODEL_SERVER_WORKERS", "2")
     with pytest.raises(server.ServeError, match="shares one worker"):
         server.check_setup(store, multi_model=True)

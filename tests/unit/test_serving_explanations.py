@@ -10,14 +10,14 @@ import torch
 from PIL import Image
 from torch import nn
 
-from dogbreed.artifact import make_metadata, save_artifact
-from dogbreed.artifact_format import read_metadata
+from dogbreed.artifact import read_metadata
 from dogbreed.explain.explainer import PredictorClassifier, Settings, explain
 from dogbreed.serving.cache import ModelCache
 from dogbreed.serving.errors import InferenceError
 from dogbreed.serving.explanations import EXPLAINER_KEY, check_evaluations, load_explainer, settings_for
 from dogbreed.serving.inference import Options, Predictor, decode_request, parse_custom_attributes
 from dogbreed.serving.memory import Budget, Ledger, MiB, Reading
+from dogbreed.training.artifact import make_metadata, save_artifact
 from tests.conftest import SAMPLE_DATA
 
 JPEG = (SAMPLE_DATA / "test" / "002.Emerald_square" / "Emerald_square_00001.jpg").read_bytes()

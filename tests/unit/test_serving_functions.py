@@ -11,8 +11,6 @@ import pytest
 import torch
 from PIL import Image
 
-from dogbreed.artifact import make_metadata, save_artifact
-from dogbreed.models import build_model
 from dogbreed.serving.errors import InferenceError
 from dogbreed.serving.inference import (
     Options,
@@ -23,6 +21,8 @@ from dogbreed.serving.inference import (
     encode_response,
     parse_custom_attributes,
 )
+from dogbreed.training.artifact import make_metadata, save_artifact
+from dogbreed.training.models import build_model
 from tests.conftest import SAMPLE_DATA
 
 JPEG = (SAMPLE_DATA / "test" / "001.Crimson_disc" / "Crimson_disc_00003.jpg").read_bytes()
@@ -204,13 +204,13 @@ def _artifact(folder, classes=("001.Affenpinscher", "002.Afghan_hound", "003.Bas
 
 
 def _predictor(folder) -> Predictor:
-    from dogbreed.artifact_format import read_metadata
+    from dogbreed.artifact import read_metadata
 
     return Predictor(folder, read_metadata(folder))
 
 
 def test_predict_and_encode_top_k_and_probabilities(tmp_path):
-    from dogbreed.transforms import eval_transform
+    from dogbreed.training.transforms import eval_transform
 
     model = _artifact(tmp_path)
     predictor = _predictor(tmp_path)

@@ -1,6 +1,6 @@
-"""``dogbreed-explain`` (``make explain``): why the model chose a breed, for one image or a folder.
+"""``dogbreed explain`` (``make explain``): why the model chose a breed, for one image or a folder.
 
-    dogbreed-explain IMAGE_OR_FOLDER... (--artifact PATH | --local-port PORT | --endpoint NAME) [--target T]
+    dogbreed explain IMAGE_OR_FOLDER... (--artifact PATH | --local-port PORT | --endpoint NAME) [--target T]
 
 The model is asked as a black box, where it runs: an artifact folder or
 ``model.tar.gz`` in this process, the ``make local-serve`` container, or a
@@ -45,8 +45,8 @@ def baseline_arg(value: str) -> str | tuple[int, ...]:
     raise argparse.ArgumentTypeError("use imagenet, mean or an R,G,B colour such as 128,128,128")
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dogbreed-explain", description=__doc__.splitlines()[0])
+def get_args_parser(prog: str = "dogbreed explain") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("inputs", nargs="+", type=Path, help="images, or folders searched for .jpg and .png")
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--artifact", type=Path, help="a model folder (metadata.json, ONNX graph) or model.tar.gz")
@@ -97,7 +97,7 @@ def open_image(path: Path) -> Image.Image:
 def classifier_for(args: argparse.Namespace) -> Iterator[tuple[Any, str]]:
     """The black box the arguments name, and words for it."""
     if args.artifact is not None:
-        from dogbreed.artifact_format import read_metadata
+        from dogbreed.artifact import read_metadata
         from dogbreed.serving.inference import Predictor
         from dogbreed.serving.store import unpacked
 
@@ -181,16 +181,12 @@ def read_json(path: Path) -> dict[str, Any]:
         raise DataError(f"cannot read {path}: {exc}") from None
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace, prog: str = "dogbreed explain") -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     # The SDK's local client warns on every call that it found no rootless Docker: nothing to act on here.
     logging.getLogger("sagemaker").setLevel(logging.ERROR)
-    return run_cli("dogbreed-explain", lambda: print(f"report: {build(args)}"))
+    return run_cli(prog, lambda: print(f"report: {build(args)}"))
 
 
-def run() -> int:
-    return main(get_args_parser().parse_args())
-
-
-if __name__ == "__main__":
-    sys.exit(run())
+def run(argv: list[str] | None = None, prog: str = "dogbreed explain") -> int:
+    return main(get_args_parser(prog).parse_args(argv), prog)

@@ -31,22 +31,21 @@ import base64
 import binascii
 import json
 import math
-import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from dogbreed.artifact_format import EXPORT_COMMAND, served_onnx_file
+from dogbreed.artifact import EXPORT_COMMAND, served_onnx_file
 from dogbreed.errors import ArtifactError
 from dogbreed.images import ImageDecodeError, ImageTooLarge, image_size, open_rgb
 from dogbreed.preprocess import eval_array, resize_size
 from dogbreed.serving.errors import InferenceError, bad_request
 from dogbreed.serving.memory import max_decoded_pixels
-from dogbreed.settings import parse_bool, positive_int
+from dogbreed.settings import parse_bool, positive_int, text
 
 IMAGE_TYPES = frozenset({"application/x-image", "image/jpeg", "image/png"})
 JSON_TYPE = "application/json"
@@ -67,13 +66,31 @@ def max_request_pixels() -> int:
     return positive_int("DOGBREED_MAX_REQUEST_PIXELS", DEFAULT_MAX_REQUEST_PIXELS)
 
 
+def _option(default: Any, documented_default: str, meaning: str) -> Any:
+    """A request option: the reference's table of request options is generated from this metadata."""
+    return field(default=default, metadata={"default": documented_default, "meaning": meaning})
+
+
 @dataclass
 class Options:
-    top_k: int = DEFAULT_TOP_K
-    probabilities: bool = False
-    explain: bool = False
-    explain_samples: int | None = None
-    explain_segments: int | None = None
+    """What a request asks for beside its images: custom attributes (``key=value``) or a JSON body's keys."""
+
+    top_k: int = _option(DEFAULT_TOP_K, str(DEFAULT_TOP_K), "the classes listed in `predictions`")
+    probabilities: bool = _option(False, "`false`", "every class's probability, and `labels`")
+    explain: bool = _option(
+        False,
+        "`false`",
+        "each result also carries `explanation`: the top class's Kernel SHAP values over SLIC superpixels and a "
+        "heat map",
+    )
+    # None: the explanation's own defaults (dogbreed.serving.explanations), which the documented ones state.
+    explain_samples: int | None = _option(
+        None,
+        "128",
+        "Kernel SHAP coalitions per image; each image costs this + 2 model evaluations, at most "
+        "`DOGBREED_EXPLAIN_MAX_EVALUATIONS` (1024) per request, else 413",
+    )
+    explain_segments: int | None = _option(None, "20", "SLIC segments to ask for (2 to 255)")
 
     def set(self, key: str, value: Any) -> None:
         """One option from a custom attribute or a JSON body's key; other keys are ignored."""
@@ -251,7 +268,7 @@ class Predictor:
         # weights and a request's working memory stays bounded by the batch chunk (RUN_CHUNK).
         options.enable_cpu_mem_arena = False
         # Idle threads sleep instead of spinning: the worker shares the cores with MMS's JVM and other workers.
-        options.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("DOGBREED_ORT_SPIN", "0"))
+        options.add_session_config_entry("session.intra_op.allow_spinning", text("DOGBREED_ORT_SPIN", "0"))
         path = folder / file
         if not path.is_file():
             raise ArtifactError(f"{file} is missing from the artifact; convert it again with {EXPORT_COMMAND}")

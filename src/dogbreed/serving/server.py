@@ -56,7 +56,7 @@ from typing import NamedTuple
 from sagemaker_inference.environment import Environment
 
 from dogbreed import sagemaker_env, settings
-from dogbreed.artifact_format import METADATA_FILE
+from dogbreed.artifact import METADATA_FILE
 from dogbreed.errors import DogbreedError, run_cli
 from dogbreed.serving import memory
 
@@ -78,7 +78,7 @@ class ServeError(DogbreedError):
 
 
 def default_model_store() -> Path:
-    explicit = os.environ.get("DOGBREED_MODEL_STORE")
+    explicit = settings.text("DOGBREED_MODEL_STORE")
     if explicit:
         return Path(explicit)
     # A single model SageMaker unpacked (batch transform, single-model endpoints) comes first: the image
@@ -92,7 +92,7 @@ def default_model_store() -> Path:
 
 def guard_dir() -> Path:
     """The compiled MMS guard, installed beside the Python environment (make venv, the image build)."""
-    explicit = os.environ.get("DOGBREED_MMS_GUARD_DIR")
+    explicit = settings.text("DOGBREED_MMS_GUARD_DIR")
     return Path(explicit) if explicit else Path(sys.prefix) / "share" / "dogbreed" / "mms-guard"
 
 
@@ -152,7 +152,7 @@ def mms_properties(
         "decode_input_request": "false",
         "enable_envvars_config": "true",
         "async_logging": "true",
-        "vmargs": os.environ.get("SAGEMAKER_MODEL_SERVER_VMARGS") or jvm.vmargs(),
+        "vmargs": settings.text("SAGEMAKER_MODEL_SERVER_VMARGS") or jvm.vmargs(),
     }
 
 
@@ -235,15 +235,15 @@ def stop_group(process: subprocess.Popen) -> None:
     process.wait()
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dogbreed-serve", description="Serve models with multi-model-server.")
+def get_args_parser(prog: str = "dogbreed serve") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Serve models with multi-model-server.")
     parser.add_argument("--model-store", type=Path, default=default_model_store())
     parser.add_argument(
         "--host",
-        default=os.environ.get("DOGBREED_BIND_HOST", "127.0.0.1"),
+        default=settings.text("DOGBREED_BIND_HOST", "127.0.0.1"),
         help="address to listen on (127.0.0.1; the image sets 0.0.0.0 through DOGBREED_BIND_HOST)",
     )
-    parser.add_argument("--port", type=int, default=int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080")))
+    parser.add_argument("--port", type=int, default=int(settings.text("SAGEMAKER_BIND_TO_PORT", "8080") or 8080))
     parser.add_argument("--pid-file", type=Path, help="write this process's pid here while it runs")
     return parser
 
@@ -311,8 +311,8 @@ def start_mms(
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = get_args_parser()
+def run(argv: list[str] | None = None, prog: str = "dogbreed serve") -> int:
+    parser = get_args_parser(prog)
     args = parser.parse_args(argv)
     if not 0 < args.port < 32768:  # MMS reads the port as a Java short
         parser.error(f"port {args.port} is out of range 1..32767")
@@ -353,7 +353,3 @@ def main(argv: list[str] | None = None) -> int:
         if args.pid_file:
             args.pid_file.unlink(missing_ok=True)
     return 0 if stopping["signal"] is not None else (process.returncode or 1)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

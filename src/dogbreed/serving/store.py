@@ -36,7 +36,7 @@ from typing import Any
 
 from dogbreed.serving.archive import MB, ArchiveLimits, extract, storage_error
 from dogbreed.serving.errors import bad_request, not_found
-from dogbreed.settings import positive_int
+from dogbreed.settings import positive_int, text
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class TargetListing:
 
 
 def default_unpack_dir() -> Path:
-    return Path(os.environ.get("DOGBREED_UNPACK_DIR") or Path(tempfile.gettempdir()) / "dogbreed-models")
+    return Path(text("DOGBREED_UNPACK_DIR") or Path(tempfile.gettempdir()) / "dogbreed-models")
 
 
 def archive_key(archive: Path) -> str:

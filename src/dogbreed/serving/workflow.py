@@ -27,12 +27,11 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from dogbreed.artifact_format import METADATA_FILE, read_metadata, served_onnx_file
+from dogbreed.artifact import METADATA_FILE, read_metadata, served_onnx_file
 from dogbreed.errors import ArtifactError
 from dogbreed.serving.cache import Admit, ModelCache
 from dogbreed.serving.errors import InferenceError, bad_request, not_found, redact_paths
@@ -56,7 +55,7 @@ from dogbreed.serving.store import (
     resolve_target,
     unpacked,
 )
-from dogbreed.settings import natural_int, positive_int
+from dogbreed.settings import natural_int, positive_int, text
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +91,7 @@ def cache_size() -> int | None:
 
 def control_token() -> str | None:
     """The secret that the MMS guard's requests carry in multi-model mode; None in the other modes."""
-    return os.environ.get("DOGBREED_CONTROL_TOKEN") or None
+    return text("DOGBREED_CONTROL_TOKEN")
 
 
 def worker_ledger() -> Ledger | None:
@@ -234,7 +233,7 @@ class SharedWorkflow:
     """
 
     def __init__(self, model_root: Path, token: str):
-        self.model_root = Path(os.environ.get("DOGBREED_MODEL_ROOT") or model_root).resolve()
+        self.model_root = Path(text("DOGBREED_MODEL_ROOT") or model_root).resolve()
         self.token = token
         self.cache = ModelCache(worker_ledger(), evict=False)
         self.max_payload = max_payload()

@@ -17,9 +17,9 @@ from typing import Any
 
 from dogbreed import sagemaker_env, settings
 from dogbreed.errors import DogbreedError
-from dogbreed.models import ARCHITECTURES, BATCHNORM_STATS_IMAGES
 from dogbreed.training.data import BAD_IMAGE_POLICIES
 from dogbreed.training.debugger import DEBUG_COLLECTIONS
+from dogbreed.training.models import ARCHITECTURES, BATCHNORM_STATS_IMAGES
 
 log = logging.getLogger("dogbreed")
 
@@ -97,12 +97,22 @@ def get_args_parser(prog: str = "train_model.py", description: str | None = None
     )
 
     hp = parser.add_argument_group("optimisation")
-    hp.add_argument("--epochs", type=_number(int, minimum=1), default=10)
-    hp.add_argument("--batch-size", type=_number(int, minimum=1), default=32)
-    hp.add_argument("--learning-rate", "--lr", type=_number(float, minimum=0, exclusive_minimum=True), default=0.001)
-    hp.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"])
+    hp.add_argument("--epochs", type=_number(int, minimum=1), default=10, help="passes over the training set")
+    hp.add_argument(
+        "--batch-size", type=_number(int, minimum=1), default=32, help="images per step, in each process under torchrun"
+    )
+    hp.add_argument(
+        "--learning-rate",
+        "--lr",
+        type=_number(float, minimum=0, exclusive_minimum=True),
+        default=0.001,
+        help="the optimizer's step size",
+    )
+    hp.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd"], help="the optimizer")
     hp.add_argument("--momentum", type=_number(float, minimum=0, maximum=1), default=0.9, help="SGD only")
-    hp.add_argument("--weight-decay", type=_number(float, minimum=0), default=0.0)
+    hp.add_argument(
+        "--weight-decay", type=_number(float, minimum=0), default=0.0, help="L2 penalty (decoupled for adamw)"
+    )
     hp.add_argument(
         "--image-size", type=_number(int, minimum=16, maximum=1024), default=224, help="square input side in pixels"
     )
@@ -112,7 +122,7 @@ def get_args_parser(prog: str = "train_model.py", description: str | None = None
         default=3,
         help="early stopping: epochs without a validation-accuracy gain (0: off)",
     )
-    hp.add_argument("--seed", type=_number(int, minimum=0), default=42)
+    hp.add_argument("--seed", type=_number(int, minimum=0), default=42, help="seeds every random generator")
     hp.add_argument(
         "--recompute-bn-stats",
         default=None,
@@ -158,7 +168,9 @@ def get_args_parser(prog: str = "train_model.py", description: str | None = None
         default=min(4, sagemaker_env.num_cpus()),
         help="DataLoader worker processes",
     )
-    runtime.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    runtime.add_argument(
+        "--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present, else the CPU"
+    )
     runtime.add_argument(
         "--bad-images",
         default="skip",
@@ -283,6 +295,6 @@ def main(args: argparse.Namespace, prog: str = "train_model.py") -> int:
     return sagemaker_env.EXIT_OK
 
 
-def run() -> int:
-    """The ``dogbreed-train`` command: train_model.py, installed."""
-    return main(get_args_parser(prog="dogbreed-train").parse_args(), prog="dogbreed-train")
+def run(argv: list[str] | None = None, prog: str = "dogbreed train") -> int:
+    """The ``dogbreed train`` command: train_model.py, installed."""
+    return main(get_args_parser(prog=prog).parse_args(argv), prog=prog)

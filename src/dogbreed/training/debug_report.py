@@ -1,7 +1,7 @@
 """debugger-report.html: what the smdebug trial, the rules and the profile say, in one self-contained page.
 
 Built at the end of training beside metrics.json, or again from any saved trial with
-``make debug-report DEBUG_DIR=...`` (``python -m dogbreed.training.debug_report``). Pictures are PNGs embedded as
+``make debug-report DEBUG_DIR=...`` (``dogbreed debug-report``). Pictures are PNGs embedded as
 base64, so the file can be mailed or opened from S3 as it is.
 """
 
@@ -13,7 +13,6 @@ import html
 import io
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -286,9 +285,9 @@ STYLE = (
 )
 
 
-def get_args_parser() -> argparse.ArgumentParser:
+def get_args_parser(prog: str = "dogbreed debug-report") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="debug_report", description="(Re)build debugger-report.html and rules.json from a saved smdebug trial."
+        prog=prog, description="(Re)build debugger-report.html and rules.json from a saved smdebug trial."
     )
     parser.add_argument("debug_dir", type=Path, help="the smdebug trial (a job's tensors folder)")
     parser.add_argument(
@@ -300,18 +299,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace, prog: str = "dogbreed debug-report") -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     return run_cli(
-        "debug_report",
+        prog,
         lambda: print(f"report: {build_report(args.debug_dir, args.output_dir or args.debug_dir.parent)}"),
     )
 
 
-def run() -> int:
-    """The ``dogbreed-debug-report`` command."""
-    return main(get_args_parser().parse_args())
-
-
-if __name__ == "__main__":
-    sys.exit(run())
+def run(argv: list[str] | None = None, prog: str = "dogbreed debug-report") -> int:
+    return main(get_args_parser(prog).parse_args(argv), prog)

@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from dogbreed import sagemaker_env
-from dogbreed.artifact import make_metadata, save_artifact
 from dogbreed.labels import display_label
 from dogbreed.training import distributed, reports
+from dogbreed.training.artifact import make_metadata, save_artifact
 from dogbreed.training.checkpoint import load_checkpoint, save_checkpoint
 from dogbreed.training.data import DatasetSplits, discover, resolve_split_dirs
 from dogbreed.training.debug_report import build_report
@@ -29,7 +29,7 @@ from dogbreed.training.export import Int8Gate, parity_batches, write_onnx_varian
 from dogbreed.training.metrics import format_metrics
 from dogbreed.training.profile import SystemSampler, write_profile, write_update_ratios
 from dogbreed.training.trainer import EpochProgress, EvalResult, Interrupted, Trainer, select_device
-from dogbreed.transforms import IMAGENET_MEAN, IMAGENET_STD
+from dogbreed.training.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 metrics_log = logging.getLogger("dogbreed.metrics")

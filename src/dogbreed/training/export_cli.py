@@ -1,6 +1,6 @@
 """Add the ONNX variants to an artifact that was written before training made them (``make export-onnx``).
 
-    python -m dogbreed.training.export_cli --model-dir build/train/model [--data-dir local_data/sample]
+    dogbreed export --model-dir build/train/model [--data-dir local_data/sample]
 
 With ``--data-dir`` (a dogImages-style folder with the artifact's classes),
 the parity check runs on its test images, int8 is calibrated on its training
@@ -20,18 +20,18 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from dogbreed.artifact import load_artifact
-from dogbreed.artifact_format import write_metadata
-from dogbreed.errors import DataError, DogbreedError
+from dogbreed.artifact import write_metadata
+from dogbreed.errors import DataError, DogbreedError, run_cli
+from dogbreed.training.artifact import load_artifact
 from dogbreed.training.data import ImageFileDataset, discover, resolve_split_dirs, sampled_batches
 from dogbreed.training.export import Int8Gate, parity_batches, write_onnx_variants
-from dogbreed.transforms import eval_transform, resize_size
+from dogbreed.training.transforms import eval_transform, resize_size
 
 RANDOM_PARITY_IMAGES = 16
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m dogbreed.training.export_cli", description=__doc__.splitlines()[0])
+def get_args_parser(prog: str = "dogbreed export") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, required=True, help="an artifact folder written by train_model.py")
     parser.add_argument("--data-dir", type=Path, help="dogImages-style folder with the artifact's classes")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -75,26 +75,18 @@ def export_without_data(model, metadata, args) -> dict:
     return section
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
-    parser = get_args_parser()
-    args = parser.parse_args(argv)
-    try:
-        model, metadata = load_artifact(args.model_dir)
-        section = (
-            export_with_data(model, metadata, args) if args.data_dir else export_without_data(model, metadata, args)
-        )
-        metadata["onnx"] = section
-        write_metadata(args.model_dir, metadata)
-    except (DogbreedError, OSError) as exc:
-        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
-        return 1
+def main(args: argparse.Namespace) -> None:
+    model, metadata = load_artifact(args.model_dir)
+    section = export_with_data(model, metadata, args) if args.data_dir else export_without_data(model, metadata, args)
+    metadata["onnx"] = section
+    write_metadata(args.model_dir, metadata)
     print(
         f"wrote {', '.join(v['file'] for v in section['variants'].values())} in {args.model_dir}; "
         f"serving uses {section['serve']}: {section['reason']}"
     )
-    return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def run(argv: list[str] | None = None, prog: str = "dogbreed export") -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
+    args = get_args_parser(prog).parse_args(argv)
+    return run_cli(prog, lambda: main(args), errors=(DogbreedError, OSError))

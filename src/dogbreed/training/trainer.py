@@ -16,15 +16,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from dogbreed.errors import ConfigError
-from dogbreed.models import BATCHNORM_STATS_IMAGES, build_model, recomputes_batchnorm, set_train_mode
 from dogbreed.progress import Progress
 from dogbreed.training.data import DatasetSplits, ImageFileDataset, SeededEpochOrder, own_process_group, sampled_batches
 from dogbreed.training.debugger import DebugHook
 from dogbreed.training.distributed import Group
+from dogbreed.training.models import BATCHNORM_STATS_IMAGES, build_model, recomputes_batchnorm, set_train_mode
 from dogbreed.training.precision import choose_precision
 from dogbreed.training.profile import StepTimer, UpdateRatios
 from dogbreed.training.rule_tensors import RuleTensors
-from dogbreed.transforms import eval_transform, resize_size, train_transform
+from dogbreed.training.transforms import eval_transform, resize_size, train_transform
 
 log = logging.getLogger(__name__)
 

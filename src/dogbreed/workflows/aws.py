@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from dogbreed import settings
 from dogbreed.errors import DogbreedError
 from dogbreed.workflows import SDK_CONFIG
 
@@ -70,7 +71,7 @@ def open_session(
     import boto3
     import botocore.exceptions
 
-    region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    region = region or settings.text("AWS_REGION") or settings.text("AWS_DEFAULT_REGION")
     try:
         boto_session = boto3.Session(region_name=region) if region else boto3.Session()
         credentials = boto_session.get_credentials()

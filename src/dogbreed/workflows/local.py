@@ -6,9 +6,9 @@ hyperparameters.json, ``train``), with ``file://`` input and output. It makes
 no AWS call: the role is a placeholder, telemetry is off, and region and
 credentials get inert defaults when the environment has none.
 
-    python -m dogbreed.workflows.local train --image dogbreed-train:TAG --data local_data/sample \\
+    dogbreed local train --image dogbreed-train:TAG --data local_data/sample \\
         --output build/local-train -H epochs=3 -H image-size=64
-    python -m dogbreed.workflows.local hpo --image dogbreed-train:TAG --data local_data/sample \\
+    dogbreed local hpo --image dogbreed-train:TAG --data local_data/sample \\
         --output build/local-hpo --grid learning-rate=0.001,0.01 --grid batch-size=16,32
 """
 
@@ -25,7 +25,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from dogbreed import workflows
+from dogbreed import settings, workflows
 from dogbreed.errors import DogbreedError, run_cli
 from dogbreed.sagemaker_env import TORCH_DISTRIBUTED
 
@@ -57,8 +57,8 @@ def network_exists(name: str) -> bool:
 
 def local_session(work_dir: Path):
     # Inert defaults: local mode needs a region and some credentials to exist, and calls nothing with them.
-    os.environ.setdefault("AWS_DEFAULT_REGION", os.environ.get("AWS_REGION", "us-east-1"))
-    if not (os.environ.get("AWS_ACCESS_KEY_ID") or os.environ.get("AWS_PROFILE")):
+    os.environ.setdefault("AWS_DEFAULT_REGION", settings.text("AWS_REGION", "us-east-1") or "us-east-1")
+    if not (settings.text("AWS_ACCESS_KEY_ID") or settings.text("AWS_PROFILE")):
         os.environ["AWS_ACCESS_KEY_ID"] = "local-mode"
         os.environ["AWS_SECRET_ACCESS_KEY"] = "local-mode"
     os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
@@ -136,8 +136,8 @@ def read_metrics(output_archive: Path) -> dict[str, Any]:
         return json.load(packed)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dogbreed.workflows.local", description=__doc__.splitlines()[0])
+def run(argv: list[str] | None = None, prog: str = "dogbreed local") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("train", "hpo"):
         p = sub.add_parser(name)
@@ -193,7 +193,3 @@ def run_command(args: argparse.Namespace) -> int:
     (args.output / "trials.json").write_text(json.dumps({"trials": trials, "best": best}, indent=2))
     print(f"best: {best['hyperparameters']} val_accuracy={best['val_accuracy']:.4f} ({best['model']})")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,7 +10,7 @@ in a one-line error. An image built on a stand-in base (``make base-image``
 without a registry: labelled ``dogbreed.base.stand-in``) is pushed with a
 warning first: it was not built on the pinned base image.
 
-    python -m dogbreed.workflows.registry push --image dogbreed-train:abc123 --image dogbreed-serve:abc123 \\
+    dogbreed registry push --image dogbreed-train:abc123 --image dogbreed-serve:abc123 \\
         [--registry 127.0.0.1:5000] [--region eu-west-1] [--account 123456789012] [--latest]
 """
 
@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import base64
-import os
 import re
 import subprocess
 import sys
 from dataclasses import dataclass
 
-from dogbreed import workflows
+from dogbreed import settings, workflows
 from dogbreed.errors import DogbreedError, run_cli
 from dogbreed.workflows.aws import CloudError, client_error_message, open_session
 
@@ -139,14 +138,14 @@ def push(
         raise PushError(f"AWS call failed: {exc}") from None
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dogbreed.workflows.registry", description=__doc__.splitlines()[0])
+def run(argv: list[str] | None = None, prog: str = "dogbreed registry") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("push")
     p.add_argument("--image", action="append", required=True, help="local image NAME:TAG; repeat for several")
     p.add_argument(
         "--registry",
-        default=os.environ.get("REGISTRY") or None,
+        default=settings.text("REGISTRY"),
         help="any registry HOST[:PORT][/PATH]; default: ECR of --account and --region",
     )
     p.add_argument("--region")
@@ -154,7 +153,3 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latest", action="store_true", help="also push the tag 'latest'")
     args = parser.parse_args(argv)
     return run_cli("push", lambda: push(args.image, args.registry, args.region, args.account, args.latest))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

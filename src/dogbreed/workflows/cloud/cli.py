@@ -1,4 +1,4 @@
-"""The ``dogbreed-cloud`` command line: one parser with a subcommand per workflow, and ``main``."""
+"""The ``dogbreed cloud`` command line: one parser with a subcommand per workflow, and ``main``."""
 
 from __future__ import annotations
 
@@ -30,10 +30,10 @@ SUBCOMMANDS: list[Callable[[Any, Parents], None]] = [
 ]
 
 
-def get_args_parser() -> argparse.ArgumentParser:
+def get_args_parser(prog: str = "dogbreed cloud") -> argparse.ArgumentParser:
     """The CLI; defaults read the environment when called."""
     parser = argparse.ArgumentParser(
-        prog="dogbreed-cloud",
+        prog=prog,
         description=(cloud.__doc__ or "").splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -55,10 +55,11 @@ def quiet_libraries(verbose: bool) -> None:
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-def main(argv: list[str] | None = None, aws: Aws | None = None) -> int:
-    """Run one command; ``aws`` replaces the real AWS connection (tests)."""
+def run(argv: list[str] | None = None, prog: str = "dogbreed cloud", aws: Aws | None = None) -> int:
+    """Run one command; ``aws`` replaces the real AWS connection (tests). Errors are reported as the make target
+    of the same name reports them: ``deploy: error: ...``."""
     os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
-    args = get_args_parser().parse_args(argv)
+    args = get_args_parser(prog).parse_args(argv)
     quiet_libraries(args.verbose)
     try:
         if args.command == "invoke" and args.local_port:

@@ -4,7 +4,6 @@ this tool gives what it creates, and where things live in S3."""
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import time
 from typing import NamedTuple
@@ -19,7 +18,7 @@ MAX_RUN_SECONDS = 24 * 3600
 
 
 def env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name) or default
+    return settings.text(name, default)
 
 
 def stamp() -> str:

@@ -15,7 +15,7 @@ from dogbreed.workflows.aws import Aws, CloudError, aws_errors, split_s3_uri
 
 def check_archive(path: Path) -> dict[str, Any]:
     """A model.tar.gz that the serving image can serve; its metadata. Nothing broken gets uploaded."""
-    from dogbreed.artifact_format import METADATA_FILE, served_onnx_file, validate_metadata
+    from dogbreed.artifact import METADATA_FILE, served_onnx_file, validate_metadata
     from dogbreed.errors import ArtifactError
 
     if not path.is_file():

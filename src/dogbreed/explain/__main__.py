@@ -1,5 +1,0 @@
-import sys
-
-from dogbreed.explain.cli import run
-
-sys.exit(run())

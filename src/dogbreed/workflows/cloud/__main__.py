@@ -1,5 +1,0 @@
-import sys
-
-from dogbreed.workflows.cloud.cli import main
-
-sys.exit(main())
