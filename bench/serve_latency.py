@@ -59,7 +59,7 @@ from dogbreed.artifact import read_metadata
 from dogbreed.images import open_rgb
 from dogbreed.package import pack_artifact
 from dogbreed.preprocess import eval_array
-from dogbreed.serving.inference import Options, Predictor, decode_image, decode_request, encode_response
+from dogbreed.serving.inference import Predictor, decode_image, encode_response, parse_body
 from dogbreed.training.artifact import load_artifact, make_metadata, save_artifact
 from dogbreed.training.export import write_onnx_variants
 from dogbreed.training.models import build_model
@@ -126,8 +126,8 @@ class TorchEager:
     @torch.inference_mode()
     def __call__(self, body: bytes) -> float:
         t0 = time.perf_counter()
-        options = Options()
-        images = [self.transform(decode_image(data)) for data in decode_request(body, "image/jpeg", options)]
+        encoded, options = parse_body(body, "image/jpeg")
+        images = [self.transform(decode_image(data)) for data in encoded]
         probabilities = torch.softmax(self.model(torch.stack(images)), 1).numpy()
         encode_response(probabilities, self.labels, options, "in-process")
         return time.perf_counter() - t0
@@ -141,8 +141,8 @@ class OrtInProcess:
 
     def __call__(self, body: bytes) -> float:
         t0 = time.perf_counter()
-        options = Options()
-        probabilities = self.predictor.probabilities(decode_request(body, "image/jpeg", options))
+        encoded, options = parse_body(body, "image/jpeg")
+        probabilities = self.predictor.probabilities(list(encoded))
         encode_response(probabilities, self.predictor.labels, options, "in-process", self.predictor.variant)
         return time.perf_counter() - t0
 

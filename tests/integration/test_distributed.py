@@ -92,7 +92,7 @@ def test_every_process_states_its_place_and_rank_0_alone_writes(two_processes):
     from smdebug.trials import create_trial
 
     trial = create_trial(str(base / "output" / "data" / "tensors"))
-    assert trial.workers() == ["worker_0"]  # rank 0's trial; see the README for why
+    assert trial.workers() == ["worker_0"]  # rank 0's trial; see docs/training.md for why
     # Each rank trained on half the images: 80 per epoch, 5 steps of 16.
     assert len(trial.tensor(trial.tensor_names(collection="losses")[0]).steps()) > 15
     metrics = json.loads((base / "output" / "data" / "metrics.json").read_text())

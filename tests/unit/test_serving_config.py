@@ -9,6 +9,9 @@ from sagemaker_inference.environment import Environment
 
 from dogbreed.serving import memory, server, workflow
 from dogbreed.serving.workflow import Workflow
+from tests.conftest import SAMPLE_DATA
+
+JPEG = (SAMPLE_DATA / "test" / "001.Crimson_disc" / "Crimson_disc_00003.jpg").read_bytes()
 
 
 def test_mms_properties_follow_the_sagemaker_variables(clean_env):
@@ -68,7 +71,8 @@ def test_out_of_memory_while_loading_is_507(clean_env, tmp_path, monkeypatch):
         raise MemoryError
 
     monkeypatch.setattr(workflow, "read_metadata", exhausted)
-    response = Workflow(tmp_path).handle({"X-Amzn-SageMaker-Target-Model": "m", "Content-Type": "image/jpeg"}, b"x")
+    headers = {"X-Amzn-SageMaker-Target-Model": "m", "Content-Type": "image/jpeg"}
+    response = Workflow(tmp_path).handle(headers, JPEG)
     assert response.status == 507 and json.loads(response.body)["type"] == "InsufficientMemory"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 
 import numpy as np
@@ -15,7 +17,7 @@ from dogbreed.explain.explainer import PredictorClassifier, Settings, explain
 from dogbreed.serving.cache import ModelCache
 from dogbreed.serving.errors import InferenceError
 from dogbreed.serving.explanations import EXPLAINER_KEY, check_evaluations, load_explainer, settings_for
-from dogbreed.serving.inference import Options, Predictor, decode_request, parse_custom_attributes
+from dogbreed.serving.inference import Options, Predictor, parse_body, parse_custom_attributes
 from dogbreed.serving.memory import Budget, Ledger, MiB, Reading
 from dogbreed.training.artifact import make_metadata, save_artifact
 from tests.conftest import SAMPLE_DATA
@@ -32,11 +34,10 @@ def _refusal(fn, *args) -> InferenceError:
 def test_explanation_options_come_from_custom_attributes_and_json_bodies():
     options = parse_custom_attributes("top_k=2,explain=true,explain_samples=64,explain_segments=12")
     assert options == Options(top_k=2, explain=True, explain_samples=64, explain_segments=12)
-    body = json.dumps({"instances": ["aGk="], "explain": True, "explain_samples": 32.0}).encode()
-    from_json = Options()
-    with pytest.raises(InferenceError):  # "hi" is no image, but the options were read first
-        decode_request(body, "application/json", from_json)
-    assert from_json.explain and from_json.explain_samples == 32
+    image = base64.b64encode((SAMPLE_DATA / "test" / "001.Crimson_disc" / "Crimson_disc_00003.jpg").read_bytes())
+    body = json.dumps({"instances": [image.decode()], "explain": True, "explain_samples": 32.0}).encode()
+    _, from_json = parse_body(body, "application/json", {"explain_samples": "64", "top_k": "2"})
+    assert from_json.explain and from_json.explain_samples == 32 and from_json.top_k == 2  # the body's keys win
     for bad in ("explain=maybe", "explain_samples=0", "explain_segments=-3", "explain_samples=1e9x"):
         refusal = _refusal(parse_custom_attributes, bad)
         assert refusal.status == 400 and bad.split("=")[0] in refusal.message
@@ -102,3 +103,11 @@ def test_a_model_that_ignores_its_input_gets_values_near_zero_everywhere(tmp_pat
     )
     assert np.abs(explanation.values).max() < 1e-6
     assert explanation.probabilities.argmax() == 1
+
+
+def test_the_documented_option_defaults_are_the_ones_used():
+    """The request options' reference is generated from Options' metadata; it states the explanation defaults."""
+    documented = {f.name: f.metadata["default"] for f in dataclasses.fields(Options)}
+    assert documented["explain_samples"] == str(settings_for(None, None).samples)
+    assert documented["explain_segments"] == str(settings_for(None, None).segments)
+    assert documented["top_k"] == str(Options().top_k)

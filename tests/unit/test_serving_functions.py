@@ -17,8 +17,8 @@ from dogbreed.serving.inference import (
     Predictor,
     check_accept,
     decode_image,
-    decode_request,
     encode_response,
+    parse_body,
     parse_custom_attributes,
 )
 from dogbreed.training.artifact import make_metadata, save_artifact
@@ -42,11 +42,15 @@ def _status(fn, *args):
 
 def test_raw_image_types_are_one_image():
     for content_type, body in (("application/x-image", JPEG), ("image/jpeg", JPEG), ("image/png", _png())):
-        assert decode_request(body, content_type, Options()) == [body]
+        assert body_images(body, content_type) == [body]
+
+
+def body_images(body, content_type, pixel_budget=None) -> list[bytes]:
+    """The encoded images parse_body finds in a body, checked from their headers."""
+    return list(parse_body(body, content_type, pixel_budget=pixel_budget)[0])
 
 
 def test_json_batch_and_its_options():
-    options = Options()
     body = json.dumps(
         {
             "instances": [base64.b64encode(JPEG).decode(), base64.b64encode(_png()).decode()],
@@ -54,11 +58,10 @@ def test_json_batch_and_its_options():
             "probabilities": True,
         }
     ).encode()
-    assert len(decode_request(body, "application/json; charset=utf-8", options)) == 2
+    images, options = parse_body(body, "application/json; charset=utf-8")
+    assert len(images) == 2
     assert options == Options(top_k=2, probabilities=True)
-    assert (
-        len(decode_request(json.dumps([base64.b64encode(JPEG).decode()]).encode(), "application/json", Options())) == 1
-    )
+    assert len(body_images(json.dumps([base64.b64encode(JPEG).decode()]).encode(), "application/json")) == 1
 
 
 @pytest.mark.parametrize(
@@ -75,13 +78,13 @@ def test_json_batch_and_its_options():
     ],
 )
 def test_bad_input_gets_a_client_error(body, content_type, status, fragment):
-    got_status, message = _status(decode_request, body, content_type, Options())
+    got_status, message = _status(body_images, body, content_type)
     assert got_status == status and fragment in message
 
 
 def test_a_truncated_image_passes_the_header_check_and_fails_its_decode():
     truncated = JPEG[: len(JPEG) // 2]
-    assert decode_request(truncated, "image/jpeg", Options()) == [truncated]
+    assert body_images(truncated, "image/jpeg") == [truncated]
     status, message = _status(decode_image, truncated)
     assert status == 400 and "truncated" in message
 
@@ -90,7 +93,7 @@ def test_huge_image_is_refused_before_decoding(monkeypatch):
     import dogbreed.images
 
     monkeypatch.setattr(dogbreed.images, "MAX_PIXELS", 1000)
-    status, message = _status(decode_request, _png(), "image/png", Options())
+    status, message = _status(body_images, _png(), "image/png")
     assert status == 413 and "too large (40x30 pixels)" in message
 
 
@@ -107,12 +110,12 @@ def test_a_batch_past_the_pixel_budget_is_413_before_any_image_is_decoded(monkey
     decoded = []
     monkeypatch.setattr(dogbreed.images.Image.Image, "load", lambda self: decoded.append(self.size))
     body = json.dumps({"instances": [bomb] * 4}).encode()
-    status, message = _status(decode_request, body, "application/json", Options(), 20_000_000)
+    status, message = _status(body_images, body, "application/json", 20_000_000)
     assert status == 413 and "over 20000000 pixels" in message
     assert decoded == []
-    assert len(decode_request(body, "application/json", Options(), 40_000_000)) == 4
+    assert len(body_images(body, "application/json", 40_000_000)) == 4
     monkeypatch.setenv("DOGBREED_MAX_REQUEST_PIXELS", "10000000")
-    assert _status(decode_request, body, "application/json", Options())[0] == 413
+    assert _status(body_images, body, "application/json")[0] == 413
 
 
 def test_an_image_that_would_decode_past_the_worker_bound_is_413_before_decoding(monkeypatch):
@@ -153,23 +156,20 @@ def test_images_are_decoded_one_at_a_time(tmp_path, monkeypatch):
 )
 def test_top_k_that_is_not_a_positive_integer_is_400(top_k):
     body = f'{{"instances": ["{base64.b64encode(JPEG).decode()}"], "top_k": {top_k}}}'.encode()
-    assert _status(decode_request, body, "application/json", Options())[0] == 400
+    assert _status(body_images, body, "application/json")[0] == 400
 
 
 def test_top_k_as_whole_number_or_digits():
     for top_k, expected in (("3.0", 3), ('"4"', 4), ("10000000000000000000000", 10**22)):
-        options = Options()
-        decode_request(
-            f'{{"instances": ["{base64.b64encode(JPEG).decode()}"], "top_k": {top_k}}}'.encode(),
-            "application/json",
-            options,
+        _, options = parse_body(
+            f'{{"instances": ["{base64.b64encode(JPEG).decode()}"], "top_k": {top_k}}}'.encode(), "application/json"
         )
         assert options.top_k == expected
 
 
 def test_deeply_nested_json_is_400():
     for body in (b"[" * 100_000, b'{"instances": ' + b"[" * 100_000):
-        status, message = _status(decode_request, body, "application/json", Options())
+        status, message = _status(body_images, body, "application/json")
         assert status == 400 and "invalid JSON" in message
 
 
@@ -214,7 +214,7 @@ def test_predict_and_encode_top_k_and_probabilities(tmp_path):
 
     model = _artifact(tmp_path)
     predictor = _predictor(tmp_path)
-    probs = predictor.probabilities(decode_request(JPEG, "image/jpeg", Options()) * 2)
+    probs = predictor.probabilities(body_images(JPEG, "image/jpeg") * 2)
     assert probs.shape == (2, 3) and abs(probs.sum(1) - 1).max() < 1e-9
     with torch.no_grad():  # ONNX Runtime answers as the torch model does
         expected = torch.softmax(model(eval_transform(32, [0.5] * 3, [0.5] * 3)(decode_image(JPEG))[None]), 1)

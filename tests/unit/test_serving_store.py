@@ -33,8 +33,10 @@ from dogbreed.serving.store import (
     unpacked,
 )
 from dogbreed.serving.workflow import Workflow
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, SAMPLE_DATA
 from tests.hostile_archives import bomb, symlink_chain
+
+JPEG = (SAMPLE_DATA / "test" / "001.Crimson_disc" / "Crimson_disc_00003.jpg").read_bytes()
 
 
 def _status(fn, *args, **kwargs):
@@ -271,13 +273,40 @@ def test_a_broken_archive_is_refused_once_until_it_changes(tmp_path, caplog, mon
     workflow = Workflow(root)
     headers = {"X-Amzn-SageMaker-Target-Model": "broken.tar.gz", "Content-Type": "image/jpeg"}
     with caplog.at_level(logging.INFO, logger="dogbreed.serving.store"):
-        answers = [workflow.handle(headers, b"x") for _ in range(3)]
+        answers = [workflow.handle(headers, JPEG) for _ in range(3)]
         assert {a.status for a in answers} == {400}
         assert caplog.text.count("unpacking broken.tar.gz") == 1
         _tar(root / "broken.tar.gz", {"model.pth": b"w"})
         os.utime(root / "broken.tar.gz", ns=(5, 5))
-        answer = workflow.handle(headers, b"x")
+        answer = workflow.handle(headers, JPEG)
         assert caplog.text.count("unpacking broken.tar.gz") == 2
     message = json.loads(answer.body)["message"]
     assert answer.status == 400 and "metadata.json is missing" in message
     assert str(tmp_path) not in message and "/metadata.json" not in message
+
+
+@pytest.mark.parametrize(
+    "content_type, body, status",
+    [
+        ("image/jpeg", b"not an image", 400),
+        ("application/json", b'{"instances": ["@@@"]}', 400),
+        ("text/plain", b"hello", 415),
+        ("image/jpeg", b"", 400),
+    ],
+)
+def test_a_malformed_request_to_a_cold_target_is_refused_before_any_unpacking(
+    tmp_path, caplog, monkeypatch, content_type, body, status
+):
+    """The request is parsed in full before the model it names is resolved: a bad body costs no unpack."""
+    monkeypatch.setenv("DOGBREED_UNPACK_DIR", str(tmp_path / "unpacked"))
+    root = tmp_path / "store"
+    root.mkdir()
+    _tar(root / "model.tar.gz", {"metadata.json": b"{}"})
+    headers = {"X-Amzn-SageMaker-Target-Model": "model.tar.gz", "Content-Type": content_type}
+    with caplog.at_level(logging.INFO, logger="dogbreed.serving.store"):
+        answer = Workflow(root).handle(headers, body)
+        assert answer.status == status
+        assert "unpacking" not in caplog.text
+        image_headers = {**headers, "Content-Type": "image/jpeg"}
+        assert Workflow(root).handle(image_headers, JPEG).status == 400  # the same target with an image: unpacked
+        assert "unpacking model.tar.gz" in caplog.text

@@ -31,7 +31,7 @@ import base64
 import binascii
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -71,7 +71,7 @@ def _option(default: Any, documented_default: str, meaning: str) -> Any:
     return field(default=default, metadata={"default": documented_default, "meaning": meaning})
 
 
-@dataclass
+@dataclass(frozen=True)
 class Options:
     """What a request asks for beside its images: custom attributes (``key=value``) or a JSON body's keys."""
 
@@ -92,12 +92,17 @@ class Options:
     )
     explain_segments: int | None = _option(None, "20", "SLIC segments to ask for (2 to 255)")
 
-    def set(self, key: str, value: Any) -> None:
-        """One option from a custom attribute or a JSON body's key; other keys are ignored."""
-        if key in ("top_k", "explain_samples", "explain_segments"):
-            setattr(self, key, _parse_positive(value, key))
-        elif key in ("probabilities", "explain"):
-            setattr(self, key, _parse_bool(value, key))
+    @classmethod
+    def parse(cls, values: Mapping[str, Any]) -> Options:
+        """Options from their raw values (custom attributes' strings, a JSON body's values), each checked: a bad
+        one is 400 naming it. Keys that are not options are ignored."""
+        parsed: dict[str, Any] = {}
+        for key, value in values.items():
+            if key in ("top_k", "explain_samples", "explain_segments"):
+                parsed[key] = _parse_positive(value, key)
+            elif key in ("probabilities", "explain"):
+                parsed[key] = _parse_bool(value, key)
+        return cls(**parsed)
 
 
 OPTION_KEYS = tuple(option.name for option in fields(Options))
@@ -131,15 +136,19 @@ def _parse_positive(value: Any, name: str) -> int:
     return value
 
 
-def parse_custom_attributes(header: str | None, options: Options | None = None) -> Options:
-    """``X-Amzn-SageMaker-Custom-Attributes: top_k=3,probabilities=true,explain=true``."""
-    options = options or Options()
+def custom_attribute_values(header: str | None) -> dict[str, str]:
+    """The options' raw values in ``X-Amzn-SageMaker-Custom-Attributes: top_k=3,probabilities=true,explain=true``;
+    other attributes are ignored."""
+    values = {}
     for item in (header or "").replace(";", ",").split(","):
-        if not item.strip():
-            continue
         key, _, value = item.partition("=")
-        options.set(key.strip().lower(), value.strip())
-    return options
+        if key.strip().lower() in OPTION_KEYS:
+            values[key.strip().lower()] = value.strip()
+    return values
+
+
+def parse_custom_attributes(header: str | None) -> Options:
+    return Options.parse(custom_attribute_values(header))
 
 
 def _image_error(exc: ImageDecodeError, position: int | None) -> InferenceError:
@@ -175,30 +184,36 @@ def check_pixels(images: list[bytes], budget: int, batch: bool) -> None:
             )
 
 
-def decode_request(
-    body: bytes | bytearray | None, content_type: str | None, options: Options, pixel_budget: int | None = None
-) -> list[bytes]:
-    """The encoded images in a request body, checked from their headers; JSON bodies may also set options.
+def parse_body(
+    body: bytes | bytearray | None,
+    content_type: str | None,
+    option_values: Mapping[str, Any] | None = None,
+    pixel_budget: int | None = None,
+) -> tuple[tuple[bytes, ...], Options]:
+    """A request body's encoded images, checked from their headers, and the request's options: ``option_values``
+    (the custom attributes'), with a JSON object body's keys over them.
 
     Nothing is decoded here beyond the image headers: :meth:`Predictor.probabilities` decodes them one by one.
     """
-    images = parse_request(body, content_type, options)
-    check_pixels(images, pixel_budget or max_request_pixels(), media_type(content_type) == JSON_TYPE)
-    return images
-
-
-def parse_request(body: bytes | bytearray | None, content_type: str | None, options: Options) -> list[bytes]:
     kind = media_type(content_type)
     body = bytes(body or b"")
+    values = dict(option_values or {})
     if kind in IMAGE_TYPES:
-        return [body]
-    if kind != JSON_TYPE:
+        images = [body]
+    elif kind == JSON_TYPE:
+        instances, body_values = _json_parts(_parse_json(body))
+        values.update(body_values)
+        Options.parse(values)  # a bad option is named before the instances are looked at
+        images = _decode_instances(_checked_instances(instances))
+    else:
         raise InferenceError(
             415,
             "UnsupportedMediaType",
             f"content type {content_type!r} is not supported; send {', '.join(sorted(IMAGE_TYPES))} or {JSON_TYPE}",
         )
-    return _decode_instances(_json_instances(_parse_json(body), options))
+    options = Options.parse(values)
+    check_pixels(images, pixel_budget or max_request_pixels(), kind == JSON_TYPE)
+    return tuple(images), options
 
 
 def _parse_json(body: bytes) -> Any:
@@ -212,13 +227,14 @@ def _parse_json(body: bytes) -> Any:
         raise bad_request("invalid JSON: nested too deeply") from None
 
 
-def _json_instances(payload: Any, options: Options) -> list[Any]:
-    """The instances of a JSON body: the list itself, or ``instances`` of an object that may also set options."""
+def _json_parts(payload: Any) -> tuple[Any, dict[str, Any]]:
+    """A JSON body's instances (the list itself, or ``instances`` of an object) and the options the object sets."""
     if isinstance(payload, dict):
-        for key in OPTION_KEYS:
-            if key in payload:
-                options.set(key, payload[key])
-        payload = payload.get("instances")
+        return payload.get("instances"), {key: payload[key] for key in OPTION_KEYS if key in payload}
+    return payload, {}
+
+
+def _checked_instances(payload: Any) -> list[Any]:
     if not isinstance(payload, list) or not payload:
         raise bad_request('JSON body must be a non-empty list of base64-encoded images, or {"instances": [...]}')
     if len(payload) > MAX_BATCH:

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from dogbreed.artifact import METADATA_FILE, read_metadata, served_onnx_file
 from dogbreed.errors import ArtifactError
+from dogbreed.explain.explainer import Settings
 from dogbreed.serving.cache import Admit, ModelCache
 from dogbreed.serving.errors import InferenceError, bad_request, not_found, redact_paths
 from dogbreed.serving.explanations import check_evaluations, explain_images, settings_for
@@ -41,9 +42,9 @@ from dogbreed.serving.inference import (
     Options,
     Predictor,
     check_accept,
-    decode_request,
+    custom_attribute_values,
     encode_response,
-    parse_custom_attributes,
+    parse_body,
 )
 from dogbreed.serving.memory import Budget, Ledger, LoadCost
 from dogbreed.serving.store import (
@@ -167,42 +168,50 @@ class Workflow:
         return answer(lambda: self._predict(lower, body))
 
     def _predict(self, lower: Mapping[str, str], body: bytes | None) -> Response:
-        options = request_options(lower, body, self.max_payload)
-        target, path = self._choose(lower.get(TARGET_HEADER))
-        return predict(self._predictor(target, path), target, lower, body, options, self.cache)
+        request = parse_request(lower, body, self.max_payload)
+        target, path = self._choose(request.target)
+        return predict(self._predictor(target, path), target, request, self.cache)
 
 
-def request_options(lower: Mapping[str, str], body: bytes | None, max_payload: int | None) -> Options:
-    """What a request asks for, from its size and headers alone: checked before any model is chosen or loaded."""
+@dataclass(frozen=True)
+class Request:
+    """One inference request, parsed and checked in full before any model is chosen or loaded."""
+
+    target: str | None
+    images: tuple[bytes, ...]  # encoded; their headers are checked against the pixel budget
+    options: Options
+    explanation: Settings | None  # explain=true: its settings, with the evaluation bound checked
+
+
+def parse_request(lower: Mapping[str, str], body: bytes | None, max_payload: int | None) -> Request:
+    """Headers first (size, ``Accept``, custom attributes), then the body (images and a JSON body's options).
+
+    A malformed request is refused here, so it costs no unpacking or loading of the model it names.
+    """
     if max_payload is not None and body is not None and len(body) > max_payload:
         raise InferenceError(413, "PayloadTooLarge", f"request body is {len(body)} bytes; the maximum is {max_payload}")
     check_accept(lower.get("accept"))
-    options = parse_custom_attributes(lower.get(ATTRIBUTES_HEADER))
-    if options.explain:
-        settings_for(options.explain_samples, options.explain_segments)
-    return options
+    attributes = custom_attribute_values(lower.get(ATTRIBUTES_HEADER))
+    header_options = Options.parse(attributes)
+    if header_options.explain:  # the header's explanation bounds are named before the body is read
+        settings_for(header_options.explain_samples, header_options.explain_segments)
+    images, options = parse_body(body, lower.get("content-type"), attributes)
+    explanation = None
+    if options.explain:  # bounded before any image is decoded
+        explanation = settings_for(options.explain_samples, options.explain_segments)
+        check_evaluations(len(images), explanation)
+    return Request(lower.get(TARGET_HEADER), images, options, explanation)
 
 
-def predict(
-    predictor: Predictor,
-    target: str,
-    lower: Mapping[str, str],
-    body: bytes | None,
-    options: Options,
-    cache: ModelCache,
-) -> Response:
-    images = decode_request(body, lower.get("content-type"), options)
-    explanation_settings = None
-    if options.explain:  # its bounds are checked before any image is decoded
-        explanation_settings = settings_for(options.explain_samples, options.explain_segments)
-        check_evaluations(len(images), explanation_settings)
+def predict(predictor: Predictor, target: str, request: Request, cache: ModelCache) -> Response:
+    images = list(request.images)
     probabilities = predictor.probabilities(images)
     explanations = None
-    if explanation_settings is not None:
-        explanations = explain_images(predictor, images, explanation_settings, cache)
+    if request.explanation is not None:
+        explanations = explain_images(predictor, images, request.explanation, cache)
     return Response(
         200,
-        encode_response(probabilities, predictor.labels, options, target, predictor.variant, explanations),
+        encode_response(probabilities, predictor.labels, request.options, target, predictor.variant, explanations),
         variant=predictor.variant,
     )
 
@@ -256,8 +265,8 @@ class SharedWorkflow:
             return status_response(f'Model "{name}" registered', memory_bytes=self.cache.cost(name))
         if command != "invoke":
             raise bad_request(f"unknown command {command!r}")
-        options = request_options(lower, body, self.max_payload)
-        return predict(self._predictor(name, folder), name, lower, body, options, self.cache)
+        request = parse_request(lower, body, self.max_payload)
+        return predict(self._predictor(name, folder), name, request, self.cache)
 
     def _folder(self, url: str) -> Path:
         folder = Path(url).resolve()

@@ -86,8 +86,8 @@ def get_args_parser(prog: str = "train_model.py", description: str | None = None
         "--pretrained-weights",
         type=Path,
         default=sagemaker_env.channel_dir("pretrained"),
-        help="ImageNet weights file, or a folder holding torchvision's file; default: the "
-        "'pretrained' channel (SM_CHANNEL_PRETRAINED); unset: torchvision's download",
+        help="ImageNet weights file, or a folder holding torchvision's file (e.g. resnet18-f37072fd.pth) or "
+        "MODEL.pth; default: the 'pretrained' channel (SM_CHANNEL_PRETRAINED); unset: torchvision's download",
     )
     model.add_argument(
         "--freeze-backbone",
@@ -114,7 +114,10 @@ def get_args_parser(prog: str = "train_model.py", description: str | None = None
         "--weight-decay", type=_number(float, minimum=0), default=0.0, help="L2 penalty (decoupled for adamw)"
     )
     hp.add_argument(
-        "--image-size", type=_number(int, minimum=16, maximum=1024), default=224, help="square input side in pixels"
+        "--image-size",
+        type=_number(int, minimum=16, maximum=1024),
+        default=224,
+        help="square input side in pixels; evaluation resizes to 256/224 of it, then centre-crops",
     )
     hp.add_argument(
         "--patience",
@@ -135,7 +138,8 @@ def get_args_parser(prog: str = "train_model.py", description: str | None = None
         "--amp",
         default=False,
         **bool_flag,
-        help="mixed precision: float16 on CUDA; bfloat16 on CPU when a timed trial finds it faster",
+        help="mixed precision: float16 on CUDA; on CPU, bfloat16 only when a few steps timed both ways on a copy "
+        "of the model find it faster (without AMX it can be 5-15x slower); the log says which won",
     )
 
     onnx = parser.add_argument_group(
