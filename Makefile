@@ -204,7 +204,7 @@ debug-report: $(VENV_STAMP) ## (Re)build rules.json and debugger-report.html fro
 	@test -n "$(DEBUG_DIR)" || { echo "make debug-report: set DEBUG_DIR to a trial, e.g. $(TRAIN_OUT)/output/data/tensors" >&2; exit 2; }
 	$(DOGBREED) debug-report $(DEBUG_DIR) $(if $(DEBUG_OUTPUT_DIR),--output-dir $(DEBUG_OUTPUT_DIR))
 
-# make report-screenshot: the report to picture and the PNG to write (the README's picture by default).
+# make report-screenshot: the report to picture and the PNG to write (the training page's picture by default).
 REPORT ?= $(TRAIN_OUT)/output/data/debugger-report.html
 SCREENSHOT ?= docs/debugger-report.png
 SCREENSHOT_HEIGHT ?= 3900

@@ -31,7 +31,7 @@ from PIL import Image
 from dogbreed.training.cli import get_args_parser
 from dogbreed.training.data import discover, resolve_split_dirs
 from dogbreed.training.debugger import create_hook
-from dogbreed.training.trainer import EpochProgress, Trainer
+from dogbreed.training.trainer import EpochProgress, StopRequest, Trainer
 
 SAMPLE = Path(__file__).resolve().parent.parent / "local_data" / "sample"
 PHOTO_SIZE = (500, 375)
@@ -120,7 +120,7 @@ def main() -> None:
             return Trainer(args, data, torch.device("cpu"), hook)
 
         sides = {"hook": trainer(True), "no_hook": trainer(False)}
-        stop = {"signal": None}
+        stop = StopRequest()
         images = (len(data.splits["train"].samples) // opts.batch_size) * opts.batch_size
         elapsed = {name: 0.0 for name in sides}
         for side in sides.values():

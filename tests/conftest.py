@@ -147,7 +147,7 @@ def trained_models(training_runs) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def model_store(tmp_path_factory, trained_models) -> Path:
-    """The README's store: the two models under their TargetModel paths."""
+    """The documented store (docs/serving.md): the two models under their TargetModel paths."""
     from dogbreed.package import pack_artifact
 
     store = tmp_path_factory.mktemp("store")

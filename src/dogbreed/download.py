@@ -209,18 +209,22 @@ def fetch_dataset(
     return created
 
 
-def run(argv: list[str] | None = None, prog: str = "dogbreed download") -> int:
+def get_args_parser(prog: str = "dogbreed download") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--dest", type=Path, required=True)
+    parser.add_argument("--url", required=True, help="the dataset's zip archive")
+    parser.add_argument("--dest", type=Path, required=True, help="the folder it is unpacked into")
     parser.add_argument("--sha256", help="expected SHA-256 of the archive")
     parser.add_argument("--size", type=int, help="expected size in bytes")
-    parser.add_argument("--retries", type=int, default=5)
+    parser.add_argument("--retries", type=int, default=5, help="attempts after the first")
     parser.add_argument("--backoff", type=float, default=2.0, help="seconds before the first retry, doubled each time")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(argv: list[str] | None = None, prog: str = "dogbreed download") -> int:
+    args = get_args_parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stdout)
     return run_cli(
-        parser.prog,
+        prog,
         lambda: fetch_dataset(
             args.url, args.dest, sha256=args.sha256, size=args.size, retries=args.retries, backoff=args.backoff
         ),

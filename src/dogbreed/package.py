@@ -55,11 +55,16 @@ def pack_artifact(model_dir: Path, archive: Path) -> Path:
     return archive
 
 
-def run(argv: list[str] | None = None, prog: str = "dogbreed package") -> int:
+def get_args_parser(prog: str = "dogbreed package") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, required=True, help="an artifact folder written by train_model.py")
-    parser.add_argument("--store", type=Path, required=True)
+    parser.add_argument("--store", type=Path, required=True, help="the model store's folder")
     parser.add_argument("--target", required=True, help="path inside the store, e.g. dog-breed-classifier/model.tar.gz")
+    return parser
+
+
+def run(argv: list[str] | None = None, prog: str = "dogbreed package") -> int:
+    parser = get_args_parser(prog)
     args = parser.parse_args(argv)
     if not is_target_path(args.target):
         parser.error(f"--target must be a relative path ending in .tar.gz, got {args.target!r}")

@@ -65,7 +65,7 @@ def fetches():
 
 @pytest.fixture(scope="module")
 def hostile_store(tmp_path_factory, model_store):
-    """The README's store plus hostile and broken archives."""
+    """The documented store (docs/serving.md) plus hostile and broken archives."""
     store = tmp_path_factory.mktemp("hostile-store")
     shutil.copytree(model_store, store, dirs_exist_ok=True)
     (store / "broken").mkdir()

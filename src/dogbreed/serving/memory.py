@@ -39,7 +39,7 @@ MiB = 1024 * 1024
 # cgroup v1 reports "no limit" as the largest page-aligned signed 64-bit value; anything past 2**60 is none.
 UNLIMITED = 1 << 60
 
-# Measured in the serving image under `docker run --memory 768m` (README, "Memory"), rounded up:
+# Measured in the serving image under `docker run --memory 768m` (docs/serving.md, "Memory"), rounded up:
 # the JVM's resident memory beyond its heap and direct buffers (metaspace, code cache, thread stacks, GC, netty's
 # pools) was about 60 MiB idle and 87 MiB under a flood of 6 MB requests; the launcher and MMS's own Python
 # command line about 19 and 17 MiB; an MMS Python worker with NumPy, Pillow and ONNX Runtime imported, under 70.

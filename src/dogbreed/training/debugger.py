@@ -23,6 +23,7 @@ from torch import nn
 
 from dogbreed import sagemaker_env
 from dogbreed.errors import ConfigError
+from dogbreed.training.instruments import Instrument
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,9 @@ DEBUG_COLLECTIONS = ("losses", "weights", "gradients", "biases")
 RULE_INPUTS = "rule_inputs"
 
 
-class DebugHook:
-    """An smdebug hook, or a no-op when training runs without one."""
+class DebugHook(Instrument):
+    """An smdebug hook, or a no-op when training runs without one. As an instrument it follows the trainer's
+    passes: TRAIN mode for training epochs, EVAL for validation, PREDICT for the test pass."""
 
     def __init__(self, hook=None, modes=None, source: str = "none"):
         self._hook = hook
@@ -64,6 +66,15 @@ class DebugHook:
 
     def predict(self) -> None:
         self._set("PREDICT")
+
+    def start_training(self, epoch: int) -> None:
+        self.train()
+
+    def start_evaluation(self, split: str) -> None:
+        if split == "valid":
+            self.eval()
+        else:
+            self.predict()
 
     def saves_layers_now(self) -> bool:
         """Whether the current step is a training step the save interval keeps layer tensors for."""

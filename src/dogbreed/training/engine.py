@@ -28,7 +28,7 @@ from dogbreed.training.distributed import Group
 from dogbreed.training.export import Int8Gate, parity_batches, write_onnx_variants
 from dogbreed.training.metrics import format_metrics
 from dogbreed.training.profile import SystemSampler, write_profile, write_update_ratios
-from dogbreed.training.trainer import EpochProgress, EvalResult, Interrupted, Trainer, select_device
+from dogbreed.training.trainer import EpochProgress, EvalResult, Interrupted, StopRequest, Trainer, select_device
 from dogbreed.training.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
@@ -64,14 +64,14 @@ def stop_on_signals():
     SageMaker sends SIGTERM before it reclaims a spot instance; stopping at a
     batch boundary lets the job checkpoint that step and resume from it exactly.
     """
-    state = {"signal": None}
+    request = StopRequest()
 
     def handler(signum, _frame):
-        state["signal"] = signum
+        request.signal = signum
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield state
+        yield request
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
@@ -170,7 +170,7 @@ def resume(trainer: Trainer, directory: Path) -> TrainingState:
     return state
 
 
-def train_epochs(trainer: Trainer, state: TrainingState, stop: dict) -> None:
+def train_epochs(trainer: Trainer, state: TrainingState, stop: StopRequest) -> None:
     """Train the epochs ``state`` has not done yet, checkpointing after each one and at a stop signal."""
     args, group = trainer.args, trainer.group
     while state.epochs_done < args.epochs and not state.stopped_early:
@@ -197,7 +197,7 @@ def train_epochs(trainer: Trainer, state: TrainingState, stop: dict) -> None:
         state.record_epoch(row, trainer.model, args.patience, args.epochs)
         if group.is_main:
             save_checkpoint(args.checkpoint_dir, checkpoint_of(trainer, state))
-        signum = group.stop_signal(stop["signal"])
+        signum = group.stop_signal(stop.signal)
         if signum is not None:
             raise Interrupted(signum, f"after epoch {epoch}")
 

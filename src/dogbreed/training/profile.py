@@ -16,6 +16,7 @@ from typing import Any
 import psutil
 import torch
 
+from dogbreed.training.instruments import Instrument
 from dogbreed.training.reports import write_json
 
 PROFILE_FILE = "profile.json"
@@ -70,7 +71,7 @@ class SystemSampler:
             self.samples.append(self.sample())
 
 
-class StepTimer:
+class StepTimer(Instrument):
     """Per training step: seconds waiting for the batch, seconds computing, and the batch size."""
 
     def __init__(self):
@@ -98,6 +99,9 @@ class StepTimer:
     def resume(self) -> None:
         """Start timing the next wait afresh (after validation, which is not a training step)."""
         self._mark = time.perf_counter()
+
+    def start_training(self, epoch: int) -> None:
+        self.resume()
 
 
 def summary(steps: list[dict[str, float]]) -> dict[str, Any]:
@@ -128,7 +132,7 @@ def write_profile(output_dir: Path, timer: StepTimer, sampler: SystemSampler) ->
     )
 
 
-class UpdateRatios:
+class UpdateRatios(Instrument):
     """Per layer, ||w_after - w_before|| / ||w_before|| of one optimizer step, every ``interval`` steps.
 
     The trial holds weight reductions, not whole tensors, so the ratio is measured here, around the step:
@@ -145,6 +149,12 @@ class UpdateRatios:
     def before_step(self) -> None:
         if self.step % self.interval == 0:
             self._before = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def before_update(self) -> None:
+        self.before_step()
+
+    def after_update(self) -> None:
+        self.after_step()
 
     def after_step(self) -> None:
         if self._before is not None:

@@ -28,6 +28,7 @@ from torch import nn
 
 from dogbreed.training.debugger import RULE_INPUTS as COLLECTION
 from dogbreed.training.debugger import DebugHook
+from dogbreed.training.instruments import Instrument
 
 RELU_TYPES = (nn.ReLU, nn.ReLU6)
 PERCENTILE_SAMPLE = 4096
@@ -37,8 +38,9 @@ SPATIAL_SAMPLE = 256
 PERCENTILES = (0.05, 0.95)
 
 
-class RuleTensors:
-    """Saves the rule inputs above through ``hook``; does nothing when the hook is off."""
+class RuleTensors(Instrument):
+    """Saves the rule inputs above through ``hook``; does nothing when the hook is off. As an instrument: the
+    labels and predictions after each forward pass, the gradient percentiles after each update."""
 
     def __init__(self, model: nn.Module, hook: DebugHook):
         self.model, self.hook = model, hook
@@ -95,6 +97,12 @@ class RuleTensors:
                 else torch.zeros(len(PERCENTILES), device=values.device)
             )
             self.hook.save(f"{name}/gradient_percentiles", quantiles.cpu(), COLLECTION)
+
+    def forward_done(self, targets: torch.Tensor, outputs: torch.Tensor) -> None:
+        self.save_labels(targets, outputs)
+
+    def after_update(self) -> None:
+        self.save_gradient_percentiles()
 
     def save_labels(self, targets: torch.Tensor, outputs: torch.Tensor) -> None:
         """The batch's labels and predicted classes, after the forward pass and before the loss."""

@@ -20,6 +20,7 @@ from dogbreed.progress import Progress
 from dogbreed.training.data import DatasetSplits, ImageFileDataset, SeededEpochOrder, own_process_group, sampled_batches
 from dogbreed.training.debugger import DebugHook
 from dogbreed.training.distributed import Group
+from dogbreed.training.instruments import Instruments
 from dogbreed.training.models import BATCHNORM_STATS_IMAGES, build_model, recomputes_batchnorm, set_train_mode
 from dogbreed.training.precision import choose_precision
 from dogbreed.training.profile import StepTimer, UpdateRatios
@@ -38,6 +39,23 @@ class EpochProgress:
     loss_sum: float = 0.0
     correct: int = 0
     seen: int = 0
+
+    def add(self, loss: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+        """Count one training step; ``loss.item()`` waits for the device."""
+        self.batches += 1
+        self.loss_sum += loss.item() * targets.size(0)
+        self.correct += int((outputs.argmax(1) == targets).sum())
+        self.seen += targets.size(0)
+
+    def running(self) -> dict[str, float]:
+        return {"loss": self.loss_sum / self.seen, "acc": self.correct / self.seen}
+
+
+class StopRequest:
+    """The stop signal (SIGTERM, SIGINT) that arrived, if any: set by a signal handler, read between batches."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
 
 
 class Interrupted(Exception):
@@ -112,6 +130,8 @@ class Trainer:
         self.timer = StepTimer()
         # Measured only with the hook on: the report that shows them comes with it.
         self.update_ratios = UpdateRatios(self.model, args.debug_save_interval) if hook.enabled else None
+        # In this order at each point of a step: the hook's mode, the rule tensors, the update ratios, the timer.
+        self.instruments = Instruments(hook, self.rule_tensors, self.update_ratios, self.timer)
         self.recompute_batchnorm = recomputes_batchnorm(args.model, args.recompute_bn_stats, args.freeze_backbone)
         if self.recompute_batchnorm:
             log.info(
@@ -155,7 +175,7 @@ class Trainer:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.precision.dtype, enabled=self.precision.enabled)
 
-    def train_one_epoch(self, progress: EpochProgress, stop: dict) -> EpochProgress:
+    def train_one_epoch(self, progress: EpochProgress, stop: StopRequest) -> EpochProgress:
         """Train from ``progress`` (a fresh epoch, or one resumed mid-way) to the epoch's end.
 
         A stop signal ends it at the next batch boundary with :class:`Interrupted`; ``progress`` then says how
@@ -163,7 +183,6 @@ class Trainer:
         """
         epoch = progress.epoch
         set_train_mode(self.model, self.args.model, self.args.freeze_backbone)
-        self.hook.train()
         self.train_order.set_epoch(epoch, start=progress.batches * self.args.batch_size)
         loader = self.loaders["train"]
         bar = Progress(
@@ -173,42 +192,43 @@ class Trainer:
             desc=f"epoch {epoch}/{self.args.epochs} train",
             log_every=self.args.log_interval,
         )
-        self.timer.resume()
+        self.instruments.start_training(epoch)
         for images, targets in bar:
-            self.timer.batch_ready()
-            signum = self.group.stop_signal(stop["signal"])
-            if signum is not None:
-                raise Interrupted(signum, f"in epoch {epoch} after step {progress.batches}")
+            self.instruments.batch_ready()
+            self._stop_if_asked(stop, f"in epoch {epoch} after step {progress.batches}")
             images = images.to(self.device, non_blocking=True)
             targets = targets.to(self.device, non_blocking=True)
-            self.optimizer.zero_grad(set_to_none=True)
-            with self._autocast():
-                outputs = self.train_model(images)
-                self.rule_tensors.save_labels(targets, outputs)
-                loss = self.criterion(outputs, targets)
-            self.scaler.scale(loss).backward()
-            if self.update_ratios is not None:
-                self.update_ratios.before_step()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.rule_tensors.save_gradient_percentiles()
-            if self.update_ratios is not None:
-                self.update_ratios.after_step()
-            progress.batches += 1
-            progress.loss_sum += loss.item() * targets.size(0)
-            progress.correct += int((outputs.argmax(1) == targets).sum())
-            progress.seen += targets.size(0)
-            self.timer.step_done(epoch, targets.size(0))  # loss.item() above waited for the device
-            bar.set_postfix(loss=progress.loss_sum / progress.seen, acc=progress.correct / progress.seen)
-        signum = self.group.stop_signal(stop["signal"])
-        if signum is not None:
-            raise Interrupted(signum, f"at the end of epoch {epoch}'s training steps")
+            loss, outputs = self._train_step(images, targets)
+            progress.add(loss, outputs, targets)
+            self.instruments.step_done(epoch, targets.size(0))
+            bar.set_postfix(**progress.running())
+        self._stop_if_asked(stop, f"at the end of epoch {epoch}'s training steps")
         return progress
+
+    def _train_step(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on one batch: its loss and outputs."""
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            outputs = self.train_model(images)
+            self.instruments.forward_done(targets, outputs)
+            loss = self.criterion(outputs, targets)
+        self.scaler.scale(loss).backward()
+        self.instruments.before_update()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.instruments.after_update()
+        return loss, outputs
+
+    def _stop_if_asked(self, stop: StopRequest, where: str) -> None:
+        """Every rank stops at the same batch boundary when any of them received a stop signal."""
+        signum = self.group.stop_signal(stop.signal)
+        if signum is not None:
+            raise Interrupted(signum, where)
 
     @torch.no_grad()
     def evaluate(self, split: str, desc: str) -> EvalResult:
         self.model.eval()
-        self.hook.eval() if split == "valid" else self.hook.predict()
+        self.instruments.start_evaluation(split)
         loader = self.loaders[split]
         total_loss, all_targets, all_predictions = 0.0, [], []
         for images, targets in Progress(loader, total=len(loader), desc=desc, log_every=self.args.log_interval):
@@ -216,7 +236,7 @@ class Trainer:
             targets = targets.to(self.device, non_blocking=True)
             with self._autocast():
                 outputs = self.model(images)
-                self.rule_tensors.save_labels(targets, outputs)
+                self.instruments.forward_done(targets, outputs)
                 loss = self.criterion(outputs, targets)
             total_loss += loss.item() * targets.size(0)
             all_targets.append(targets.cpu())

@@ -121,7 +121,7 @@ def aws_errors() -> Iterator[None]:
     except botocore.exceptions.ClientError as exc:
         message = client_error_message(exc)
         if error_code(exc) in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation"):
-            message += " (the caller or the role lacks this permission; README: IAM permissions)"
+            message += " (the caller or the role lacks this permission; docs/cloud.md: IAM permissions)"
         raise CloudError(message) from None
     except botocore.exceptions.NoCredentialsError:
         raise CloudError(NO_CREDENTIALS) from None

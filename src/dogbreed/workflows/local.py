@@ -136,7 +136,7 @@ def read_metrics(output_archive: Path) -> dict[str, Any]:
         return json.load(packed)
 
 
-def run(argv: list[str] | None = None, prog: str = "dogbreed local") -> int:
+def get_args_parser(prog: str = "dogbreed local") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("train", "hpo"):
@@ -159,9 +159,13 @@ def run(argv: list[str] | None = None, prog: str = "dogbreed local") -> int:
         metavar="NAME=V1,V2",
         help="values to try for one hyperparameter; trials are the product",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(argv: list[str] | None = None, prog: str = "dogbreed local") -> int:
+    args = get_args_parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    return run_cli(parser.prog, lambda: run_command(args))
+    return run_cli(prog, lambda: run_command(args))
 
 
 def run_command(args: argparse.Namespace) -> int:

@@ -138,7 +138,7 @@ def push(
         raise PushError(f"AWS call failed: {exc}") from None
 
 
-def run(argv: list[str] | None = None, prog: str = "dogbreed registry") -> int:
+def get_args_parser(prog: str = "dogbreed registry") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("push")
@@ -151,5 +151,10 @@ def run(argv: list[str] | None = None, prog: str = "dogbreed registry") -> int:
     p.add_argument("--region")
     p.add_argument("--account")
     p.add_argument("--latest", action="store_true", help="also push the tag 'latest'")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def run(argv: list[str] | None = None, prog: str = "dogbreed registry") -> int:
+    """Errors are reported as ``push: error: ...``, as make push reports them."""
+    args = get_args_parser(prog).parse_args(argv)
     return run_cli("push", lambda: push(args.image, args.registry, args.region, args.account, args.latest))

@@ -89,7 +89,7 @@ def job_hyperparameters(aws: Aws, args: argparse.Namespace) -> dict[str, Any]:
     if args.instance_count < 1:
         raise CloudError(f"--instance-count must be at least 1, got {args.instance_count}")
     if args.instance_count > 1 or args.distributed:
-        # torchrun across the instances (one process per GPU, or one per instance on CPU); see README.
+        # torchrun across the instances (one process per GPU, or one per instance on CPU); see docs/training.md.
         hyperparameters[TORCH_DISTRIBUTED] = "true"
     return hyperparameters
 
