@@ -108,7 +108,7 @@ FROM_TUNING_JOB ?=
 TRAINING_JOB ?=
 # deploy: the two served models, local model.tar.gz or s3:// URIs (default: the newest make local-train outputs,
 # as make local-serve serves them)
-newest_model = $(shell find $(1) -name model.tar.gz -printf '%T@ %p\n' 2>/dev/null | sort -rn | head -n1 | cut -d' ' -f2)
+newest_model = $(shell $(DOGBREED) local newest $(1))
 MODEL_DATA ?= $(call newest_model,$(LOCAL_OUT)/resnet18)
 MOBILE_MODEL_DATA ?= $(call newest_model,$(LOCAL_OUT)/mobilenet_v2)
 # deploy's autoscaling, on with MAX_INSTANCES and TARGET_INVOCATIONS: instances from MIN_INSTANCES (default: one)
@@ -294,20 +294,11 @@ local-hpo: $(VENV_STAMP) ## A few local-mode hpo.py trials over HPO_GRID; prints
 		--output $(LOCAL_OUT)/hpo $(LOCAL_HPARAMS) $(HPO_GRID)
 
 .PHONY: local-serve
-local-serve: ## Run the serving image on 127.0.0.1:LOCAL_SERVE_PORT with the local-train models as targets
+local-serve: $(VENV_STAMP) ## Run the serving image on 127.0.0.1:LOCAL_SERVE_PORT with the local-train models as targets
 	@$(SYSTEM) docker
 	@docker image inspect $(SERVE_IMAGE):$(TAG) >/dev/null 2>&1 || $(MAKE) build-serve
-	@model="$(call newest_model,$(LOCAL_OUT)/resnet18)"; \
-	test -n "$$model" || { echo "error: no local-train model in $(LOCAL_OUT)/resnet18; run make local-train" >&2; exit 1; }; \
-	mkdir -p $(LOCAL_STORE)/dog-breed-classifier && cp "$$model" $(LOCAL_STORE)/dog-breed-classifier/model.tar.gz; \
-	mobile="$(call newest_model,$(LOCAL_OUT)/mobilenet_v2)"; \
-	if [ -n "$$mobile" ]; then mkdir -p $(LOCAL_STORE)/dog-breed-classifier-mobile && \
-		cp "$$mobile" $(LOCAL_STORE)/dog-breed-classifier-mobile/model.tar.gz; \
-	else echo "note: no MobileNetV2 yet (make local-train MODEL=mobilenet_v2 adds one)"; fi
-	docker run -d --rm --name $(LOCAL_SERVE_NAME) -p 127.0.0.1:$(LOCAL_SERVE_PORT):8080 \
-		-v $(abspath $(LOCAL_STORE)):/opt/ml/models:ro $(SERVE_IMAGE):$(TAG) serve
-	@for _ in $$(seq 120); do curl -sf http://127.0.0.1:$(LOCAL_SERVE_PORT)/ping >/dev/null && break; sleep 1; done
-	@echo "serving $(LOCAL_STORE) at http://127.0.0.1:$(LOCAL_SERVE_PORT) (make stop to end it)"
+	$(DOGBREED) local serve --image $(SERVE_IMAGE):$(TAG) --outputs $(LOCAL_OUT) --store $(LOCAL_STORE) \
+		--port $(LOCAL_SERVE_PORT) --name $(LOCAL_SERVE_NAME)
 
 .PHONY: stop
 stop: ## Stop the container that make local-serve started, and nothing else

@@ -166,7 +166,7 @@ def test_routing_cache_evicts_least_recently_used_until_the_new_model_fits():
     assert cache.keys() == ["d", "e"]  # a model that can never fit unloads nothing
 
 
-def test_multi_model_cache_never_evicts_and_answers_507():
+def test_multi_model_cache_never_evicts_and_answers_507(caplog):
     ledger, _ = _ledger(models_mb=100, limit_mb=10_000, used_mb=0)
     cache = ModelCache(ledger, evict=False)
     for name in ("a", "b", "c"):
@@ -175,6 +175,7 @@ def test_multi_model_cache_never_evicts_and_answers_507():
         cache.get_or_load("d", _loader("d", 30))
     answer = json.loads(refused.value.body())
     assert answer["code"] == 507 and answer["type"] == "InsufficientMemory" and "unload a model" in answer["message"]
+    assert "loaded: ['a', 'b', 'c']" in caplog.text  # the operator's log says what holds the memory
     assert cache.keys() == ["a", "b", "c"]
     assert cache.drop("b") and not cache.drop("b")
     cache.get_or_load("d", _loader("d", 30))  # the unloaded model's room is free again

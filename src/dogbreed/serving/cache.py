@@ -72,6 +72,8 @@ class ModelCache(LRU):
             raise insufficient_memory(name, cost, f"the server's model budget is {budget} MiB")
         while (missing := self.ledger.shortfall(cost)) > 0:
             if not (self.evict and self._items):
+                # Which models hold the memory: what an operator (or SageMaker's unloading) has to choose from.
+                log.warning("cannot load %s: %d MiB short; loaded: %s", name, missing // MiB + 1, self.keys() or "none")
                 raise insufficient_memory(name, cost, f"{missing // MiB + 1} MiB more is needed; unload a model")
             self._drop_oldest()
 

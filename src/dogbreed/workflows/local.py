@@ -1,4 +1,4 @@
-"""SageMaker local mode with this project's images: ``make local-train`` and ``make local-hpo``.
+"""SageMaker local mode with this project's images: ``make local-train``, ``make local-hpo`` and ``make local-serve``.
 
 The SageMaker Python SDK (v2) runs the training image through
 ``docker compose`` exactly as a training job would (``/opt/ml`` mounts,
@@ -28,6 +28,7 @@ from typing import Any
 from dogbreed import settings, workflows
 from dogbreed.errors import DogbreedError, run_cli
 from dogbreed.sagemaker_env import TORCH_DISTRIBUTED
+from dogbreed.workflows import local_serving
 
 PLACEHOLDER_ROLE = "arn:aws:iam::111111111111:role/dogbreed-local-mode"
 # The network the SDK's docker-compose file declares for local-mode jobs.
@@ -159,6 +160,14 @@ def get_args_parser(prog: str = "dogbreed local") -> argparse.ArgumentParser:
         metavar="NAME=V1,V2",
         help="values to try for one hyperparameter; trials are the product",
     )
+    serve = sub.add_parser("serve", help="serve the newest local-train models with the serving image")
+    serve.add_argument("--image", required=True, help="the serving image, e.g. dogbreed-serve:TAG")
+    serve.add_argument("--outputs", type=Path, required=True, help="local-train's outputs, a folder per architecture")
+    serve.add_argument("--store", type=Path, required=True, help="the model store to fill and serve")
+    serve.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1")
+    serve.add_argument("--name", default="dogbreed-local-serve", help="the container's name (make stop stops it)")
+    newest = sub.add_parser("newest", help="print the newest model.tar.gz under a folder (nothing when none)")
+    newest.add_argument("folder", type=Path)
     return parser
 
 
@@ -169,7 +178,13 @@ def run(argv: list[str] | None = None, prog: str = "dogbreed local") -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """One subcommand, train or hpo; returns its exit code."""
+    """One subcommand; returns its exit code."""
+    if args.command == "serve":
+        local_serving.serve(args.image, args.outputs, args.store, args.port, args.name)
+        return 0
+    if args.command == "newest":
+        print(local_serving.newest_artifact(args.folder) or "")
+        return 0
     hyperparameters = workflows.parse_pairs(args.hyperparameter, "-H", LocalModeError)
     if args.command == "train":
         if args.instance_count < 1:
