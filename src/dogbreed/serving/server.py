@@ -49,6 +49,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
@@ -209,9 +210,10 @@ def check_setup(model_store: Path, multi_model: bool) -> None:
         raise ServeError(f"model store {model_store} holds an MMS manifest ({manifest}); remove it")
 
 
-def wait_until_healthy(url: str, process: subprocess.Popen, timeout: float) -> bool:
+def wait_until_healthy(url: str, timeout: float, alive: Callable[[], bool] = lambda: True) -> bool:
+    """Whether ``url`` answers 200 within ``timeout`` seconds, asking while ``alive()`` holds."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
+    while time.monotonic() < deadline and alive():
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
@@ -343,7 +345,7 @@ def run(argv: list[str] | None = None, prog: str = "dogbreed serve") -> int:
         signal.signal(sig, on_signal)
     try:
         ping = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '') else args.host}:{args.port}/ping"
-        if wait_until_healthy(ping, process, env.startup_timeout) and stopping["signal"] is None:
+        if wait_until_healthy(ping, env.startup_timeout, lambda: process.poll() is None) and stopping["signal"] is None:
             print(f"dogbreed-serve: ready at {ping}", flush=True)
         while process.poll() is None and stopping["signal"] is None:
             time.sleep(0.2)

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from dogbreed import workflows
 from dogbreed.errors import DogbreedError
+from dogbreed.serving.server import wait_until_healthy
 
 # Architecture folder under the local-mode outputs -> its TargetModel path; the first is required.
 LOCAL_TARGETS = {
@@ -51,19 +49,6 @@ def build_store(outputs: Path, store: Path) -> list[str]:
     return targets
 
 
-def wait_until_healthy(port: int, timeout_s: float = START_TIMEOUT_S) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as answer:
-                if answer.status == 200:
-                    return True
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(1)
-    return False
-
-
 def serve(image: str, outputs: Path, store: Path, port: int, name: str) -> None:
     problem = workflows.docker_engine_problem()
     if problem:
@@ -77,6 +62,6 @@ def serve(image: str, outputs: Path, store: Path, port: int, name: str) -> None:
     )
     if started.returncode != 0:
         raise LocalServeError(f"docker run {image} failed: {started.stderr.strip()}")
-    if not wait_until_healthy(port):
+    if not wait_until_healthy(f"http://127.0.0.1:{port}/ping", START_TIMEOUT_S):
         raise LocalServeError(f"{name} did not answer /ping within {START_TIMEOUT_S} s; see docker logs {name}")
     print(f"serving {', '.join(targets)} from {store} at http://127.0.0.1:{port} (make stop to end it)")
