@@ -205,6 +205,20 @@ _CLOUD = (
     ),
     Setting("SAGEMAKER_SPOT", "`false`", "managed spot training (`--spot`)", "cloud"),
     Setting("AWS_REGION", "`AWS_DEFAULT_REGION`, then the AWS configuration", "the region of every AWS call", "cloud"),
+    Setting("TAG", "`latest`", "the pushed images' tag (`--tag`; make passes the commit's)", "cloud"),
+    Setting("TRAIN_IMAGE", "`dogbreed-train`", "the training image's repository (`--train-repository`)", "cloud"),
+    Setting("SERVE_IMAGE", "`dogbreed-serve`", "the serving image's repository (`--serve-repository`)", "cloud"),
+    Setting(
+        "TRAIN_IMAGE_URI", "ECR's `REGISTRY/TRAIN_IMAGE:TAG`", "a full training image URI (`--train-image`)", "cloud"
+    ),
+    Setting(
+        "SERVE_IMAGE_URI", "ECR's `REGISTRY/SERVE_IMAGE:TAG`", "a full serving image URI (`--serve-image`)", "cloud"
+    ),
+    Setting("TRAIN_INSTANCE_TYPE", "`ml.g4dn.xlarge`", "training and tuning instances", "cloud"),
+    Setting("SERVE_INSTANCE_TYPE", "`ml.m5.large`", "endpoint instances", "cloud"),
+    Setting("TRANSFORM_INSTANCE_TYPE", "`ml.m5.large`", "batch transform instances", "cloud"),
+    Setting("TRANSFORM_INSTANCES", "1", "batch transform instance count", "cloud"),
+    Setting("CLARIFY_INSTANCE_TYPE", "`ml.m5.xlarge`", "the Clarify processing job's instance", "cloud"),
     Setting("AWS_DEFAULT_REGION", "the AWS configuration's", "the region, where `AWS_REGION` is unset", "cloud"),
     Setting(
         "AWS_ACCESS_KEY_ID",

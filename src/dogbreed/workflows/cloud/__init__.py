@@ -1,17 +1,17 @@
 """Cloud workflows on Amazon SageMaker with this project's images (``make hpo``, ``train-remote``, ``deploy`` ...).
 
-    dogbreed-cloud hpo --data s3://BUCKET/dogImages/ --max-jobs 8 --max-parallel-jobs 2
-    dogbreed-cloud best --tuning-job NAME
-    dogbreed-cloud train-remote --data s3://BUCKET/dogImages/ --from-tuning-job NAME [--spot]
-    dogbreed-cloud training-result --training-job NAME
-    dogbreed-cloud deploy --model dog-breed-classifier/model.tar.gz=build/.../model.tar.gz \\
+    dogbreed cloud hpo --data s3://BUCKET/dogImages/ --max-jobs 8 --max-parallel-jobs 2
+    dogbreed cloud best --tuning-job NAME
+    dogbreed cloud train-remote --data s3://BUCKET/dogImages/ --from-tuning-job NAME [--spot]
+    dogbreed cloud training-result --training-job NAME
+    dogbreed cloud deploy --model dog-breed-classifier/model.tar.gz=build/.../model.tar.gz \\
         --model dog-breed-classifier-mobile/model.tar.gz=s3://BUCKET/.../model.tar.gz
-    dogbreed-cloud add-model --model dog-breed-classifier-resnet50/model.tar.gz=PATH
-    dogbreed-cloud invoke --image dog.jpg [--target T ...] [--local-port 8080]
-    dogbreed-cloud batch-transform --input s3://BUCKET/images/
-    dogbreed-cloud teardown [--delete-s3 models|all]
+    dogbreed cloud add-model --model dog-breed-classifier-resnet50/model.tar.gz=PATH
+    dogbreed cloud invoke --image dog.jpg [--target T ...] [--local-port 8080]
+    dogbreed cloud batch-transform --input s3://BUCKET/images/
+    dogbreed cloud teardown [--delete-s3 models|all]
 
-(``python -m dogbreed.workflows.cloud`` is the same command.) Settings come
+Settings come
 from flags, else environment variables: ``--role`` (SAGEMAKER_ROLE),
 ``--region`` (AWS_REGION, AWS_DEFAULT_REGION), ``--bucket``
 (SAGEMAKER_BUCKET; default: the SDK's bucket sagemaker-REGION-ACCOUNT),
