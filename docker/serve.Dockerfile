@@ -74,7 +74,7 @@ COPY pyproject.toml /tmp/dogbreed/
 COPY src/dogbreed /tmp/dogbreed/src/dogbreed
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation /tmp/dogbreed \
     && rm -rf /tmp/dogbreed
-COPY src/serve/serve /usr/local/bin/serve
+COPY src/serving-image/serve /usr/local/bin/serve
 USER model-server
 WORKDIR /home/model-server
 EXPOSE 8080

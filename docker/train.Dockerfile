@@ -66,8 +66,8 @@ COPY pyproject.toml /tmp/dogbreed/
 COPY src/dogbreed /tmp/dogbreed/src/dogbreed
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation /tmp/dogbreed \
     && rm -rf /tmp/dogbreed
-COPY src/train/train /opt/dogbreed/bin/train
-COPY src/train/train_model.py src/train/hpo.py /opt/ml/code/
+COPY src/training-image/train /opt/dogbreed/bin/train
+COPY src/training-image/train_model.py src/training-image/hpo.py /opt/ml/code/
 WORKDIR /opt/ml/code
 # Runs as root: SageMaker mounts /opt/ml/{input,model,output,checkpoints}
 # root-owned, and the training job must write to them.

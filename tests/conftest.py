@@ -13,8 +13,8 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DATA = REPO_ROOT / "local_data" / "sample"
-TRAIN_SCRIPT = REPO_ROOT / "src" / "train" / "train_model.py"
-HPO_SCRIPT = REPO_ROOT / "src" / "train" / "hpo.py"
+TRAIN_SCRIPT = REPO_ROOT / "src" / "training-image" / "train_model.py"
+HPO_SCRIPT = REPO_ROOT / "src" / "training-image" / "hpo.py"
 
 # Small and fast on 2 CPU cores: random init, 32-pixel inputs.
 FAST_ARGS = [

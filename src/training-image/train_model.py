@@ -1,6 +1,6 @@
 """SageMaker training entry point (SAGEMAKER_PROGRAM=train_model.py).
 
-Runs unchanged natively: ``python src/train/train_model.py --data-dir local_data/sample``.
+Runs unchanged natively: ``python src/training-image/train_model.py --data-dir local_data/sample``.
 """
 
 import sys
