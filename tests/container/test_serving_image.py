@@ -148,7 +148,8 @@ def test_explanations_inline_and_through_the_local_client(serving, tmp_path):
         [
             sys.executable,
             "-m",
-            "dogbreed.explain",
+            "dogbreed",
+            "explain",
             str(IMAGE_PATH),
             "--local-port",
             str(server.port),

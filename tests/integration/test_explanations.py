@@ -158,7 +158,8 @@ def test_make_explains_cli_writes_the_report_against_the_local_server(routing, t
         [
             sys.executable,
             "-m",
-            "dogbreed.explain",
+            "dogbreed",
+            "explain",
             str(SQUARE),
             "--local-port",
             str(routing.port),
@@ -186,7 +187,7 @@ def test_make_explains_cli_writes_the_report_against_the_local_server(routing, t
     assert data["predictions"]["accuracy"] > 0.8 and len(data["class_balance"]) == 4
     assert (out / "explain-report.html").read_text().count("data:image/png;base64,") == 4
     bad = subprocess.run(
-        [sys.executable, "-m", "dogbreed.explain", str(tmp_path / "missing.jpg"), "--artifact", str(tmp_path)],
+        [sys.executable, "-m", "dogbreed", "explain", str(tmp_path / "missing.jpg"), "--artifact", str(tmp_path)],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
