@@ -240,12 +240,8 @@ serve: model-store $(MMS_GUARD) ## Serve MODEL_STORE natively with MMS on 127.0.
 		$(DOGBREED) serve --model-store $(MODEL_STORE) --pid-file $(SERVE_PID)
 
 .PHONY: serve-stop
-serve-stop: ## Stop the server that make serve started (MMS and all its workers)
-	@if [ -f $(SERVE_PID) ]; then \
-		pid=$$(cat $(SERVE_PID)); kill -TERM $$pid 2>/dev/null || true; \
-		for _ in $$(seq 60); do kill -0 $$pid 2>/dev/null || break; sleep 0.5; done; \
-		echo "stopped server $$pid"; \
-	else echo "no server started by make serve is running"; fi
+serve-stop: $(VENV_STAMP) ## Stop the server that make serve started (MMS and all its workers)
+	@$(DOGBREED) serve --stop --pid-file $(SERVE_PID)
 
 .PHONY: base-image
 base-image: ## Make sure BASE_IMAGE exists locally (pulled, or a stand-in built with debootstrap when no registry answers)

@@ -247,7 +247,36 @@ def get_args_parser(prog: str = "dogbreed serve") -> argparse.ArgumentParser:
     )
     parser.add_argument("--port", type=int, default=int(settings.text("SAGEMAKER_BIND_TO_PORT", "8080") or 8080))
     parser.add_argument("--pid-file", type=Path, help="write this process's pid here while it runs")
+    parser.add_argument(
+        "--stop", action="store_true", help="stop the server whose --pid-file is given (MMS and every worker)"
+    )
     return parser
+
+
+STOP_TIMEOUT_S = 30
+
+
+def stop_server(pid_file: Path, timeout_s: float = STOP_TIMEOUT_S) -> str:
+    """SIGTERM to the launcher named in ``pid_file``, which stops MMS and its workers; waits for it to end.
+
+    A pid file the server left behind (killed, or the machine restarted) may name another process by now, so
+    only a process running this package's server is signalled.
+    """
+    if not pid_file.is_file():
+        return "no server started with this pid file is running"
+    pid = int(pid_file.read_text().split()[0])
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        command = ""
+    if "dogbreed" not in command or "serve" not in command:
+        pid_file.unlink(missing_ok=True)
+        return f"no server is running (process {pid} is gone or is not one); removed the stale pid file"
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        time.sleep(0.25)
+    return f"stopped server {pid}"
 
 
 def write_config(
@@ -299,11 +328,11 @@ def start_mms(
     else:
         command = mms_command(config_file, args.model_store, ROUTER_MODEL_NAME)
     print(
-        f"dogbreed-serve: {'multi-model' if multi_model else 'routing'} mode, store {args.model_store}, "
+        f"dogbreed serve: {'multi-model' if multi_model else 'routing'} mode, store {args.model_store}, "
         f"{worker_count()} worker(s), http://{args.host}:{args.port}",
         flush=True,
     )
-    print(f"dogbreed-serve: {memory.describe(plan.reading, plan.reserve, plan.models)}", flush=True)
+    print(f"dogbreed serve: {memory.describe(plan.reading, plan.reserve, plan.models)}", flush=True)
     # MMS's classpath starts with ".": run from the guard folder, its classes come before model-server.jar's.
     return subprocess.Popen(
         command,
@@ -316,6 +345,16 @@ def start_mms(
 def run(argv: list[str] | None = None, prog: str = "dogbreed serve") -> int:
     parser = get_args_parser(prog)
     args = parser.parse_args(argv)
+    if not args.stop:
+        return serve(parser, args)
+    if not args.pid_file:
+        parser.error("--stop needs the --pid-file the server was started with")
+    print(stop_server(args.pid_file))
+    return 0
+
+
+def serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Start MMS as ``args`` say, and run until a stop signal or MMS's own end; returns the exit code."""
     if not 0 < args.port < 32768:  # MMS reads the port as a Java short
         parser.error(f"port {args.port} is out of range 1..32767")
 
@@ -346,7 +385,7 @@ def run(argv: list[str] | None = None, prog: str = "dogbreed serve") -> int:
     try:
         ping = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '') else args.host}:{args.port}/ping"
         if wait_until_healthy(ping, env.startup_timeout, lambda: process.poll() is None) and stopping["signal"] is None:
-            print(f"dogbreed-serve: ready at {ping}", flush=True)
+            print(f"dogbreed serve: ready at {ping}", flush=True)
         while process.poll() is None and stopping["signal"] is None:
             time.sleep(0.2)
     finally:
