@@ -51,6 +51,12 @@ def flag(name: str) -> bool:
     return parse_bool(os.environ.get(name, "")) is True
 
 
+@overload
+def text(name: str, default: str) -> str: ...
+@overload
+def text(name: str, default: None = None) -> str | None: ...
+
+
 def text(name: str, default: str | None = None) -> str | None:
     """The variable ``name`` as a string; ``default`` when it is unset or empty."""
     return os.environ.get(name) or default

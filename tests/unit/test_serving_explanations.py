@@ -36,7 +36,7 @@ def test_explanation_options_come_from_custom_attributes_and_json_bodies():
     assert options == Options(top_k=2, explain=True, explain_samples=64, explain_segments=12)
     image = base64.b64encode((SAMPLE_DATA / "test" / "001.Crimson_disc" / "Crimson_disc_00003.jpg").read_bytes())
     body = json.dumps({"instances": [image.decode()], "explain": True, "explain_samples": 32.0}).encode()
-    _, from_json = parse_body(body, "application/json", {"explain_samples": "64", "top_k": "2"})
+    _, from_json = parse_body(body, "application/json", Options.parse({"explain_samples": "64", "top_k": "2"}))
     assert from_json.explain and from_json.explain_samples == 32 and from_json.top_k == 2  # the body's keys win
     for bad in ("explain=maybe", "explain_samples=0", "explain_segments=-3", "explain_samples=1e9x"):
         refusal = _refusal(parse_custom_attributes, bad)

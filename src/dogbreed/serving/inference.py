@@ -32,7 +32,7 @@ import binascii
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,13 +96,17 @@ class Options:
     def parse(cls, values: Mapping[str, Any]) -> Options:
         """Options from their raw values (custom attributes' strings, a JSON body's values), each checked: a bad
         one is 400 naming it. Keys that are not options are ignored."""
+        return cls().updated(values)
+
+    def updated(self, values: Mapping[str, Any]) -> Options:
+        """These options with ``values`` (raw, checked as :meth:`parse` checks them) over them."""
         parsed: dict[str, Any] = {}
         for key, value in values.items():
             if key in ("top_k", "explain_samples", "explain_segments"):
                 parsed[key] = _parse_positive(value, key)
             elif key in ("probabilities", "explain"):
                 parsed[key] = _parse_bool(value, key)
-        return cls(**parsed)
+        return replace(self, **parsed)
 
 
 OPTION_KEYS = tuple(option.name for option in fields(Options))
@@ -142,8 +146,9 @@ def custom_attribute_values(header: str | None) -> dict[str, str]:
     values = {}
     for item in (header or "").replace(";", ",").split(","):
         key, _, value = item.partition("=")
-        if key.strip().lower() in OPTION_KEYS:
-            values[key.strip().lower()] = value.strip()
+        key = key.strip().lower()
+        if key in OPTION_KEYS:
+            values[key] = value.strip()
     return values
 
 
@@ -187,23 +192,21 @@ def check_pixels(images: list[bytes], budget: int, batch: bool) -> None:
 def parse_body(
     body: bytes | bytearray | None,
     content_type: str | None,
-    option_values: Mapping[str, Any] | None = None,
+    options: Options = Options(),
     pixel_budget: int | None = None,
 ) -> tuple[tuple[bytes, ...], Options]:
-    """A request body's encoded images, checked from their headers, and the request's options: ``option_values``
-    (the custom attributes'), with a JSON object body's keys over them.
+    """A request body's encoded images, checked from their headers, and the request's options: ``options`` (the
+    custom attributes'), with a JSON object body's keys over them.
 
     Nothing is decoded here beyond the image headers: :meth:`Predictor.probabilities` decodes them one by one.
     """
     kind = media_type(content_type)
     body = bytes(body or b"")
-    values = dict(option_values or {})
     if kind in IMAGE_TYPES:
         images = [body]
     elif kind == JSON_TYPE:
         instances, body_values = _json_parts(_parse_json(body))
-        values.update(body_values)
-        Options.parse(values)  # a bad option is named before the instances are looked at
+        options = options.updated(body_values)  # a bad option is named before the instances are looked at
         images = _decode_instances(_checked_instances(instances))
     else:
         raise InferenceError(
@@ -211,7 +214,6 @@ def parse_body(
             "UnsupportedMediaType",
             f"content type {content_type!r} is not supported; send {', '.join(sorted(IMAGE_TYPES))} or {JSON_TYPE}",
         )
-    options = Options.parse(values)
     check_pixels(images, pixel_budget or max_request_pixels(), kind == JSON_TYPE)
     return tuple(images), options
 

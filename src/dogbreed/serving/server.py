@@ -245,7 +245,7 @@ def get_args_parser(prog: str = "dogbreed serve") -> argparse.ArgumentParser:
         default=settings.text("DOGBREED_BIND_HOST", "127.0.0.1"),
         help="address to listen on (127.0.0.1; the image sets 0.0.0.0 through DOGBREED_BIND_HOST)",
     )
-    parser.add_argument("--port", type=int, default=int(settings.text("SAGEMAKER_BIND_TO_PORT", "8080") or 8080))
+    parser.add_argument("--port", type=int, default=int(settings.text("SAGEMAKER_BIND_TO_PORT", "8080")))
     parser.add_argument("--pid-file", type=Path, help="write this process's pid here while it runs")
     parser.add_argument(
         "--stop", action="store_true", help="stop the server whose --pid-file is given (MMS and every worker)"

@@ -42,9 +42,9 @@ from dogbreed.serving.inference import (
     Options,
     Predictor,
     check_accept,
-    custom_attribute_values,
     encode_response,
     parse_body,
+    parse_custom_attributes,
 )
 from dogbreed.serving.memory import Budget, Ledger, LoadCost
 from dogbreed.serving.store import (
@@ -191,11 +191,10 @@ def parse_request(lower: Mapping[str, str], body: bytes | None, max_payload: int
     if max_payload is not None and body is not None and len(body) > max_payload:
         raise InferenceError(413, "PayloadTooLarge", f"request body is {len(body)} bytes; the maximum is {max_payload}")
     check_accept(lower.get("accept"))
-    attributes = custom_attribute_values(lower.get(ATTRIBUTES_HEADER))
-    header_options = Options.parse(attributes)
+    header_options = parse_custom_attributes(lower.get(ATTRIBUTES_HEADER))
     if header_options.explain:  # the header's explanation bounds are named before the body is read
         settings_for(header_options.explain_samples, header_options.explain_segments)
-    images, options = parse_body(body, lower.get("content-type"), attributes)
+    images, options = parse_body(body, lower.get("content-type"), header_options)
     explanation = None
     if options.explain:  # bounded before any image is decoded
         explanation = settings_for(options.explain_samples, options.explain_segments)

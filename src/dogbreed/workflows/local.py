@@ -58,7 +58,7 @@ def network_exists(name: str) -> bool:
 
 def local_session(work_dir: Path):
     # Inert defaults: local mode needs a region and some credentials to exist, and calls nothing with them.
-    os.environ.setdefault("AWS_DEFAULT_REGION", settings.text("AWS_REGION", "us-east-1") or "us-east-1")
+    os.environ.setdefault("AWS_DEFAULT_REGION", settings.text("AWS_REGION", "us-east-1"))
     if not (settings.text("AWS_ACCESS_KEY_ID") or settings.text("AWS_PROFILE")):
         os.environ["AWS_ACCESS_KEY_ID"] = "local-mode"
         os.environ["AWS_SECRET_ACCESS_KEY"] = "local-mode"
