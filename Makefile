@@ -8,6 +8,8 @@ SHELL := /bin/bash
 
 PYTHON ?= python3.11
 VENV ?= .venv
+# The local-mode and cloud workflows' venv: SageMaker Python SDK v3 and boto3, no torch (pip install .[cloud])
+CLOUD_VENV ?= .venv-cloud
 BUILD_DIR ?= build
 
 # Native training on the bundled sample data (random init: no download needed).
@@ -108,7 +110,7 @@ FROM_TUNING_JOB ?=
 TRAINING_JOB ?=
 # deploy: the two served models, local model.tar.gz or s3:// URIs (default: the newest make local-train outputs,
 # as make local-serve serves them)
-newest_model = $(shell $(DOGBREED) local newest $(1))
+newest_model = $(shell $(WORKFLOWS) local newest $(1))
 MODEL_DATA ?= $(call newest_model,$(LOCAL_OUT)/resnet18)
 MOBILE_MODEL_DATA ?= $(call newest_model,$(LOCAL_OUT)/mobilenet_v2)
 # deploy's autoscaling, on with MAX_INSTANCES and TARGET_INVOCATIONS: instances from MIN_INSTANCES (default: one)
@@ -139,7 +141,7 @@ CLARIFY_INPUT ?=
 CLARIFY_INSTANCE_TYPE ?= ml.m5.xlarge
 # teardown: models or all to also delete S3 data
 DELETE_S3 ?=
-CLOUD = $(DOGBREED) cloud
+CLOUD = $(WORKFLOWS) cloud
 CLOUD_SETTINGS = $(if $(REGION),--region $(REGION)) $(if $(ROLE),--role $(ROLE)) $(if $(BUCKET),--bucket $(BUCKET)) \
 	--prefix $(PREFIX) --endpoint $(ENDPOINT) --tag $(TAG) --train-repository $(TRAIN_IMAGE) \
 	--serve-repository $(SERVE_IMAGE) $(if $(REGISTRY),--registry $(REGISTRY))
@@ -158,6 +160,9 @@ VENV_PY := $(VENV)/bin/python
 # The project's one command line (dogbreed --help), run from the venv.
 DOGBREED := $(VENV_PY) -m dogbreed
 VENV_STAMP := $(VENV)/.installed
+# The same command line from the workflows' venv: dogbreed local and dogbreed cloud.
+WORKFLOWS := $(CLOUD_VENV)/bin/python -m dogbreed
+CLOUD_STAMP := $(CLOUD_VENV)/.installed
 # Installs and starts what the targets need from the system (make system; scripts/system.sh says what and why).
 SYSTEM = BASE_IMAGE=$(BASE_IMAGE) PYTHON=$(PYTHON) scripts/system.sh
 # The compiled MMS management guard, installed beside the venv where the serving launcher finds it.
@@ -179,6 +184,15 @@ $(VENV_STAMP): requirements/train.txt requirements/serve.txt requirements/dev.tx
 	$(VENV_PY) -m pip install --quiet --no-deps -e .
 	@touch $@
 
+# Created on first use by the targets that run the workflows, as the venv above is by the rest.
+$(CLOUD_STAMP): requirements/cloud.txt requirements/cloud-constraints.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or set PYTHON=" >&2; exit 1; }
+	@$(SYSTEM) python
+	test -x $(CLOUD_VENV)/bin/python || $(PYTHON) -m venv $(CLOUD_VENV)
+	$(CLOUD_VENV)/bin/python -m pip install --quiet -c requirements/cloud-constraints.txt pip setuptools
+	$(CLOUD_VENV)/bin/python -m pip install --quiet -c requirements/cloud-constraints.txt -e ".[cloud]"
+	@touch $@
+
 $(MMS_GUARD): $(VENV_STAMP) $(shell find src/mms-guard -type f 2>/dev/null)
 	@$(SYSTEM) java
 	src/mms-guard/build.sh $(VENV_PY) $(VENV)/share/dogbreed/mms-guard
@@ -189,6 +203,9 @@ system: ## Install and start what every target needs (Docker engine, compose, Ja
 
 .PHONY: venv
 venv: $(VENV_STAMP) $(MMS_GUARD) ## Create the Python venv with every pinned package and build the MMS guard
+
+.PHONY: cloud-venv
+cloud-venv: $(CLOUD_STAMP) ## Create the workflows' venv (SageMaker Python SDK v3, no torch); the workflow targets do on first use
 
 .PHONY: train
 train: $(VENV_STAMP) ## Train natively on DATA_DIR into TRAIN_OUT (fresh run: old checkpoints are removed)
@@ -276,24 +293,24 @@ push: $(VENV_STAMP) ## Push both images to REGISTRY (default: ECR, repositories 
 		$(if $(ACCOUNT),--account $(ACCOUNT)) $(if $(filter true,$(LATEST)),--latest)
 
 .PHONY: local-train
-local-train: $(VENV_STAMP) ## Train with the training image in SageMaker local mode on DATA_DIR (builds the image if missing)
+local-train: $(CLOUD_STAMP) ## Train with the training image in SageMaker local mode on DATA_DIR (builds the image if missing)
 	@$(SYSTEM) docker
 	@docker image inspect $(TRAIN_IMAGE):$(TAG) >/dev/null 2>&1 || $(MAKE) build-train
-	$(DOGBREED) local train --image $(TRAIN_IMAGE):$(TAG) --data $(DATA_DIR) \
+	$(WORKFLOWS) local train --image $(TRAIN_IMAGE):$(TAG) --data $(DATA_DIR) \
 		--output $(LOCAL_OUT)/$(MODEL) --instance-count $(INSTANCE_COUNT) $(LOCAL_HPARAMS)
 
 .PHONY: local-hpo
-local-hpo: $(VENV_STAMP) ## A few local-mode hpo.py trials over HPO_GRID; prints the best
+local-hpo: $(CLOUD_STAMP) ## A few local-mode hpo.py trials over HPO_GRID; prints the best
 	@$(SYSTEM) docker
 	@docker image inspect $(TRAIN_IMAGE):$(TAG) >/dev/null 2>&1 || $(MAKE) build-train
-	$(DOGBREED) local hpo --image $(TRAIN_IMAGE):$(TAG) --data $(DATA_DIR) \
+	$(WORKFLOWS) local hpo --image $(TRAIN_IMAGE):$(TAG) --data $(DATA_DIR) \
 		--output $(LOCAL_OUT)/hpo $(LOCAL_HPARAMS) $(HPO_GRID)
 
 .PHONY: local-serve
-local-serve: $(VENV_STAMP) ## Run the serving image on 127.0.0.1:LOCAL_SERVE_PORT with the local-train models as targets
+local-serve: $(CLOUD_STAMP) ## Run the serving image on 127.0.0.1:LOCAL_SERVE_PORT with the local-train models as targets
 	@$(SYSTEM) docker
 	@docker image inspect $(SERVE_IMAGE):$(TAG) >/dev/null 2>&1 || $(MAKE) build-serve
-	$(DOGBREED) local serve --image $(SERVE_IMAGE):$(TAG) --outputs $(LOCAL_OUT) --store $(LOCAL_STORE) \
+	$(WORKFLOWS) local serve --image $(SERVE_IMAGE):$(TAG) --outputs $(LOCAL_OUT) --store $(LOCAL_STORE) \
 		--port $(LOCAL_SERVE_PORT) --name $(LOCAL_SERVE_NAME)
 
 .PHONY: stop
@@ -301,26 +318,26 @@ stop: ## Stop the container that make local-serve started, and nothing else
 	@docker stop $(LOCAL_SERVE_NAME) >/dev/null 2>&1 && echo "stopped $(LOCAL_SERVE_NAME)" || echo "$(LOCAL_SERVE_NAME) is not running"
 
 .PHONY: hpo
-hpo: $(VENV_STAMP) ## Hyperparameter tuning job (hpo.py) on DATA; prints the best job and hyperparameters
+hpo: $(CLOUD_STAMP) ## Hyperparameter tuning job (hpo.py) on DATA; prints the best job and hyperparameters
 	$(CLOUD) hpo $(CLOUD_SETTINGS) $(JOB_SETTINGS) --max-jobs $(MAX_JOBS) --max-parallel-jobs $(MAX_PARALLEL_JOBS) \
 		--objective $(OBJECTIVE) --early-stopping $(EARLY_STOPPING)
 
 .PHONY: best
-best: $(VENV_STAMP) ## Best training job and hyperparameters of TUNING_JOB
+best: $(CLOUD_STAMP) ## Best training job and hyperparameters of TUNING_JOB
 	$(CLOUD) best $(CLOUD_SETTINGS) $(if $(TUNING_JOB),--tuning-job $(TUNING_JOB))
 
 .PHONY: train-remote
-train-remote: $(VENV_STAMP) ## Training job with Debugger rules and Profiler report (FROM_TUNING_JOB: its best hyperparameters)
+train-remote: $(CLOUD_STAMP) ## Training job with Debugger rules and Profiler report (FROM_TUNING_JOB: its best hyperparameters)
 	$(CLOUD) train-remote $(CLOUD_SETTINGS) $(JOB_SETTINGS) $(if $(FROM_TUNING_JOB),--from-tuning-job $(FROM_TUNING_JOB)) \
 		$(if $(filter false,$(DEBUGGER)),--no-debugger) --instance-count $(INSTANCE_COUNT) \
 		$(if $(filter true,$(DISTRIBUTED)),--distributed)
 
 .PHONY: training-result
-training-result: $(VENV_STAMP) ## Model, Debugger tensors, profiler report and rule results of TRAINING_JOB
+training-result: $(CLOUD_STAMP) ## Model, Debugger tensors, profiler report and rule results of TRAINING_JOB
 	$(CLOUD) training-result $(CLOUD_SETTINGS) $(if $(TRAINING_JOB),--training-job $(TRAINING_JOB))
 
 .PHONY: deploy
-deploy: $(VENV_STAMP) ## Multi-model endpoint ENDPOINT serving MODEL_DATA and MOBILE_MODEL_DATA (updated in place; MAX_INSTANCES: autoscaling)
+deploy: $(CLOUD_STAMP) ## Multi-model endpoint ENDPOINT serving MODEL_DATA and MOBILE_MODEL_DATA (updated in place; MAX_INSTANCES: autoscaling)
 	$(CLOUD) deploy $(CLOUD_SETTINGS) --instance-type $(SERVE_INSTANCE_TYPE) \
 		$(if $(MAX_INSTANCES),--max-instances $(MAX_INSTANCES)) $(if $(MIN_INSTANCES),--min-instances $(MIN_INSTANCES)) \
 		$(if $(TARGET_INVOCATIONS),--target-invocations $(TARGET_INVOCATIONS)) \
@@ -328,26 +345,26 @@ deploy: $(VENV_STAMP) ## Multi-model endpoint ENDPOINT serving MODEL_DATA and MO
 		$(if $(MOBILE_MODEL_DATA),--model $(MOBILE_TARGET)=$(MOBILE_MODEL_DATA))
 
 .PHONY: add-model
-add-model: $(VENV_STAMP) ## Upload NEW_MODEL (TARGET=PATH) to the endpoint's model data; live at once
+add-model: $(CLOUD_STAMP) ## Upload NEW_MODEL (TARGET=PATH) to the endpoint's model data; live at once
 	$(CLOUD) add-model $(CLOUD_SETTINGS) $(if $(NEW_MODEL),--model $(NEW_MODEL))
 
 .PHONY: invoke
-invoke: $(VENV_STAMP) ## Classify IMAGE_FILE with each target of ENDPOINT (LOCAL=true: the make local-serve container)
+invoke: $(CLOUD_STAMP) ## Classify IMAGE_FILE with each target of ENDPOINT (LOCAL=true: the make local-serve container)
 	$(CLOUD) invoke $(CLOUD_SETTINGS) --image $(IMAGE_FILE) --top-k $(TOP_K) $(foreach t,$(TARGETS),--target $(t)) \
 		$(if $(filter true,$(LOCAL)),--local-port $(LOCAL_SERVE_PORT))
 
 .PHONY: batch-transform
-batch-transform: $(VENV_STAMP) ## Batch transform over the images in BATCH_INPUT (s3://...) on TRANSFORM_INSTANCES instances
+batch-transform: $(CLOUD_STAMP) ## Batch transform over the images in BATCH_INPUT (s3://...) on TRANSFORM_INSTANCES instances
 	$(CLOUD) batch-transform $(CLOUD_SETTINGS) $(if $(BATCH_INPUT),--input $(BATCH_INPUT)) --instance-type $(TRANSFORM_INSTANCE_TYPE) \
 		--instance-count $(TRANSFORM_INSTANCES) $(if $(filter false,$(WAIT)),--no-wait)
 
 .PHONY: clarify
-clarify: $(VENV_STAMP) ## SageMaker Clarify explainability job over CLARIFY_INPUT (s3://... JPEGs) on ENDPOINT's TARGET
+clarify: $(CLOUD_STAMP) ## SageMaker Clarify explainability job over CLARIFY_INPUT (s3://... JPEGs) on ENDPOINT's TARGET
 	$(CLOUD) clarify $(CLOUD_SETTINGS) $(if $(CLARIFY_INPUT),--input $(CLARIFY_INPUT)) --target $(TARGET) \
 		--instance-type $(CLARIFY_INSTANCE_TYPE) $(if $(filter false,$(WAIT)),--no-wait)
 
 .PHONY: teardown
-teardown: $(VENV_STAMP) ## Delete ENDPOINT, its configs and models (S3 data only with DELETE_S3=models|all)
+teardown: $(CLOUD_STAMP) ## Delete ENDPOINT, its configs and models (S3 data only with DELETE_S3=models|all)
 	$(CLOUD) teardown $(CLOUD_SETTINGS) $(if $(DELETE_S3),--delete-s3 $(DELETE_S3))
 
 .PHONY: explain
@@ -388,7 +405,7 @@ format: $(VENV_STAMP) ## Format the tree and apply ruff's safe fixes (import ord
 	$(VENV)/bin/ruff check --fix .
 
 .PHONY: test
-test: $(VENV_STAMP) $(MMS_GUARD) ## Run the whole test suite (installs and starts what it needs first: make system)
+test: $(VENV_STAMP) $(CLOUD_STAMP) $(MMS_GUARD) ## Run the whole test suite (installs and starts what it needs first: make system)
 	@$(SYSTEM) test
 	$(VENV_PY) -m pytest $(PYTEST_ARGS)
 

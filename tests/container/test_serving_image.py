@@ -119,7 +119,7 @@ def test_curl_with_the_target_header_reaches_each_model(serving):
 
 
 def test_sdk_local_runtime_client(serving):
-    from sagemaker.local import LocalSagemakerRuntimeClient
+    from sagemaker.core.local.local_session import LocalSagemakerRuntimeClient
 
     server, _ = serving
     client = LocalSagemakerRuntimeClient(config={"local": {"serving_port": server.port}})

@@ -104,6 +104,26 @@ def test_local_train_on_two_containers_trains_data_parallel_and_cleans_up(images
     assert metadata["metrics"]["test_accuracy"] == metrics["test_accuracy"]
 
 
+def test_a_failed_local_job_ends_in_one_line_with_its_reason_and_leaves_nothing_behind(images, tmp_path):
+    """SDK v3 returns normally when a container fails; the command reads the job's failure file instead."""
+    networks_before = docker_networks()
+    result = make(
+        "local-train",
+        f"TAG={TAG}",
+        f"LOCAL_OUT={tmp_path}",
+        "LOCAL_HPARAMS=-H epochs=1 -H pretrained=false -H image-size=32 -H model=vgg11",
+    )
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("dogbreed local:")]
+    assert len(errors) == 1 and errors[0].startswith("dogbreed local: error: local training job failed: ")
+    assert "vgg11" in errors[0]  # the training script's own reason, from /opt/ml/output/failure
+    leftovers = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"ancestor={images['train']}"], capture_output=True, text=True
+    ).stdout.split()
+    assert leftovers == [] and docker_networks() == networks_before
+    assert not list(tmp_path.rglob("model.tar.gz")) and not (tmp_path / "resnet18" / ".container-root").exists()
+
+
 def test_make_local_hpo_runs_hpo_py_trials_in_the_same_image_and_reports_the_best(images, tmp_path):
     result = make(
         "local-hpo",

@@ -57,7 +57,7 @@ def test_served_model_classifies_held_out_images(server):
 
 
 def test_sdk_local_runtime_client_as_in_the_readme(server):
-    from sagemaker.local import LocalSagemakerRuntimeClient
+    from sagemaker.core.local.local_session import LocalSagemakerRuntimeClient
 
     client = LocalSagemakerRuntimeClient(config={"local": {"serving_port": server.port}})
     path = SAMPLE_DATA / "test" / "003.Cobalt_triangle" / "Cobalt_triangle_00004.jpg"

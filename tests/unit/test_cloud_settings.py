@@ -43,14 +43,14 @@ def test_image_uris_default_to_what_make_push_pushed():
 
 
 def test_tuning_ranges_are_the_training_codes_recommended_ranges():
-    ranges = tuning.hyperparameter_ranges()
-    assert set(ranges) == set(tuning.RECOMMENDED_RANGES)
-    rate = ranges["learning-rate"].as_tuning_range("learning-rate")
-    assert rate == {"Name": "learning-rate", "MinValue": "0.001", "MaxValue": "0.1", "ScalingType": "Logarithmic"}
-    assert ranges["batch-size"].as_tuning_range("batch-size") == {
-        "Name": "batch-size",
-        "Values": ["16", "32", "64", "128", "256"],
-    }
+    ranges = tuning.parameter_ranges()
+    named = {r["Name"] for kind in ranges.values() for r in kind}
+    assert named == set(tuning.RECOMMENDED_RANGES)
+    assert ranges["ContinuousParameterRanges"] == [
+        {"Name": "learning-rate", "MinValue": "0.001", "MaxValue": "0.1", "ScalingType": "Logarithmic"}
+    ]
+    assert ranges["CategoricalParameterRanges"] == [{"Name": "batch-size", "Values": ["16", "32", "64", "128", "256"]}]
+    assert ranges["IntegerParameterRanges"] == []
 
 
 def test_user_hyperparameters_drop_what_sagemaker_adds_and_unquote():

@@ -63,17 +63,32 @@ def declared(project: dict, extra: str) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("extra", ["train", "serve", "dev"])
+@pytest.mark.parametrize("extra", ["train", "serve", "cloud", "dev"])
 def test_each_extra_names_the_packages_its_requirements_file_pins(project, extra):
     assert declared(project, extra) - INSTALLED_FIRST == set(pinned(REQUIREMENTS / f"{extra}.txt"))
 
 
-@pytest.mark.parametrize("extra", ["train", "serve", "dev"])
-def test_requirements_pin_the_versions_of_the_constraints(extra):
-    constraints = pinned(REQUIREMENTS / "constraints.txt")
+@pytest.mark.parametrize(
+    "extra, constraints_file",
+    [
+        ("train", "constraints.txt"),
+        ("serve", "constraints.txt"),
+        ("dev", "constraints.txt"),
+        ("cloud", "cloud-constraints.txt"),
+    ],
+)
+def test_requirements_pin_the_versions_of_the_constraints(extra, constraints_file):
+    constraints = pinned(REQUIREMENTS / constraints_file)
     for name, version in pinned(REQUIREMENTS / f"{extra}.txt").items():
-        assert constraints.get(name) == version, f"{extra}.txt pins {name}=={version}, constraints.txt does not"
+        assert constraints.get(name) == version, f"{extra}.txt pins {name}=={version}, {constraints_file} does not"
     assert set(constraints) >= INSTALLED_FIRST
+
+
+def test_the_workflows_venv_holds_neither_torch_nor_smdebug():
+    """The cloud extra installs beside a user's own SDK v3: nothing of the training side comes with it."""
+    cloud = pinned(REQUIREMENTS / "cloud-constraints.txt")
+    assert not {"torch", "torchvision", "smdebug", "sagemaker-training", "multi-model-server"} & set(cloud)
+    assert cloud["sagemaker"].startswith("3.")
 
 
 def test_the_version_has_one_source():

@@ -112,10 +112,10 @@ def classifier_for(args: argparse.Namespace) -> Iterator[tuple[Any, str]]:
     from dogbreed.explain.remote import EndpointClassifier
 
     if args.local_port is not None:
-        from dogbreed.workflows.cloud.prediction import local_runtime
+        from dogbreed.workflows import sdk
 
         where = f"the local serving container on 127.0.0.1:{args.local_port}"
-        yield EndpointClassifier(local_runtime(args.local_port), "local", args.target, where), where
+        yield EndpointClassifier(sdk.local_runtime(args.local_port), "local", args.target, where), where
         return
     from dogbreed.workflows.aws import open_session
 

@@ -47,9 +47,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
@@ -59,6 +56,7 @@ from sagemaker_inference.environment import Environment
 from dogbreed import sagemaker_env, settings
 from dogbreed.artifact import METADATA_FILE
 from dogbreed.errors import DogbreedError, run_cli
+from dogbreed.health import wait_until_healthy
 from dogbreed.serving import memory
 
 HANDLER = "dogbreed.serving.handler_service:handle"
@@ -208,20 +206,6 @@ def check_setup(model_store: Path, multi_model: bool) -> None:
     manifest = find_manifest(model_store)
     if manifest is not None:
         raise ServeError(f"model store {model_store} holds an MMS manifest ({manifest}); remove it")
-
-
-def wait_until_healthy(url: str, timeout: float, alive: Callable[[], bool] = lambda: True) -> bool:
-    """Whether ``url`` answers 200 within ``timeout`` seconds, asking while ``alive()`` holds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and alive():
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return True
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.25)
-    return False
 
 
 def stop_group(process: subprocess.Popen) -> None:

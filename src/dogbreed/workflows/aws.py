@@ -10,14 +10,13 @@ real one.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from dogbreed import settings
 from dogbreed.errors import DogbreedError
-from dogbreed.workflows import SDK_CONFIG
+from dogbreed.workflows import sdk
 
 
 class CloudError(DogbreedError):
@@ -30,7 +29,7 @@ class Aws:
     sagemaker: Any
     runtime: Any
     s3: Any
-    session: Any  # sagemaker.Session on the clients above
+    session: Any  # the SageMaker Python SDK's Session on the clients above
     region: str
     account: str | None = None
     autoscaling: Any = None  # Application Auto Scaling, for endpoint autoscaling
@@ -40,19 +39,6 @@ class Aws:
             with aws_errors():
                 self.account = self.boto_session.client("sts").get_caller_identity()["Account"]
         return self.account
-
-
-def sdk_session(boto_session, sagemaker_client, runtime_client, default_bucket: str | None = None):
-    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
-    import sagemaker
-
-    return sagemaker.Session(
-        boto_session=boto_session,
-        sagemaker_client=sagemaker_client,
-        sagemaker_runtime_client=runtime_client,
-        default_bucket=default_bucket,
-        sagemaker_config=SDK_CONFIG,
-    )
 
 
 NO_CREDENTIALS = (
@@ -94,7 +80,7 @@ def connect(region: str | None) -> Aws:
         sagemaker=sagemaker_client,
         runtime=runtime,
         s3=boto_session.client("s3"),
-        session=sdk_session(boto_session, sagemaker_client, runtime),
+        session=sdk.session(boto_session, sagemaker_client, runtime),
         region=boto_session.region_name,
         autoscaling=boto_session.client("application-autoscaling"),
     )
@@ -114,7 +100,6 @@ def client_error_message(exc) -> str:
 def aws_errors() -> Iterator[None]:
     """Turn botocore and SDK failures into a one-line :class:`CloudError`."""
     import botocore.exceptions
-    from sagemaker.exceptions import UnexpectedStatusException
 
     try:
         yield
@@ -127,8 +112,6 @@ def aws_errors() -> Iterator[None]:
         raise CloudError(NO_CREDENTIALS) from None
     except botocore.exceptions.BotoCoreError as exc:
         raise CloudError(f"AWS call failed: {exc}") from None
-    except UnexpectedStatusException as exc:
-        raise CloudError(" ".join(str(exc).split())) from None
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:

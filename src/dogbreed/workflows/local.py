@@ -1,10 +1,11 @@
 """SageMaker local mode with this project's images: ``make local-train``, ``make local-hpo`` and ``make local-serve``.
 
-The SageMaker Python SDK (v2) runs the training image through
-``docker compose`` exactly as a training job would (``/opt/ml`` mounts,
-hyperparameters.json, ``train``), with ``file://`` input and output. It makes
-no AWS call: the role is a placeholder, telemetry is off, and region and
-credentials get inert defaults when the environment has none.
+The SageMaker Python SDK v3's ``ModelTrainer`` runs the training image
+through ``docker compose`` exactly as a training job would (``/opt/ml``
+mounts, hyperparameters.json, ``train``), with a local folder as input and
+``model.tar.gz`` and ``output.tar.gz`` as output. It makes no AWS call:
+telemetry is off, and region and credentials get inert defaults when the
+environment has none.
 
     dogbreed local train --image dogbreed-train:TAG --data local_data/sample \\
         --output build/local-train -H epochs=3 -H image-size=64
@@ -15,13 +16,17 @@ credentials get inert defaults when the environment has none.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import logging
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +35,10 @@ from dogbreed.errors import DogbreedError, run_cli
 from dogbreed.sagemaker_env import TORCH_DISTRIBUTED
 from dogbreed.workflows import local_serving
 
-PLACEHOLDER_ROLE = "arn:aws:iam::111111111111:role/dogbreed-local-mode"
 # The network the SDK's docker-compose file declares for local-mode jobs.
 LOCAL_NETWORK = "sagemaker-local"
+# Under the output folder: the SDK's working folder per job (compose file, /opt/ml mounts), removed after the job.
+CONTAINER_ROOT = ".container-root"
 
 
 class LocalModeError(DogbreedError):
@@ -56,19 +62,72 @@ def network_exists(name: str) -> bool:
     return subprocess.run(["docker", "network", "inspect", name], capture_output=True).returncode == 0
 
 
-def local_session(work_dir: Path):
-    # Inert defaults: local mode needs a region and some credentials to exist, and calls nothing with them.
-    os.environ.setdefault("AWS_DEFAULT_REGION", settings.text("AWS_REGION", "us-east-1"))
+def inert_aws_environment() -> str:
+    """Local mode needs a region and some credentials to exist, and calls nothing with them; returns the region."""
+    region = settings.text("AWS_DEFAULT_REGION") or settings.text("AWS_REGION", "us-east-1")
+    os.environ["AWS_DEFAULT_REGION"] = region
     if not (settings.text("AWS_ACCESS_KEY_ID") or settings.text("AWS_PROFILE")):
         os.environ["AWS_ACCESS_KEY_ID"] = "local-mode"
         os.environ["AWS_SECRET_ACCESS_KEY"] = "local-mode"
-    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
-    from sagemaker.local import LocalSession
+    return region
 
-    session = LocalSession(sagemaker_config=workflows.SDK_CONFIG)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    session.config = {"local": {"local_code": True, "container_root": str(work_dir.resolve())}}
-    return session
+
+def new_job_dir(output: Path, program: str) -> Path:
+    """``OUTPUT/train-model-YYYYmmdd-HHMMSS[-N]``: a folder no earlier job of this output used."""
+    base = f"{Path(program).stem.replace('_', '-')}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    for n in itertools.count():
+        job_dir = output / (base if n == 0 else f"{base}-{n}")
+        if not job_dir.exists() and not (output / CONTAINER_ROOT / job_dir.name).exists():
+            return job_dir
+    raise AssertionError("unreachable")
+
+
+def job_failure(container_root: Path) -> str | None:
+    """Why the job failed, from the failure file its containers wrote (the SageMaker contract), or None."""
+    failure = container_root / "artifacts" / "output" / "failure"
+    if failure.is_file():
+        reason = failure.read_text(errors="replace").strip().splitlines()
+        return reason[0] if reason else "the training script wrote an empty failure file"
+    model = container_root / "artifacts" / "model"
+    if not model.is_dir() or not any(model.iterdir()):
+        return "the training job wrote no model (see its log above)"
+    return None
+
+
+def train_in_containers(
+    image: str, data: Path, container_root: Path, hyperparameters: dict[str, Any], program: str, instance_count: int
+) -> str | None:
+    """One local-mode job through the SDK's ``ModelTrainer``; its files land under ``container_root``. Returns why
+    it failed, or None.
+
+    The SDK raises when docker compose exits non-zero, and returns normally when a container failed but compose
+    did not say so (two containers: the one that exits first decides); either way the failure file the
+    training script wrote says why, and is the reason given."""
+    import boto3
+    from sagemaker.core.training.configs import Compute, InputData
+
+    from dogbreed.workflows import sdk
+
+    trainer_module = sdk.trainer_module()
+    region = inert_aws_environment()
+    trainer = trainer_module.ModelTrainer(
+        training_mode=trainer_module.Mode.LOCAL_CONTAINER,
+        # A session only so that the SDK reads this project's configuration (telemetry off).
+        sagemaker_session=sdk.session(boto3.Session(region_name=region)),
+        training_image=image,
+        base_job_name="dogbreed-local",
+        compute=Compute(instance_type="local_cpu", instance_count=instance_count),
+        hyperparameters={**hyperparameters, **({TORCH_DISTRIBUTED: "true"} if instance_count > 1 else {})},
+        environment={"SAGEMAKER_PROGRAM": program},
+        input_data_config=[InputData(channel_name="training", data_source=str(data.resolve()))],
+        local_container_root=str(container_root.resolve()),
+    )
+    try:
+        trainer.train(wait=True, logs=True)
+    except RuntimeError as exc:  # the SDK's "Failed to run: [docker compose ...]"
+        code = re.search(r"exited with code: (\d+)", str(exc))
+        return job_failure(container_root) or f"docker compose exited with code {code.group(1) if code else '?'}"
+    return job_failure(container_root)
 
 
 def run_training(
@@ -77,54 +136,43 @@ def run_training(
     output: Path,
     hyperparameters: dict[str, Any],
     program: str = "train_model.py",
-    job_name: str | None = None,
     instance_count: int = 1,
 ) -> dict[str, Path]:
-    """One local-mode training job; returns the paths of model.tar.gz and output.tar.gz.
+    """One local-mode training job; returns the paths of its model.tar.gz and output.tar.gz, in a folder of its own
+    under ``output``.
 
     ``instance_count`` above 1 starts that many containers (algo-1, algo-2, ...) on one compose network, with
-    torch_distributed on: the image's toolkit runs the script under torchrun across them.
+    torch_distributed on: the image's toolkit runs the script under torchrun across them. A job whose containers
+    wrote a failure file is a :class:`LocalModeError` with its reason.
     """
-    from sagemaker.estimator import Estimator
-
     if not data.is_dir():
         raise LocalModeError(f"data folder {data} does not exist")
     check_docker(image)
     output.mkdir(parents=True, exist_ok=True)
-    session = local_session(output / ".container-root")
-    estimator = Estimator(
-        image_uri=image,
-        role=PLACEHOLDER_ROLE,
-        instance_count=instance_count,
-        instance_type="local",
-        output_path=f"file://{output.resolve()}",
-        hyperparameters={**hyperparameters, **({TORCH_DISTRIBUTED: "true"} if instance_count > 1 else {})},
-        environment={"SAGEMAKER_PROGRAM": program},
-        sagemaker_session=session,
-        disable_profiler=True,
-    )
+    job_dir = new_job_dir(output, program)
+    container_root = output / CONTAINER_ROOT / job_dir.name
+    container_root.mkdir(parents=True)
     before = set(containers_of(image))
     network_existed = network_exists(LOCAL_NETWORK)
     try:
-        estimator.fit({"training": f"file://{data.resolve()}"}, job_name=job_name, wait=True, logs=True)
-    except Exception as exc:  # the SDK raises RuntimeError/UnexpectedStatusException for a failed container
-        raise LocalModeError(f"local training job failed: {str(exc).splitlines()[0]}") from exc
+        failure = train_in_containers(image, data, container_root, hyperparameters, program, instance_count)
+        if failure:
+            raise LocalModeError(f"local training job failed: {failure}")
+        job_dir.mkdir()
+        artifacts = {"model": job_dir / "model.tar.gz", "output": job_dir / "output.tar.gz"}
+        for name, path in artifacts.items():
+            shutil.move(container_root / "compressed_artifacts" / f"{name}.tar.gz", path)
     finally:
-        # docker compose leaves the job's stopped container behind; remove it, and only it.
+        # docker compose leaves the job's stopped containers behind; remove them, and only them.
         leftovers = sorted(set(containers_of(image)) - before)
         if leftovers:
             subprocess.run(["docker", "rm", "-f", *leftovers], capture_output=True)
         # ... and the compose network it created for the job, when it was not there before.
         if not network_existed:
             subprocess.run(["docker", "network", "rm", LOCAL_NETWORK], capture_output=True)
-    job = estimator.latest_training_job
-    if job is None:
-        raise LocalModeError("the SDK started no local training job")
-    job_dir = output / job.name
-    artifacts = {"model": job_dir / "model.tar.gz", "output": job_dir / "output.tar.gz"}
-    if not artifacts["model"].is_file():
-        # Older SDKs write straight into output_path.
-        artifacts = {"model": output / "model.tar.gz", "output": output / "output.tar.gz"}
+        shutil.rmtree(container_root, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the folder of working folders, when no other job is using it
+            container_root.parent.rmdir()
     return artifacts
 
 

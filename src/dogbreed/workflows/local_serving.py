@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dogbreed import workflows
 from dogbreed.errors import DogbreedError
-from dogbreed.serving.server import wait_until_healthy
+from dogbreed.health import wait_until_healthy
 
 # Architecture folder under the local-mode outputs -> its TargetModel path; the first is required.
 LOCAL_TARGETS = {

@@ -22,6 +22,7 @@ from dogbreed.explain.superpixels import DEFAULT_COMPACTNESS, DEFAULT_SEGMENTS
 from dogbreed.workflows.aws import Aws, CloudError, aws_errors
 from dogbreed.workflows.cloud import config
 from dogbreed.workflows.cloud.config import DEFAULT_TARGETS, Parents, check_target, env, require_role, resolve_bucket
+from dogbreed.workflows.cloud.jobs import wait_for_end
 from dogbreed.workflows.cloud.storage import require_image_folder
 
 # Where the serving image's JSON answer keeps the probabilities (JMESPath), with probabilities=true.
@@ -43,7 +44,7 @@ def class_labels(path: str | None) -> list[str] | None:
 
 def analysis(args: argparse.Namespace, labels: list[str] | None) -> tuple[Any, Any, Any]:
     """Clarify's model, predicted-label and SHAP configurations for the endpoint's TargetModel."""
-    from sagemaker import clarify
+    from sagemaker.core import clarify
 
     model = clarify.ModelConfig(
         endpoint_name=args.endpoint,
@@ -61,7 +62,7 @@ def analysis(args: argparse.Namespace, labels: list[str] | None) -> tuple[Any, A
 
 
 def cmd_clarify(aws: Aws, args: argparse.Namespace) -> int:
-    from sagemaker import clarify
+    from sagemaker.core import clarify
 
     role = require_role(args)
     require_image_folder(aws, args.input, "JPEG images")
@@ -85,8 +86,12 @@ def cmd_clarify(aws: Aws, args: argparse.Namespace) -> int:
     if not args.wait:
         print(f"not waiting; the report will be under {output}")
         return 0
-    with aws_errors():
-        aws.session.wait_for_processing_job(name, poll=args.poll)
+    wait_for_end(
+        lambda: aws.sagemaker.describe_processing_job(ProcessingJobName=name),
+        "ProcessingJobStatus",
+        f"clarify job {name}",
+        args.poll,
+    )
     print(f"\nreport: {output}report.html (heat maps and SHAP values per image beside it)")
     return 0
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -58,7 +57,6 @@ def quiet_libraries(verbose: bool) -> None:
 def run(argv: list[str] | None = None, prog: str = "dogbreed cloud", aws: Aws | None = None) -> int:
     """Run one command; ``aws`` replaces the real AWS connection (tests). Errors are reported as the make target
     of the same name reports them: ``deploy: error: ...``."""
-    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
     args = get_args_parser(prog).parse_args(argv)
     quiet_libraries(args.verbose)
     try:

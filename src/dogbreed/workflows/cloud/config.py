@@ -9,7 +9,8 @@ import time
 from typing import NamedTuple
 
 from dogbreed import settings
-from dogbreed.workflows.aws import Aws, CloudError, aws_errors, check_bucket, sdk_session
+from dogbreed.workflows import sdk
+from dogbreed.workflows.aws import Aws, CloudError, aws_errors, check_bucket
 
 DEFAULT_TARGETS = ["dog-breed-classifier/model.tar.gz", "dog-breed-classifier-mobile/model.tar.gz"]
 ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+$")
@@ -43,7 +44,7 @@ def resolve_bucket(aws: Aws, args: argparse.Namespace) -> str:
         # The SDK's default bucket, sagemaker-REGION-ACCOUNT, created when missing. The account comes from
         # this session's STS client (the SDK's own lookup pins the regional STS endpoint).
         default = f"sagemaker-{aws.region}-{aws.account_id()}"
-        return sdk_session(aws.boto_session, aws.sagemaker, aws.runtime, default_bucket=default).default_bucket()
+        return sdk.session(aws.boto_session, aws.sagemaker, aws.runtime, default_bucket=default).default_bucket()
 
 
 def image_uri(aws: Aws, args: argparse.Namespace, kind: str) -> str:

@@ -22,6 +22,8 @@ from dogbreed.workflows.cloud.config import (
     require_role,
     resolve_bucket,
 )
+from dogbreed.workflows.cloud.jobs import wait_for_end
+from dogbreed.workflows.cloud.scaling import VARIANT
 from dogbreed.workflows.cloud.storage import put_artifact
 
 
@@ -104,11 +106,22 @@ def cmd_deploy(aws: Aws, args: argparse.Namespace) -> int:
         existing = describe_or_none(lambda: aws.sagemaker.describe_endpoint(EndpointName=args.endpoint))
         if existing and existing["EndpointStatus"] not in ("InService", "Failed"):
             raise CloudError(f"endpoint {args.endpoint} is {existing['EndpointStatus']}; wait for it, or make teardown")
-        aws.session.create_model(
-            name, role, container_defs={"Image": image, "Mode": "MultiModel", "ModelDataUrl": data_url}
+        aws.sagemaker.create_model(
+            ModelName=name,
+            ExecutionRoleArn=role,
+            PrimaryContainer={"Image": image, "Mode": "MultiModel", "ModelDataUrl": data_url},
         )
-        aws.session.create_endpoint_config(
-            name, model_name=name, initial_instance_count=args.instance_count, instance_type=args.instance_type
+        aws.sagemaker.create_endpoint_config(
+            EndpointConfigName=name,
+            ProductionVariants=[
+                {
+                    "VariantName": VARIANT,
+                    "ModelName": name,
+                    "InitialVariantWeight": 1,
+                    "InitialInstanceCount": args.instance_count,
+                    "InstanceType": args.instance_type,
+                }
+            ],
         )
         if existing and existing["EndpointStatus"] == "InService":
             # SageMaker asks that a variant under autoscaling is deregistered before an update.
@@ -116,7 +129,7 @@ def cmd_deploy(aws: Aws, args: argparse.Namespace) -> int:
             if was_scaled and not scale:
                 print("note: autoscaling removed for the update; deploy with --max-instances to keep it")
             print(f"updating endpoint {args.endpoint} in place to {name}", flush=True)
-            aws.session.update_endpoint(args.endpoint, name, wait=False)
+            aws.sagemaker.update_endpoint(EndpointName=args.endpoint, EndpointConfigName=name)
         else:
             if existing:  # Failed endpoints cannot be updated
                 print(f"endpoint {args.endpoint} is Failed; replacing it", flush=True)
@@ -125,10 +138,15 @@ def cmd_deploy(aws: Aws, args: argparse.Namespace) -> int:
                     EndpointName=args.endpoint, WaiterConfig={"Delay": max(args.poll, 1), "MaxAttempts": 120}
                 )
             print(f"creating endpoint {args.endpoint} ({args.instance_type})", flush=True)
-            aws.session.create_endpoint(args.endpoint, name, wait=False)
+            aws.sagemaker.create_endpoint(EndpointName=args.endpoint, EndpointConfigName=name)
     try:
-        with aws_errors():
-            aws.session.wait_for_endpoint(args.endpoint, poll=args.poll)
+        wait_for_end(
+            lambda: aws.sagemaker.describe_endpoint(EndpointName=args.endpoint),
+            "EndpointStatus",
+            f"endpoint {args.endpoint}",
+            args.poll,
+            ended=("InService",),
+        )
     except CloudError as exc:
         raise CloudError(f"{exc} (make teardown removes it)") from None
     if existing:

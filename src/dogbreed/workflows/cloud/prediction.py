@@ -1,5 +1,5 @@
 """``invoke`` and ``batch-transform``: predictions from the endpoint (or the local serving container, through the
-SDK's local-mode client) and from a batch transform job over an S3 folder."""
+SDK's local-mode runtime client) and from a batch transform job over an S3 folder."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 
 import urllib3
 
+from dogbreed.workflows import sdk
 from dogbreed.workflows.aws import Aws, CloudError, aws_errors, s3_object_exists, split_s3_uri
 from dogbreed.workflows.cloud import config
 from dogbreed.workflows.cloud.config import (
@@ -23,6 +24,7 @@ from dogbreed.workflows.cloud.config import (
     resolve_bucket,
 )
 from dogbreed.workflows.cloud.endpoint import served_data_url
+from dogbreed.workflows.cloud.jobs import wait_for_end
 from dogbreed.workflows.cloud.storage import put_artifact, require_image_folder
 
 
@@ -37,13 +39,6 @@ def read_answer(response: dict[str, Any]) -> dict[str, Any]:
     if status >= 400:
         raise CloudError(f"the endpoint answered {status}: {answer.get('message', answer)}")
     return answer
-
-
-def local_runtime(port: int) -> Any:
-    """The SDK's local-mode runtime client: invoke_endpoint against 127.0.0.1:port, as against an endpoint."""
-    from sagemaker.local import LocalSagemakerRuntimeClient
-
-    return LocalSagemakerRuntimeClient(config={"local": {"serving_port": port}})
 
 
 def invoke(runtime: Any, where: str, **request: Any) -> dict[str, Any]:
@@ -64,7 +59,7 @@ def cmd_invoke(aws: Aws | None, args: argparse.Namespace) -> int:
     if not image.is_file() or image.stat().st_size == 0:
         raise CloudError(f"image {image} does not exist or is empty")
     body = image.read_bytes()
-    runtime = aws.runtime if aws else local_runtime(args.local_port)
+    runtime = aws.runtime if aws else sdk.local_runtime(args.local_port)
     where = f"endpoint {args.endpoint}" if aws else f"the local serving container on 127.0.0.1:{args.local_port}"
     for target in args.target or DEFAULT_TARGETS:
         answer = invoke(
@@ -116,9 +111,39 @@ def check_transform_sizes(args: argparse.Namespace) -> None:
         raise CloudError(f"--max-concurrent must be at least 1, got {args.max_concurrent}")
 
 
-def cmd_batch_transform(aws: Aws, args: argparse.Namespace) -> int:
-    from sagemaker.transformer import Transformer
+def transform_requests(args: argparse.Namespace, name: str, role: str, image: str, model_data: str, output: str):
+    """CreateModel and CreateTransformJob for one model in single-model mode, sized from the serving settings."""
+    model = {
+        "ModelName": name,
+        "ExecutionRoleArn": role,
+        # SageMaker unpacks the archive into /opt/ml/model; the container runs with the limits the job is sized from.
+        "PrimaryContainer": {
+            "Image": image,
+            "ModelDataUrl": model_data,
+            "Mode": "SingleModel",
+            "Environment": {
+                "SAGEMAKER_MODEL_SERVER_WORKERS": str(args.workers),
+                "SAGEMAKER_MAX_PAYLOAD_IN_MB": str(args.max_payload_mb),
+            },
+        },
+    }
+    transform = {
+        "TransformJobName": name,
+        "ModelName": name,
+        "BatchStrategy": "SingleRecord",  # one image per request
+        "MaxConcurrentTransforms": concurrent_transforms(args),
+        "MaxPayloadInMB": args.max_payload_mb,
+        "TransformInput": {
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": args.input}},
+            "ContentType": "application/x-image",
+        },
+        "TransformOutput": {"S3OutputPath": output, "Accept": "application/json"},
+        "TransformResources": {"InstanceCount": args.instance_count, "InstanceType": args.instance_type},
+    }
+    return model, transform
 
+
+def cmd_batch_transform(aws: Aws, args: argparse.Namespace) -> int:
     check_transform_sizes(args)
     role = require_role(args)
     require_image_folder(aws, args.input)
@@ -127,43 +152,10 @@ def cmd_batch_transform(aws: Aws, args: argparse.Namespace) -> int:
     model_data = batch_model_data(aws, args, bucket)
     name = f"{args.endpoint}-batch-{config.stamp()}"
     output = args.output or f"s3://{bucket}/{args.prefix}/batch/{name}/"
+    model, transform = transform_requests(args, name, role, image, model_data, output)
     with aws_errors():
-        # One model per job, in single-model mode: SageMaker unpacks the archive into /opt/ml/model.
-        # The serving limits the container runs with are the ones the job is sized from.
-        environment = {
-            "SAGEMAKER_MODEL_SERVER_WORKERS": str(args.workers),
-            "SAGEMAKER_MAX_PAYLOAD_IN_MB": str(args.max_payload_mb),
-        }
-        aws.session.create_model(
-            name,
-            role,
-            container_defs={
-                "Image": image,
-                "ModelDataUrl": model_data,
-                "Mode": "SingleModel",
-                "Environment": environment,
-            },
-        )
-        transformer = Transformer(
-            model_name=name,
-            instance_count=args.instance_count,
-            instance_type=args.instance_type,
-            strategy="SingleRecord",  # one image per request
-            output_path=output,
-            accept="application/json",
-            max_payload=args.max_payload_mb,
-            max_concurrent_transforms=concurrent_transforms(args),
-            sagemaker_session=aws.session,
-        )
-        transformer.transform(
-            args.input,
-            data_type="S3Prefix",
-            content_type="application/x-image",
-            split_type=None,
-            job_name=name,
-            wait=False,
-            logs=False,
-        )
+        aws.sagemaker.create_model(**model)
+        aws.sagemaker.create_transform_job(**transform)
     print(
         f"transform job: {name} on {args.instance_count} x {args.instance_type}, "
         f"{concurrent_transforms(args)} requests in flight per instance, model {model_data}",
@@ -173,8 +165,12 @@ def cmd_batch_transform(aws: Aws, args: argparse.Namespace) -> int:
         print(f"not waiting; predictions will be under {output} (make teardown removes the job's model)")
         return 0
     try:
-        with aws_errors():
-            aws.session.wait_for_transform_job(name, poll=args.poll)
+        wait_for_end(
+            lambda: aws.sagemaker.describe_transform_job(TransformJobName=name),
+            "TransformJobStatus",
+            f"transform job {name}",
+            args.poll,
+        )
     finally:
         with aws_errors():
             aws.sagemaker.delete_model(ModelName=name)

@@ -19,7 +19,7 @@ from dogbreed.workflows.aws import Aws, CloudError, aws_errors
 
 NAMESPACE = "sagemaker"
 DIMENSION = "sagemaker:variant:DesiredInstanceCount"
-VARIANT = "AllTraffic"  # the SDK's create_endpoint_config names its one variant so
+VARIANT = "AllTraffic"  # the one production variant deploy creates (SageMaker's usual name for it)
 METRIC = "SageMakerVariantInvocationsPerInstance"
 
 

@@ -12,47 +12,47 @@ from dogbreed.workflows import parse_pairs
 from dogbreed.workflows.aws import Aws, CloudError, aws_errors
 from dogbreed.workflows.cloud import config
 from dogbreed.workflows.cloud.config import Parents, image_uri, require_role, resolve_bucket
-from dogbreed.workflows.cloud.jobs import spot_settings, wait_and_report
+from dogbreed.workflows.cloud.jobs import algorithm, s3_channel, spot_settings, wait_and_report, wait_for_end
 from dogbreed.workflows.cloud.storage import resolve_data
 from dogbreed.workflows.cloud.tuning import best_of
 
 DEBUGGER_RULES = ["loss_not_decreasing", "overfit", "overtraining", "vanishing_gradient", "poor_weight_initialization"]
 
 
-def debugger_settings(output_path: str, save_interval: int) -> dict[str, Any]:
-    """Debugger built-in rules, the tensors they read plus weights, and the Profiler's report."""
-    from sagemaker.debugger import (
-        CollectionConfig,
-        DebuggerHookConfig,
-        ProfilerConfig,
-        ProfilerRule,
-        Rule,
-        rule_configs,
-    )
+def debugger_settings(region: str, output_path: str, save_interval: int) -> dict[str, Any]:
+    """CreateTrainingJob's Debugger fields: built-in rules, the tensors they read plus weights, and the Profiler's
+    report. The rules' parameters and their evaluator image (per region) come from the SDK's Debugger module."""
+    from sagemaker.core.debugger import ProfilerRule, Rule, get_rule_container_image_uri, rule_configs
 
-    def collection(name: str, extra: dict[str, str] | None = None) -> CollectionConfig:
-        return CollectionConfig(name, parameters={**(extra or {}), "save_interval": str(save_interval)})
-
+    image = get_rule_container_image_uri("DebuggerRule", region)
+    hook_collections: dict[str, dict[str, str]] = {name: {} for name in ("losses", "weights", "gradients")}
     rules = []
     for name in DEBUGGER_RULES:
         base = getattr(rule_configs, name)()
-        # Same save interval for the rules' collections and the hook's, so each collection is configured once.
-        saved = [
-            collection(
-                c["CollectionName"],
-                {k: v for k, v in c.get("CollectionParameters", {}).items() if k != "save_interval"},
-            )
-            for c in base.get("CollectionConfigurations", [])
-        ]
-        rules.append(Rule.sagemaker(base, collections_to_save=saved or None))
-    rules.append(ProfilerRule.sagemaker(rule_configs.ProfilerReport()))
+        rule = Rule.sagemaker(base)
+        rule.image_uri = image
+        rules.append(rule.to_debugger_rule_config_dict())
+        # The hook saves what each rule reads; the same save interval for every collection.
+        for collection in base.get("CollectionConfigurations", []):
+            extra = {k: v for k, v in collection.get("CollectionParameters", {}).items() if k != "save_interval"}
+            hook_collections.setdefault(collection["CollectionName"], extra)
+    profiler_rule = ProfilerRule.sagemaker(rule_configs.ProfilerReport())
+    profiler_rule.image_uri = image
     return {
-        "rules": rules,
-        "debugger_hook_config": DebuggerHookConfig(
-            s3_output_path=output_path,
-            collection_configs=[collection("losses"), collection("weights"), collection("gradients")],
-        ),
-        "profiler_config": ProfilerConfig(s3_output_path=output_path, system_monitor_interval_millis=500),
+        "DebugRuleConfigurations": rules,
+        "DebugHookConfig": {
+            "S3OutputPath": output_path,
+            "CollectionConfigurations": [
+                {"CollectionName": name, "CollectionParameters": {**extra, "save_interval": str(save_interval)}}
+                for name, extra in hook_collections.items()
+            ],
+        },
+        "ProfilerRuleConfigurations": [profiler_rule.to_profiler_rule_config_dict()],
+        "ProfilerConfig": {
+            "S3OutputPath": output_path,
+            "DisableProfiler": False,
+            "ProfilingIntervalInMilliseconds": 500,
+        },
     }
 
 
@@ -95,10 +95,6 @@ def job_hyperparameters(aws: Aws, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_train_remote(aws: Aws, args: argparse.Namespace) -> int:
-    from sagemaker.estimator import Estimator
-
-    from dogbreed.training.metrics import METRIC_DEFINITIONS
-
     role = require_role(args)
     hyperparameters = job_hyperparameters(aws, args)
     bucket = resolve_bucket(aws, args)
@@ -106,33 +102,41 @@ def cmd_train_remote(aws: Aws, args: argparse.Namespace) -> int:
     image = image_uri(aws, args, "train")
     job_name = args.job_name or f"dogbreed-train-{config.stamp()}"
     output_path = f"s3://{bucket}/{args.prefix}/training"
-    estimator = Estimator(
-        image_uri=image,
-        role=role,
-        instance_count=args.instance_count,
-        instance_type=args.instance_type,
-        output_path=output_path,
-        hyperparameters=hyperparameters,
-        environment={"SAGEMAKER_PROGRAM": "train_model.py"},
-        metric_definitions=METRIC_DEFINITIONS,
-        sagemaker_session=aws.session,
-        **(
-            debugger_settings(output_path, args.debug_save_interval)
-            if args.debugger
-            else {"debugger_hook_config": False, "disable_profiler": True}
-        ),
+    request = {
+        "TrainingJobName": job_name,
+        "AlgorithmSpecification": algorithm(image),
+        "RoleArn": role,
+        "InputDataConfig": [s3_channel("training", data)],
+        "OutputDataConfig": {"S3OutputPath": output_path},
+        "ResourceConfig": {
+            "InstanceCount": args.instance_count,
+            "InstanceType": args.instance_type,
+            "VolumeSizeInGB": 30,
+        },
+        "HyperParameters": {name: str(value) for name, value in hyperparameters.items()},
+        "Environment": {"SAGEMAKER_PROGRAM": "train_model.py"},
         # Spot: SageMaker syncs /opt/ml/checkpoints here and restores it after an interruption; the
         # training code resumes from the last epoch it finds there.
         **spot_settings(args, f"s3://{bucket}/{args.prefix}/checkpoints/{job_name}"),
-    )
+        **(
+            debugger_settings(aws.region, output_path, args.debug_save_interval)
+            if args.debugger
+            else {"ProfilerConfig": {"DisableProfiler": True}}
+        ),
+    }
     with aws_errors():
-        estimator.fit({"training": data}, job_name=job_name, wait=False, logs=False)
+        aws.sagemaker.create_training_job(**request)
     print(
         f"training job: {job_name} on {args.instance_type}{' (spot)' if args.spot else ''}, image {image}", flush=True
     )
     return wait_and_report(
         args,
-        lambda: aws.session.wait_for_job(job_name, poll=args.poll),
+        lambda: wait_for_end(
+            lambda: aws.sagemaker.describe_training_job(TrainingJobName=job_name),
+            "TrainingJobStatus",
+            f"training job {job_name}",
+            args.poll,
+        ),
         lambda: print_training_result(aws, job_name),
         later=f"make training-result TRAINING_JOB={job_name}",
     )

@@ -5,19 +5,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dogbreed.training.metrics import OBJECTIVE_METRIC
 from dogbreed.workflows import parse_pairs
 from dogbreed.workflows.aws import Aws, CloudError, aws_errors, error_code
 from dogbreed.workflows.cloud import config
 from dogbreed.workflows.cloud.config import Parents, image_uri, require_role, resolve_bucket
-from dogbreed.workflows.cloud.jobs import spot_settings, wait_and_report
+from dogbreed.workflows.cloud.jobs import algorithm, s3_channel, spot_settings, wait_and_report, wait_for_end
 from dogbreed.workflows.cloud.storage import resolve_data
-
-if TYPE_CHECKING:
-    from sagemaker.parameter import ParameterRange
-    from sagemaker.workflow.entities import PipelineVariable
 
 # Ranges that worked for the dogImages transfer-learning jobs this project
 # grew from: learning rate 0.001 to 0.1 on a log scale, batch size 16 to 256.
@@ -27,16 +23,25 @@ RECOMMENDED_RANGES: dict[str, dict[str, Any]] = {
 }
 
 
-def hyperparameter_ranges() -> dict[str | PipelineVariable, ParameterRange]:
-    """The SDK's parameter objects for the recommended ranges (continuous or categorical)."""
-    from sagemaker.tuner import CategoricalParameter, ContinuousParameter
-
-    ranges: dict[str | PipelineVariable, ParameterRange] = {}
+def parameter_ranges() -> dict[str, list[dict[str, Any]]]:
+    """The tuning job's ParameterRanges for the recommended ranges (continuous or categorical)."""
+    ranges: dict[str, list[dict[str, Any]]] = {
+        "ContinuousParameterRanges": [],
+        "CategoricalParameterRanges": [],
+        "IntegerParameterRanges": [],
+    }
     for name, spec in RECOMMENDED_RANGES.items():
         if spec["type"] == "continuous":
-            ranges[name] = ContinuousParameter(spec["min"], spec["max"], scaling_type=spec.get("scaling", "Auto"))
+            ranges["ContinuousParameterRanges"].append(
+                {
+                    "Name": name,
+                    "MinValue": str(spec["min"]),
+                    "MaxValue": str(spec["max"]),
+                    "ScalingType": spec.get("scaling", "Auto"),
+                }
+            )
         else:
-            ranges[name] = CategoricalParameter(spec["values"])
+            ranges["CategoricalParameterRanges"].append({"Name": name, "Values": [str(v) for v in spec["values"]]})
     return ranges
 
 
@@ -88,47 +93,62 @@ def print_best(aws: Aws, tuning_job: str) -> None:
     print(f"train with them: make train-remote FROM_TUNING_JOB={tuning_job}")
 
 
+def tuning_request(args: argparse.Namespace, job_name: str, role: str, data: str, image: str, output: str) -> dict:
+    """CreateHyperParameterTuningJob: hpo.py trials over the recommended ranges, lean (no Debugger, no profiler)."""
+    return {
+        "HyperParameterTuningJobName": job_name,
+        "HyperParameterTuningJobConfig": {
+            "Strategy": "Bayesian",
+            "ResourceLimits": {
+                "MaxNumberOfTrainingJobs": args.max_jobs,
+                "MaxParallelTrainingJobs": args.max_parallel_jobs,
+            },
+            "TrainingJobEarlyStoppingType": args.early_stopping,
+            "HyperParameterTuningJobObjective": {
+                "Type": "Maximize" if args.objective.endswith("accuracy") else "Minimize",
+                "MetricName": args.objective,
+            },
+            "ParameterRanges": parameter_ranges(),
+        },
+        "TrainingJobDefinition": {
+            # The toolkit runs SAGEMAKER_PROGRAM; the hyperparameter says the same for older toolkits.
+            "StaticHyperParameters": {
+                **parse_pairs(args.hyperparameter, "-H", CloudError),
+                "sagemaker_program": "hpo.py",
+            },
+            "RoleArn": role,
+            "OutputDataConfig": {"S3OutputPath": output},
+            "HyperParameterTuningResourceConfig": {
+                "InstanceCount": 1,
+                "InstanceType": args.instance_type,
+                "VolumeSizeInGB": 30,
+            },
+            "AlgorithmSpecification": algorithm(image),
+            "InputDataConfig": [s3_channel("training", data)],
+            "Environment": {"SAGEMAKER_PROGRAM": "hpo.py"},
+            **spot_settings(args, None),
+        },
+    }
+
+
 def cmd_hpo(aws: Aws, args: argparse.Namespace) -> int:
-    from sagemaker.estimator import Estimator
-    from sagemaker.tuner import HyperparameterTuner
-
-    from dogbreed.training.metrics import METRIC_DEFINITIONS
-
     role = require_role(args)
     bucket = resolve_bucket(aws, args)
     data = resolve_data(aws, args, bucket)
     image = image_uri(aws, args, "train")
     job_name = args.job_name or f"dogbreed-hpo-{config.stamp()}"[:32]
-    estimator = Estimator(
-        image_uri=image,
-        role=role,
-        instance_count=1,
-        instance_type=args.instance_type,
-        output_path=f"s3://{bucket}/{args.prefix}/tuning",
-        # The toolkit runs SAGEMAKER_PROGRAM; the hyperparameter says the same for older toolkits.
-        hyperparameters={**parse_pairs(args.hyperparameter, "-H", CloudError), "sagemaker_program": "hpo.py"},
-        environment={"SAGEMAKER_PROGRAM": "hpo.py"},
-        disable_profiler=True,
-        debugger_hook_config=False,  # trials stay lean; train-remote profiles
-        sagemaker_session=aws.session,
-        **spot_settings(args, None),
-    )
-    tuner = HyperparameterTuner(
-        estimator,
-        objective_metric_name=args.objective,
-        hyperparameter_ranges=hyperparameter_ranges(),
-        metric_definitions=METRIC_DEFINITIONS,
-        objective_type="Maximize" if args.objective.endswith("accuracy") else "Minimize",
-        max_jobs=args.max_jobs,
-        max_parallel_jobs=args.max_parallel_jobs,
-        early_stopping_type=args.early_stopping,
-    )
+    request = tuning_request(args, job_name, role, data, image, f"s3://{bucket}/{args.prefix}/tuning")
     with aws_errors():
-        tuner.fit({"training": data}, job_name=job_name, wait=False)
+        aws.sagemaker.create_hyper_parameter_tuning_job(**request)
     print(f"tuning job: {job_name} ({args.max_jobs} jobs, {args.max_parallel_jobs} at a time, on {image})", flush=True)
     return wait_and_report(
         args,
-        lambda: aws.session.wait_for_tuning_job(job_name, poll=args.poll),
+        lambda: wait_for_end(
+            lambda: aws.sagemaker.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=job_name),
+            "HyperParameterTuningJobStatus",
+            f"tuning job {job_name}",
+            args.poll,
+        ),
         lambda: print_best(aws, job_name),
         later=f"make best TUNING_JOB={job_name}",
     )
