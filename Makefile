@@ -110,7 +110,8 @@ FROM_TUNING_JOB ?=
 TRAINING_JOB ?=
 # deploy: the two served models, local model.tar.gz or s3:// URIs (default: the newest make local-train outputs,
 # as make local-serve serves them)
-newest_model = $(shell $(WORKFLOWS) local newest $(1))
+# (run from whichever venv exists: deploy has the workflows' one, explain the other)
+newest_model = $(shell $(if $(wildcard $(CLOUD_VENV)/bin/python),$(WORKFLOWS),$(DOGBREED)) local newest $(1) 2>/dev/null)
 MODEL_DATA ?= $(call newest_model,$(LOCAL_OUT)/resnet18)
 MOBILE_MODEL_DATA ?= $(call newest_model,$(LOCAL_OUT)/mobilenet_v2)
 # deploy's autoscaling, on with MAX_INSTANCES and TARGET_INVOCATIONS: instances from MIN_INSTANCES (default: one)
@@ -442,5 +443,5 @@ bench-explain: $(VENV_STAMP) $(MMS_GUARD) ## One explanation (ResNet18 int8, 20 
 	$(VENV_PY) bench/explain.py
 
 .PHONY: clean
-clean: ## Remove build outputs (keeps the venv)
+clean: ## Remove build outputs (keeps both venvs)
 	rm -rf $(BUILD_DIR) .pytest_cache

@@ -39,7 +39,7 @@ from dogbreed.artifact import read_metadata
 from dogbreed.explain.explainer import PredictorClassifier, Settings, explain
 from dogbreed.explain.remote import EndpointClassifier
 from dogbreed.serving.inference import Predictor
-from dogbreed.workflows.cloud.prediction import local_runtime
+from dogbreed.workflows.sdk import local_runtime
 
 SETTINGS = Settings(segments=20, samples=256)
 

@@ -20,7 +20,7 @@ from dogbreed.explain.explainer import PredictorClassifier, Settings, explain
 from dogbreed.explain.remote import EndpointClassifier
 from dogbreed.explain.superpixels import mask_view
 from dogbreed.serving.inference import Predictor
-from dogbreed.workflows.cloud.prediction import local_runtime
+from dogbreed.workflows.sdk import local_runtime
 from tests.conftest import REPO_ROOT, SAMPLE_DATA
 from tests.serving import load_model, running_server
 
