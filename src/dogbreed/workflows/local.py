@@ -154,6 +154,8 @@ def run_training(
     container_root.mkdir(parents=True)
     before = set(containers_of(image))
     network_existed = network_exists(LOCAL_NETWORK)
+    containers = "1 container" if instance_count == 1 else f"{instance_count} containers"
+    print(f"local training job {job_dir.name}: {program} in {containers} of {image}", flush=True)
     try:
         failure = train_in_containers(image, data, container_root, hyperparameters, program, instance_count)
         if failure:
@@ -222,6 +224,10 @@ def get_args_parser(prog: str = "dogbreed local") -> argparse.ArgumentParser:
 def run(argv: list[str] | None = None, prog: str = "dogbreed local") -> int:
     args = get_args_parser(prog).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    # The containers' log and this command's lines are what matter; the SDK's and botocore's INFO lines (credentials
+    # found, compose looked up, the working folder's paths) only repeat them.
+    for name in ("sagemaker", "sagemaker.config", "botocore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     return run_cli(prog, lambda: run_command(args))
 
 
