@@ -22,7 +22,6 @@ from botocore.stub import ANY, Stubber
 
 from dogbreed.labels import display_label
 from dogbreed.training.metrics import METRIC_DEFINITIONS
-from dogbreed.workflows import sdk
 from dogbreed.workflows.aws import Aws
 from dogbreed.workflows.cloud import config
 from dogbreed.workflows.cloud.cli import run as cloud_main
@@ -167,7 +166,6 @@ def aws_cloud(emulator, monkeypatch, capsys):
         sagemaker=sagemaker_client,
         runtime=runtime,
         s3=boto_session.client("s3"),
-        session=sdk.session(boto_session, sagemaker_client, runtime),
         region=REGION,
         autoscaling=boto_session.client("application-autoscaling"),
     )

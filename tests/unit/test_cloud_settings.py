@@ -33,7 +33,7 @@ def test_image_uris_default_to_what_make_push_pushed():
         def account_id(self):
             return "210987654321"
 
-    aws = Account(None, None, None, None, None, region="eu-west-1")
+    aws = Account(None, None, None, None, region="eu-west-1")
     args = get_args_parser().parse_args(["deploy", "--tag", "abc1234"])
     assert config.image_uri(aws, args, "serve") == "210987654321.dkr.ecr.eu-west-1.amazonaws.com/dogbreed-serve:abc1234"
     args = get_args_parser().parse_args(["deploy", "--tag", "v2", "--registry", "registry.example.com/ml"])

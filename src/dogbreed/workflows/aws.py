@@ -1,10 +1,11 @@
 """The AWS side of the cloud workflows: one session, settings resolved from flags and environment, one-line errors.
 
 Everything the cloud commands send goes through one :class:`Aws` object:
-``sagemaker`` and ``runtime`` (botocore clients), ``s3``, and ``session`` (a
-SageMaker Python SDK session built on the same clients). Tests build an
-:class:`Aws` around stubbed or emulated clients; :func:`connect` builds the
-real one.
+``sagemaker`` and ``runtime`` (botocore clients), ``s3`` and ``autoscaling``.
+The commands that need the SageMaker Python SDK build its session on these
+same clients when they run (``sdk.session``), so the others start without
+importing it. Tests build an :class:`Aws` around stubbed or emulated clients;
+:func:`connect` builds the real one.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 
 from dogbreed import settings
 from dogbreed.errors import DogbreedError
-from dogbreed.workflows import sdk
 
 
 class CloudError(DogbreedError):
@@ -29,7 +29,6 @@ class Aws:
     sagemaker: Any
     runtime: Any
     s3: Any
-    session: Any  # the SageMaker Python SDK's Session on the clients above
     region: str
     account: str | None = None
     autoscaling: Any = None  # Application Auto Scaling, for endpoint autoscaling
@@ -73,14 +72,11 @@ def open_session(
 def connect(region: str | None) -> Aws:
     """Clients for ``region``, credentials checked."""
     boto_session = open_session(region)
-    sagemaker_client = boto_session.client("sagemaker")
-    runtime = boto_session.client("sagemaker-runtime")
     return Aws(
         boto_session=boto_session,
-        sagemaker=sagemaker_client,
-        runtime=runtime,
+        sagemaker=boto_session.client("sagemaker"),
+        runtime=boto_session.client("sagemaker-runtime"),
         s3=boto_session.client("s3"),
-        session=sdk.session(boto_session, sagemaker_client, runtime),
         region=boto_session.region_name,
         autoscaling=boto_session.client("application-autoscaling"),
     )

@@ -19,6 +19,7 @@ from typing import Any
 
 from dogbreed.explain.explainer import DEFAULT_SAMPLES
 from dogbreed.explain.superpixels import DEFAULT_COMPACTNESS, DEFAULT_SEGMENTS
+from dogbreed.workflows import sdk
 from dogbreed.workflows.aws import Aws, CloudError, aws_errors
 from dogbreed.workflows.cloud import config
 from dogbreed.workflows.cloud.config import DEFAULT_TARGETS, Parents, check_target, env, require_role, resolve_bucket
@@ -79,7 +80,7 @@ def cmd_clarify(aws: Aws, args: argparse.Namespace) -> int:
             role=role,
             instance_count=1,
             instance_type=args.instance_type,
-            sagemaker_session=aws.session,
+            sagemaker_session=sdk.session(aws.boto_session, aws.sagemaker, aws.runtime),
         )
         processor.run_explainability(data, model, shap, model_scores=scores, wait=False, logs=False, job_name=name)
     print(f"clarify job: {name} on {args.instance_type}, explaining {args.target} of endpoint {args.endpoint}")
