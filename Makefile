@@ -174,23 +174,25 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "; printf "Targets (override variables with make TARGET VAR=value):\n"} \
 		/^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(VENV_STAMP): requirements/train.txt requirements/serve.txt requirements/dev.txt requirements/constraints.txt pyproject.toml
+# make_venv VENV,CONSTRAINTS: the steps both venvs start with: Python and the system's venv support checked, the venv
+# created when missing, pip and setuptools pinned. An existing venv is updated in place, never re-created: another
+# python3.11 on PATH would rewrite its pyvenv.cfg under the packages installed for the first one.
+define make_venv
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or set PYTHON=" >&2; exit 1; }
 	@$(SYSTEM) python
-	@# An existing venv is updated in place, never re-created: another python3.11 on PATH would rewrite its
-	@# pyvenv.cfg under the packages installed for the first one.
-	test -x $(VENV_PY) || $(PYTHON) -m venv $(VENV)
-	$(VENV_PY) -m pip install --quiet -c requirements/constraints.txt pip setuptools
+	test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install --quiet -c $(2) pip setuptools
+endef
+
+$(VENV_STAMP): requirements/train.txt requirements/serve.txt requirements/dev.txt requirements/constraints.txt pyproject.toml
+	$(call make_venv,$(VENV),requirements/constraints.txt)
 	$(VENV_PY) -m pip install --quiet -c requirements/constraints.txt -r requirements/dev.txt
 	$(VENV_PY) -m pip install --quiet --no-deps -e .
 	@touch $@
 
 # Created on first use by the targets that run the workflows, as the venv above is by the rest.
 $(CLOUD_STAMP): requirements/cloud.txt requirements/cloud-constraints.txt pyproject.toml
-	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or set PYTHON=" >&2; exit 1; }
-	@$(SYSTEM) python
-	test -x $(CLOUD_VENV)/bin/python || $(PYTHON) -m venv $(CLOUD_VENV)
-	$(CLOUD_VENV)/bin/python -m pip install --quiet -c requirements/cloud-constraints.txt pip setuptools
+	$(call make_venv,$(CLOUD_VENV),requirements/cloud-constraints.txt)
 	$(CLOUD_VENV)/bin/python -m pip install --quiet -c requirements/cloud-constraints.txt -e ".[cloud]"
 	@touch $@
 
